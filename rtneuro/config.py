@@ -1,0 +1,490 @@
+"""Graph configuration: YAML schema, node registry lookup, validation, placement.
+
+A graph file::
+
+    name: demo
+    runtime:   {speed: realtime, duration_s: 60}
+    transport: {scheme: ipc, policy: latest}
+    processes: {stimulate: {restart: on-failure, max_restarts: 3}}
+    nodes:
+      - id: eeg
+        type: file_replay
+        process: acquire
+        params: {path: ../replay_data/S003R01.edf}
+      - id: bp
+        type: bandpass
+        inputs: [eeg]
+        params: {l_freq: 1.0, h_freq: 40.0}
+
+The whole file is validated before any socket or device opens: unknown keys
+(with a suggestion), types, ranges, missing inputs, cycles, duplicate ids,
+stream kinds, and each node's own checks against the metadata of its inputs
+(channel names, rates). Every problem is reported, one line each, naming the
+file, the line, the node and the fix.
+
+Placement: a node runs in the process named by its ``process`` key. Without
+one, sources go to ``acquire``, transforms to ``process``, controllers to
+``control``, stimulators to ``stimulate``, and sinks join the process of
+their first input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError, did_you_mean
+from .messages import StreamMeta
+from .nodes import NODE_TYPES, Node, NodeContext, build_params, node_class, param
+from .transport import TransportParams
+
+__all__ = ["RuntimeParams", "ProcessParams", "NodeSpec", "ProcessSpec", "Graph", "load_graph", "parse_speed"]
+
+ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+TOP_KEYS = ("name", "description", "runtime", "transport", "processes", "nodes")
+NODE_KEYS = ("id", "type", "inputs", "params", "process")
+DEFAULT_PROCESS = {"source": "acquire", "transform": "process", "controller": "control", "stimulator": "stimulate"}
+
+
+def parse_speed(value: Any) -> str | float:
+    """``"realtime"``, ``"max"`` or a positive factor (``8``, ``"8"``, ``"8x"``)."""
+    if value in ("realtime", "max"):
+        return value
+    try:
+        v = float(str(value).rstrip("x"))
+    except ValueError:
+        raise ConfigError(f"speed={value!r}: use 'realtime', 'max' or a factor such as 4") from None
+    if not 0 < v <= 1e6:
+        raise ConfigError(f"speed={value!r} must be a factor > 0")
+    return "realtime" if v == 1.0 else v
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuntimeParams:
+    """The ``runtime:`` section."""
+
+    speed: str | float = param("realtime", doc="'realtime', 'max' (virtual clock) or a speed factor")
+    duration_s: float | None = param(None, gt=0, doc="stop after this many seconds of real time")
+    status_interval_s: float = param(1.0, gt=0, le=60)
+    startup_timeout_s: float = param(120.0, gt=0, doc="time allowed for every process to start and compile")
+    stop_timeout_s: float = param(1.5, gt=0, le=10, doc="Ctrl-C: time allowed to drain before processes are killed")
+    restart: Literal["never", "on-failure"] = param("on-failure", doc="default restart policy of processes")
+    max_restarts: int = param(3, ge=0)
+    restart_backoff_s: float = param(0.5, ge=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "speed", parse_speed(self.speed))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessParams:
+    """An entry of the ``processes:`` section."""
+
+    restart: Literal["never", "on-failure"] | None = param(None, doc="default: runtime.restart")
+    max_restarts: int | None = param(None, ge=0)
+    host: str | None = param(None, doc="tcp: address this process binds (default transport.host)")
+
+
+@dataclass
+class NodeSpec:
+    id: str
+    type: str
+    params: Any
+    raw_params: dict
+    inputs: list[str]
+    process: str
+    line: int
+    category: str = ""
+    outputs: dict[str, StreamMeta] = field(default_factory=dict)
+
+
+@dataclass
+class ProcessSpec:
+    name: str
+    service: str
+    restart: str
+    max_restarts: int
+    host: str
+    nodes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Graph:
+    """A validated graph: nodes in topological order, streams, placement."""
+
+    path: Path
+    base_dir: Path
+    name: str
+    description: str
+    runtime: RuntimeParams
+    transport: TransportParams
+    nodes: dict[str, NodeSpec]
+    processes: dict[str, ProcessSpec]
+    streams: dict[str, StreamMeta]
+    producer: dict[str, str]
+    consumers: dict[str, list[tuple[str, int]]]
+
+    def stream_process(self, stream: str) -> str:
+        return self.nodes[self.producer[stream]].process
+
+    def remote_consumers(self, stream: str) -> list[str]:
+        """Processes other than the producer's that consume ``stream``."""
+        home = self.stream_process(stream)
+        return sorted({self.nodes[n].process for n, _ in self.consumers.get(stream, []) if self.nodes[n].process != home})
+
+    def to_plan(self) -> dict:
+        """A JSON-able description that services rebuild their nodes from."""
+        return {
+            "path": str(self.path),
+            "base_dir": str(self.base_dir),
+            "name": self.name,
+            "runtime": {k: v for k, v in asdict(self.runtime).items()},
+            "transport": asdict(self.transport),
+            "nodes": [
+                {"id": s.id, "type": s.type, "params": s.raw_params, "inputs": s.inputs, "process": s.process, "line": s.line}
+                for s in self.nodes.values()
+            ],
+            "processes": {p.name: asdict(p) for p in self.processes.values()},
+            "streams": {k: m.to_dict() for k, m in self.streams.items()},
+            "producer": self.producer,
+            "consumers": {k: [list(c) for c in v] for k, v in self.consumers.items()},
+        }
+
+
+# -- YAML with line numbers ---------------------------------------------------
+
+
+class _LineDict(dict):
+    line = 0
+    key_lines: dict
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
+    out = _LineDict()
+    out.line = node.start_mark.line + 1
+    out.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in out:
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} appears twice")
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.key_lines[key] = key_node.start_mark.line + 1
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _plain(obj: Any) -> Any:
+    """Line-tracking dicts back to plain JSON-able values."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.exists():
+        raise ConfigError(f"configuration file not found: {path}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{path}:{exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+
+
+# -- validation ---------------------------------------------------------------
+
+
+class _Errors:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.items: list[str] = []
+
+    def add(self, line: int | None, msg: str) -> None:
+        where = f"{self.path}:{line}" if line else f"{self.path}"
+        self.items.append(f"{where}: {msg}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigError("\n".join(self.items))
+
+
+def _line(d: Any, key: str | None = None) -> int | None:
+    if isinstance(d, _LineDict):
+        return d.key_lines.get(key, d.line) if key else d.line
+    return None
+
+
+def _section(doc: dict, key: str, raw: dict, cls: type, errors: _Errors) -> Any:
+    try:
+        return build_params(cls, raw, key)
+    except ConfigError as exc:
+        errors.add(_line(doc, key), str(exc))
+        return cls()
+
+
+def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str | Path | None = None) -> Graph:
+    """Read and validate a graph file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file.
+    overrides : dict or None
+        Values replacing those of the ``runtime:`` section (``speed``,
+        ``duration_s``) or of ``transport:`` (keys prefixed ``transport.``).
+    base_dir : path or None
+        Folder relative paths are resolved against (default: the file's).
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem found, one per line.
+    """
+    path = Path(path)
+    doc = _read_yaml(path)
+    errors = _Errors(path)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a graph file must be a mapping with a 'nodes' list")
+    for key in doc:
+        if key not in TOP_KEYS:
+            errors.add(_line(doc, key), f"unknown section {key!r}{did_you_mean(key, TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
+    overrides = overrides or {}
+    rt_raw = dict(doc.get("runtime") or {})
+    tr_raw = dict(doc.get("transport") or {})
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k.startswith("transport."):
+            tr_raw[k.split(".", 1)[1]] = v
+        else:
+            rt_raw[k] = v
+    runtime = _section(doc, "runtime", rt_raw, RuntimeParams, errors)
+    transport = _section(doc, "transport", tr_raw, TransportParams, errors)
+    try:
+        transport.check()
+    except ConfigError as exc:
+        errors.add(_line(doc, "transport"), str(exc))
+    if runtime.speed == "max" and transport.policy != "lossless":
+        # As fast as possible only makes sense without loss: a fast producer
+        # must wait for its consumers, or replays would not be reproducible.
+        transport = TransportParams(**{**asdict(transport), "policy": "lossless"})
+
+    proc_raw = doc.get("processes") or {}
+    proc_params: dict[str, ProcessParams] = {}
+    if not isinstance(proc_raw, dict):
+        errors.add(_line(doc, "processes"), "'processes' must be a mapping of process name to settings")
+        proc_raw = {}
+    for name, raw in proc_raw.items():
+        if not isinstance(name, str) or not ID_RE.match(name):
+            errors.add(_line(proc_raw, name), f"process name {name!r} must start with a letter and use letters, digits, '_' or '-'")
+            continue
+        try:
+            proc_params[name] = build_params(ProcessParams, raw, f"process '{name}'")
+        except ConfigError as exc:
+            errors.add(_line(proc_raw, name), str(exc))
+
+    nodes_raw = doc.get("nodes")
+    if not isinstance(nodes_raw, list) or not nodes_raw:
+        errors.add(_line(doc, "nodes"), "'nodes' must be a non-empty list of nodes (each with 'id' and 'type')")
+        errors.raise_if_any()
+    specs: dict[str, NodeSpec] = {}
+    classes: dict[str, type[Node]] = {}
+    for i, raw in enumerate(nodes_raw):
+        line = _line(raw) or _line(doc, "nodes")
+        if not isinstance(raw, dict):
+            errors.add(line, f"nodes[{i}] must be a mapping with 'id' and 'type'")
+            continue
+        nid = raw.get("id")
+        label = f"node '{nid}'" if isinstance(nid, str) else f"nodes[{i}]"
+        for key in raw:
+            if key not in NODE_KEYS:
+                errors.add(_line(raw, key), f"{label}: unknown key {key!r}{did_you_mean(key, NODE_KEYS)}; allowed: {', '.join(NODE_KEYS)}")
+        if not isinstance(nid, str) or not ID_RE.match(nid):
+            errors.add(line, f"{label}: 'id' must be a name starting with a letter, using letters, digits, '_' or '-' (no dots)")
+            continue
+        if nid in specs:
+            errors.add(line, f"{label}: duplicate id (first defined on line {specs[nid].line}); ids must be unique")
+            continue
+        tname = raw.get("type")
+        try:
+            if not isinstance(tname, str):
+                raise ConfigError(f"missing 'type'; known types: {', '.join(sorted(NODE_TYPES))}")
+            cls = node_class(tname)
+        except ConfigError as exc:
+            errors.add(_line(raw, "type"), f"{label}: {exc}")
+            continue
+        label = f"node '{nid}' ({tname})"
+        try:
+            params = build_params(cls.Params, raw.get("params"), "params")
+        except ConfigError as exc:
+            errors.add(_line(raw, "params"), f"{label}: {exc}")
+            continue
+        inputs = raw.get("inputs", [])
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not all(isinstance(s, str) for s in inputs):
+            errors.add(_line(raw, "inputs"), f"{label}: 'inputs' must be a list of stream names")
+            continue
+        proc = raw.get("process")
+        if proc is not None and (not isinstance(proc, str) or not ID_RE.match(proc)):
+            errors.add(_line(raw, "process"), f"{label}: 'process' must be a process name")
+            continue
+        specs[nid] = NodeSpec(nid, tname, params, _plain(raw.get("params") or {}), list(inputs), proc or "", line or 0, cls.category)
+        classes[nid] = cls
+
+    # graph shape: inputs exist, no cycles
+    deps: dict[str, list[str]] = {}
+    for nid, spec in specs.items():
+        deps[nid] = []
+        for s in spec.inputs:
+            owner = s.split(".", 1)[0]
+            if owner not in specs:
+                known = list(specs)
+                errors.add(spec.line, f"node '{nid}': input '{s}' is not produced by any node{did_you_mean(owner, known)}")
+            elif owner == nid:
+                errors.add(spec.line, f"node '{nid}': takes its own output '{s}' as input; remove it")
+            else:
+                deps[nid].append(owner)
+    order = _toposort(deps, specs, errors)
+
+    # build every node in order, inferring stream metadata
+    streams: dict[str, StreamMeta] = {}
+    producer: dict[str, str] = {}
+    consumers: dict[str, list[tuple[str, int]]] = {}
+    base = Path(base_dir) if base_dir is not None else path.parent
+    for nid in order:
+        spec, cls = specs[nid], classes[nid]
+        label = f"node '{nid}' ({spec.type})"
+        n_in = len(spec.inputs)
+        if not cls.min_inputs <= n_in <= cls.max_inputs:
+            want = f"{cls.min_inputs}" if cls.min_inputs == cls.max_inputs else f"{cls.min_inputs} to {cls.max_inputs}"
+            errors.add(spec.line, f"{label}: takes {want} input(s), got {n_in}")
+            continue
+        metas = []
+        for k, s in enumerate(spec.inputs):
+            meta = streams.get(s)
+            if meta is None:
+                owner = s.split(".", 1)[0]
+                if owner in specs and specs[owner].outputs:
+                    ports = [m for m in specs[owner].outputs.values()]
+                    errors.add(spec.line, f"{label}: node '{owner}' has no output '{s}'; it has {[m.name for m in ports]}")
+                metas = None
+                break
+            allowed = cls.input_kinds[min(k, len(cls.input_kinds) - 1)].split("|")
+            if meta.kind not in allowed:
+                errors.add(spec.line, f"{label}: input '{s}' is a '{meta.kind}' stream but this input takes {' or '.join(repr(a) for a in allowed)}")
+                metas = None
+                break
+            metas.append(meta)
+        if metas is None:
+            continue
+        try:
+            node = cls(spec.params, metas, NodeContext(node_id=nid, base_dir=base))
+        except ConfigError as exc:
+            errors.add(spec.line, f"{label}: {exc}")
+            continue
+        spec.outputs = dict(node.outputs)
+        for meta in node.outputs.values():
+            streams[meta.name] = meta
+            producer[meta.name] = nid
+        for k, s in enumerate(spec.inputs):
+            consumers.setdefault(s, []).append((nid, k))
+
+    # placement
+    for nid in order:
+        spec = specs[nid]
+        if not spec.process:
+            if spec.category == "sink" and spec.inputs and spec.inputs[0].split(".", 1)[0] in specs:
+                spec.process = specs[spec.inputs[0].split(".", 1)[0]].process
+            else:
+                spec.process = DEFAULT_PROCESS.get(spec.category, "process")
+    for name in proc_params:
+        if not any(s.process == name for s in specs.values()):
+            errors.add(_line(proc_raw, name), f"process '{name}' holds no node; remove it or set 'process: {name}' on a node")
+    errors.raise_if_any()
+
+    processes: dict[str, ProcessSpec] = {}
+    for nid in order:
+        spec = specs[nid]
+        proc = processes.get(spec.process)
+        if proc is None:
+            pp = proc_params.get(spec.process, ProcessParams())
+            proc = ProcessSpec(
+                name=spec.process,
+                service="",
+                restart=pp.restart or runtime.restart,
+                max_restarts=runtime.max_restarts if pp.max_restarts is None else pp.max_restarts,
+                host=pp.host or transport.host,
+            )
+            processes[spec.process] = proc
+        proc.nodes.append(nid)
+    for proc in processes.values():
+        cats = {specs[n].category for n in proc.nodes}
+        proc.service = ("stimulate" if "stimulator" in cats else "acquire" if "source" in cats
+                        else "control" if "controller" in cats else "process")
+    return Graph(
+        path=path, base_dir=base, name=str(doc.get("name") or path.stem), description=str(doc.get("description") or ""),
+        runtime=runtime, transport=transport, nodes={n: specs[n] for n in order}, processes=processes,
+        streams=streams, producer=producer, consumers=consumers,
+    )
+
+
+def _toposort(deps: dict[str, list[str]], specs: dict[str, NodeSpec], errors: _Errors) -> list[str]:
+    """Kahn's algorithm, keeping file order among ready nodes; report cycles."""
+    indeg = {n: len(set(d)) for n, d in deps.items()}
+    users: dict[str, list[str]] = {n: [] for n in deps}
+    for n, ds in deps.items():
+        for d in set(ds):
+            users[d].append(n)
+    ready = [n for n in deps if indeg[n] == 0]
+    order = []
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for u in users[n]:
+            indeg[u] -= 1
+            if indeg[u] == 0:
+                ready.append(u)
+        ready.sort(key=list(deps).index)
+    left = [n for n in deps if n not in order]
+    if left:
+        cycle = _find_cycle(left, deps)
+        errors.add(specs[cycle[0]].line, f"the graph has a cycle: {' -> '.join(cycle + [cycle[0]])}; feedback must go through a stimulator or a delay, not a data input")
+    return order
+
+
+def _find_cycle(nodes: list[str], deps: dict[str, list[str]]) -> list[str]:
+    start = nodes[0]
+    path, seen = [start], {start}
+    cur = start
+    while True:
+        nxt = next(d for d in deps[cur] if d in nodes)
+        if nxt in seen:
+            return list(reversed(path[path.index(nxt):]))
+        path.append(nxt)
+        seen.add(nxt)
+        cur = nxt
+
+
+def plan_to_json(graph: Graph) -> str:
+    return json.dumps(graph.to_plan(), indent=1)

@@ -1,0 +1,61 @@
+"""The exceptions rtneuro raises.
+
+One root, :class:`RtneuroError`, and a few subclasses so that callers can catch
+a whole family (every configuration problem, every malformed message) without
+string matching. Messages are one line, name the offending value and say how
+to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "RtneuroError",
+    "ConfigError",
+    "SchemaError",
+    "DeviceError",
+    "SafetyError",
+    "did_you_mean",
+]
+
+
+class RtneuroError(Exception):
+    """Root of every error rtneuro raises on purpose."""
+
+
+class ConfigError(RtneuroError):
+    """A configuration file, a node parameter or a graph is invalid."""
+
+
+class SchemaError(RtneuroError):
+    """A message does not follow the wire schema.
+
+    Parameters
+    ----------
+    kind : str
+        Short machine-readable reason, used as the key under which the
+        rejection is counted (``"frames"``, ``"header"``, ``"version"``,
+        ``"size"``, ``"oversized"``, ``"dtype"``, ``"shape"``).
+    message : str
+        One-line human-readable explanation.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class DeviceError(RtneuroError):
+    """A hardware driver failed (port gone, no acknowledgement, bad reply)."""
+
+
+class SafetyError(RtneuroError):
+    """A stimulation command or device profile violates a safety rule."""
+
+
+def did_you_mean(value: str, options: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest option, or ``""``."""
+    matches = difflib.get_close_matches(str(value), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean '{matches[0]}'?)" if matches else ""

@@ -1,0 +1,58 @@
+"""IIR filtering in second-order sections with explicit state."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["sosfilt_hold"]
+
+
+@njit(cache=True, nogil=True, fastmath=False)
+def sosfilt_hold(sos, x, zi, last, out):  # pragma: no cover - compiled
+    """Filter ``x`` through cascaded biquads, carrying state across calls.
+
+    Parameters
+    ----------
+    sos : ndarray, shape (n_sections, 6)
+        Second-order sections ``[b0, b1, b2, a0, a1, a2]`` with ``a0 == 1``.
+    x : ndarray, shape (n_times, n_channels)
+        Input samples.
+    zi : ndarray, shape (n_sections, 2, n_channels)
+        Filter state, updated in place (scipy's layout for ``axis=0``).
+    last : ndarray, shape (n_channels,)
+        Last finite input sample per channel, updated in place. A NaN or
+        infinite input is replaced by it, so one bad sample cannot poison
+        the recursive state.
+    out : ndarray, shape (n_times, n_channels)
+        Output buffer (may be ``x`` itself).
+
+    Returns
+    -------
+    n_bad : int
+        Number of non-finite input values that were replaced.
+
+    Notes
+    -----
+    Transposed direct form II per section, the same recursion and
+    operation order as ``scipy.signal.sosfilt``; any split of the input
+    gives the same output.
+    """
+    n_times, n_ch = x.shape
+    n_sec = sos.shape[0]
+    n_bad = 0
+    for n in range(n_times):
+        for c in range(n_ch):
+            v = x[n, c]
+            if np.isfinite(v):
+                last[c] = v
+            else:
+                v = last[c]
+                n_bad += 1
+            for s in range(n_sec):
+                y = sos[s, 0] * v + zi[s, 0, c]
+                zi[s, 0, c] = sos[s, 1] * v - sos[s, 4] * y + zi[s, 1, c]
+                zi[s, 1, c] = sos[s, 2] * v - sos[s, 5] * y
+                v = y
+            out[n, c] = v
+    return n_bad

@@ -1,0 +1,42 @@
+"""Node types, by the name used in configuration files.
+
+The registry is an explicit table of ``"type": "module:Class"`` entries,
+imported lazily so that ``import rtneuro`` stays light (MNE is only loaded
+by a process that replays a file).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import ConfigError, did_you_mean
+from .base import Node, NodeContext, Source, build_params, param
+
+__all__ = ["NODE_TYPES", "node_class", "Node", "Source", "NodeContext", "build_params", "param"]
+
+NODE_TYPES: dict[str, str] = {
+    # sources
+    "synthetic": "rtneuro.nodes.sources:Synthetic",
+    "file_replay": "rtneuro.nodes.sources:FileReplay",
+    # signal processing
+    "bandpass": "rtneuro.nodes.filters:Bandpass",
+    "bandpower": "rtneuro.nodes.spectral:Bandpower",
+    # controllers
+    "threshold": "rtneuro.nodes.controllers:Threshold",
+    # sinks
+    "console": "rtneuro.nodes.sinks:Console",
+    "jsonl": "rtneuro.nodes.sinks:JsonLines",
+    "segment_summary": "rtneuro.nodes.sinks:SegmentSummary",
+    "stimulator": "rtneuro.nodes.stimulator:Stimulator",
+    # supervision drills
+    "fault": "rtneuro.nodes.sinks:Fault",
+}
+
+
+def node_class(type_name: str) -> type[Node]:
+    """The class registered under ``type_name``."""
+    target = NODE_TYPES.get(type_name)
+    if target is None:
+        raise ConfigError(f"unknown node type {type_name!r}{did_you_mean(type_name, NODE_TYPES)}; known types: {', '.join(sorted(NODE_TYPES))}")
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)

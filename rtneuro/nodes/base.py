@@ -1,0 +1,296 @@
+"""The node protocol.
+
+A node is a small stateful class around pure kernels. Its parameters are a
+frozen dataclass, so that a configuration entry maps one-to-one onto a
+constructor and a graph can be saved and rebuilt. Its life cycle:
+
+``__init__(params, inputs, ctx)``
+    Validate the parameters against the input streams' metadata, design
+    filters, compute ``self.outputs``. Pure: opens no device or socket, so
+    ``rtneuro validate`` can build every node of a graph.
+``open()``
+    Acquire resources (files, devices).
+``warmup()``
+    Compile and run the kernels once, so that the first real chunk is fast.
+``reset()``
+    Create all mutable state (underscore attributes).
+``process(chunk, port)``
+    Take one chunk of input ``port``; return ``None``, a :class:`Chunk` for
+    the main output, or a list of ``(port_name, Chunk)`` pairs.
+``tick(now)``
+    Optional; called at least every 50 ms with the LSL time (watchdogs).
+``end()``
+    Every input has ended (end of stream); flush what is pending.
+``report()``
+    A JSON-able summary for the run report.
+``close()``
+    Release resources; stimulators go to their safe state.
+
+Sources implement ``start(origin, resume)``, ``next_due()`` (stream time at
+which the next chunk is complete, ``None`` when exhausted) and ``read()``
+instead of ``process``, and may implement ``prefetch()``, which the runtime
+calls between chunks so that ``read()`` has nothing left to compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Union
+
+from ..errors import ConfigError, did_you_mean
+from ..messages import Chunk, StreamMeta
+from ..runtime.clock import lsl_clock
+
+__all__ = ["Node", "Source", "NodeContext", "build_params", "param"]
+
+
+@dataclass(slots=True)
+class NodeContext:
+    """What the runtime tells a node about where it runs.
+
+    Parameters
+    ----------
+    node_id : str
+        The node's id in the graph; its main output stream has this name.
+    base_dir : Path
+        Directory relative paths in parameters are resolved against (the
+        configuration file's directory).
+    clock : Clock or None
+        The run's stream clock (``None`` while validating).
+    real_clock : callable
+        The LSL clock, for deadlines and watchdogs that must follow real
+        time whatever the replay speed.
+    """
+
+    node_id: str
+    base_dir: Path = Path(".")
+    clock: Any = None
+    real_clock: Callable[[], float] = lsl_clock
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def stream_name(self, port: str = "") -> str:
+        return f"{self.node_id}.{port}" if port else self.node_id
+
+
+class Node:
+    """Base class of processing nodes (transforms, controllers, sinks)."""
+
+    #: ``"source"``, ``"transform"``, ``"controller"``, ``"sink"`` or ``"stimulator"``.
+    category: ClassVar[str] = "transform"
+    #: The parameters dataclass.
+    Params: ClassVar[type]
+    #: Accepted stream kinds per input position ("sig|feat"); the last entry
+    #: applies to any further inputs.
+    input_kinds: ClassVar[tuple[str, ...]] = ("sig",)
+    min_inputs: ClassVar[int] = 1
+    max_inputs: ClassVar[int] = 1
+
+    #: Output streams by port name ("" is the main output, named after the node).
+    outputs: dict[str, StreamMeta]
+
+    def __init__(self, params: Any, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
+        self.params = params
+        self.inputs = list(inputs)
+        self.ctx = ctx
+        self.outputs = {}
+
+    def open(self) -> None:
+        """Acquire resources (files, devices)."""
+
+    def warmup(self) -> None:
+        """Compile kernels and run them once."""
+
+    def reset(self) -> None:
+        """Create all mutable state."""
+
+    def process(self, chunk: Chunk, port: int = 0) -> Chunk | list | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def end(self) -> None:
+        """Every input has ended."""
+
+    def report(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+class Source(Node):
+    """Base class of sources: nodes without inputs that the runtime paces."""
+
+    category: ClassVar[str] = "source"
+    input_kinds: ClassVar[tuple[str, ...]] = ()
+    min_inputs: ClassVar[int] = 0
+    max_inputs: ClassVar[int] = 0
+
+    def start(self, origin: float, resume: int = 0) -> None:
+        """Sample 0 is acquired at stream time ``origin``; start at ``resume``."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def next_due(self) -> float | None:
+        """Stream time at which the next chunk is complete, or None at the end."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def read(self) -> Chunk | list:
+        """The next chunk (main output) or a list of (port, Chunk)."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def position(self) -> int:
+        """Index of the next sample to read (for resuming after a restart)."""
+        return 0
+
+    def prefetch(self) -> None:
+        """Prepare the next chunk ahead of its due time, so that ``read`` is instant."""
+
+
+# -- parameters ---------------------------------------------------------------
+
+
+def param(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+          le: float | None = None, lt: float | None = None, doc: str = "") -> Any:
+    """A dataclass field with a range checked by :func:`build_params`."""
+    meta = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt), ("doc", doc)) if v not in (None, "")}
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+_MISSING = object()
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(tp))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against annotation ``tp``; return it, converted where lossless."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        options = typing.get_args(tp)
+        if value in options and type(value) is type(options[options.index(value)]):
+            return value
+        raise ConfigError(f"{where}={value!r} is not one of {list(options)}{did_you_mean(value, [str(o) for o in options])}")
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}={value!r} must be {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}={value!r} must be null")
+    if tp is bool:
+        if type(value) is bool:
+            return value
+        raise ConfigError(f"{where}={value!r} must be true or false")
+    if tp is int:
+        if type(value) is int:
+            return value
+        raise ConfigError(f"{where}={value!r} must be an integer")
+    if tp is float:
+        if type(value) in (int, float):
+            return float(value)
+        raise ConfigError(f"{where}={value!r} must be a number")
+    if tp is str:
+        if type(value) is str:
+            return value
+        raise ConfigError(f"{where}={value!r} must be a string")
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r} must be a list ({_type_name(tp)})")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}={value!r} must have {len(args)} items ({_type_name(tp)})")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        kt, vt = typing.get_args(tp) or (Any, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r} must be a mapping ({_type_name(tp)})")
+        return {_coerce(k, kt, f"{where} key"): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    raise ConfigError(f"{where}: unsupported parameter type {_type_name(tp)}")  # pragma: no cover
+
+
+def _check_range(value: Any, meta: typing.Mapping, where: str) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if not isinstance(v, (int, float)):
+            continue
+        for key, ok, text in (
+            ("ge", lambda a, b: a >= b, ">="),
+            ("gt", lambda a, b: a > b, ">"),
+            ("le", lambda a, b: a <= b, "<="),
+            ("lt", lambda a, b: a < b, "<"),
+        ):
+            bound = meta.get(key)
+            if bound is not None and not ok(v, bound):
+                raise ConfigError(f"{where}={value!r} must be {text} {bound}")
+
+
+def build_params(cls: type, raw: Any, where: str) -> Any:
+    """Build a parameters dataclass from a configuration mapping.
+
+    Checks unknown keys (with a suggestion), missing required keys, types and
+    ranges; the dataclass' ``__post_init__`` may add cross-field checks by
+    raising :class:`ConfigError`.
+
+    Parameters
+    ----------
+    cls : type
+        A dataclass.
+    raw : dict or None
+        The ``params:`` mapping.
+    where : str
+        Prefix for error messages (``"node 'bp' params"``).
+    """
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown parameter {key!r}{did_you_mean(key, fields)}; allowed: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where}: missing required parameter {name!r} ({_type_name(hints[name])})")
+            continue
+        value = _coerce(raw[name], hints[name], f"{where}.{name}")
+        _check_range(value, f.metadata, f"{where}.{name}")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None

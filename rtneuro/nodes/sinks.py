@@ -1,0 +1,283 @@
+"""Sinks: console, JSON lines, per-segment summaries, and a fault injector for drills."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..errors import ConfigError, did_you_mean
+from ..messages import CMD_LEVEL, CMD_OFF, Chunk, StreamMeta
+from .base import Node, NodeContext, param
+
+__all__ = ["Console", "JsonLines", "SegmentSummary", "Fault"]
+
+_ANY = "sig|feat|evt|cmd"
+
+
+def _labels(meta: StreamMeta) -> dict[int, str]:
+    return {code: label for label, code in meta.event_id.items()}
+
+
+def _rows(chunk: Chunk, meta: StreamMeta) -> list[dict]:
+    """JSON-able rows of a chunk, whatever its kind."""
+    dt = 1.0 / chunk.sfreq if chunk.sfreq > 0 else 0.0
+    data = chunk.data
+    if meta.kind == "evt":
+        labels = _labels(meta)
+        return [{"index": int(e["index"]), "t": float(e["time"]), "label": labels.get(int(e["code"]), str(int(e["code"]))),
+                 "duration": float(e["duration"]), "channel": int(e["channel"]), "value": float(e["value"])} for e in data]
+    if meta.kind == "cmd":
+        names = data.dtype.names
+        return [{"index": chunk.first + i, "t": chunk.t0 + i * dt, **{k: rec[k].item() for k in names}}
+                for i, rec in enumerate(data)]
+    return [{"index": chunk.first + i, "t": chunk.t0 + i * dt,
+             "values": {n: float(v) for n, v in zip(meta.ch_names, row, strict=True)}} for i, row in enumerate(data)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsoleParams:
+    every_s: float = param(1.0, ge=0, doc="print at most one line per stream every every_s seconds of stream time")
+    max_channels: int = param(6, ge=1)
+
+
+class Console(Node):
+    """Prints a short line per stream to standard output, rate-limited."""
+
+    category = "sink"
+    Params = ConsoleParams
+    input_kinds = (_ANY,)
+    max_inputs = 16
+
+    def __init__(self, params: ConsoleParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
+        super().__init__(params, inputs, ctx)
+        self.reset()
+
+    def reset(self) -> None:
+        self._next = [-math.inf] * len(self.inputs)
+        self.lines = 0
+
+    def process(self, chunk: Chunk, port: int = 0) -> None:
+        if chunk.t0 < self._next[port] or chunk.data.shape[0] == 0:
+            return None
+        self._next[port] = chunk.t0 + self.params.every_s
+        meta = self.inputs[port]
+        row = _rows(chunk, meta)[-1]
+        if "values" in row:
+            vals = list(row["values"].items())[: self.params.max_channels]
+            body = "  ".join(f"{k}={v:.4g}" for k, v in vals)
+        else:
+            body = "  ".join(f"{k}={v}" for k, v in row.items() if k not in ("index", "t"))
+        sys.stdout.write(f"[{meta.kind}.{meta.name}] #{row['index']} t={row['t']:.3f}  {body}\n")
+        sys.stdout.flush()
+        self.lines += 1
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JsonLinesParams:
+    path: str = param(doc="output file; one JSON object per sample, frame, event or command")
+    flush_every: int = param(1, ge=1, doc="flush after this many chunks")
+
+
+class JsonLines(Node):
+    """Writes every row of its inputs as JSON lines (``{"stream", "index", "t", ...}``)."""
+
+    category = "sink"
+    Params = JsonLinesParams
+    input_kinds = (_ANY,)
+    max_inputs = 16
+
+    def __init__(self, params: JsonLinesParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
+        super().__init__(params, inputs, ctx)
+        self.path = ctx.resolve(params.path)
+        if not self.path.parent.exists():
+            raise ConfigError(f"folder {self.path.parent} for jsonl output does not exist; create it or change 'path'")
+        self._fh = None
+        self.reset()
+
+    def open(self) -> None:
+        self._fh = self.path.open("a")
+
+    def reset(self) -> None:
+        self.rows = 0
+        self._pending = 0
+
+    def process(self, chunk: Chunk, port: int = 0) -> None:
+        meta = self.inputs[port]
+        lines = [json.dumps({"stream": meta.name, **row}) for row in _rows(chunk, meta)]
+        self._fh.write("\n".join(lines) + "\n" if lines else "")
+        self.rows += len(lines)
+        self._pending += 1
+        if self._pending >= self.params.flush_every:
+            self._fh.flush()
+            self._pending = 0
+        return None
+
+    def report(self) -> dict:
+        return {"path": str(self.path), "rows": self.rows}
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SegmentSummaryParams:
+    labels: list[str] = param(["file:*"], doc="event labels (shell patterns) that start a new segment")
+    features: list[str] | None = param(None, doc="feature columns to summarise (default: all)")
+    max_frames: int = param(10_000_000, ge=1)
+
+
+class SegmentSummary(Node):
+    """Mean of features per segment, segments delimited by events.
+
+    Inputs: a feature stream, then optionally an event stream (segment
+    boundaries) and a command stream (the fraction of decisions during
+    which stimulation was on). Frames and events are matched by stream time
+    when the report is made, so the order in which they arrive from
+    different processes does not matter.
+    """
+
+    category = "sink"
+    Params = SegmentSummaryParams
+    input_kinds = ("feat", "evt|cmd", "evt|cmd")
+    max_inputs = 3
+
+    def __init__(self, params: SegmentSummaryParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
+        super().__init__(params, inputs, ctx)
+        feat = inputs[0]
+        names = params.features or list(feat.ch_names)
+        for n in names:
+            if n not in feat.ch_names:
+                raise ConfigError(f"feature {n!r} not in stream '{feat.name}'{did_you_mean(n, feat.ch_names)}")
+        self.cols = [feat.ch_names.index(n) for n in names]
+        self.names = names
+        self.unit = feat.units[self.cols[0]] if feat.units else ""
+        kinds = [m.kind for m in inputs[1:]]
+        if len(set(kinds)) != len(kinds):
+            raise ConfigError("give at most one event stream and one command stream")
+        self.reset()
+
+    def reset(self) -> None:
+        self._t: list[np.ndarray] = []
+        self._v: list[np.ndarray] = []
+        self._n = 0
+        self._bounds: list[tuple[float, str]] = []
+        self._cmd_t: list[float] = []
+        self._cmd_on: list[bool] = []
+        self._on = False
+
+    def process(self, chunk: Chunk, port: int = 0) -> None:
+        meta = self.inputs[port]
+        n = chunk.data.shape[0]
+        dt = 1.0 / chunk.sfreq if chunk.sfreq > 0 else 0.0
+        if meta.kind == "feat":
+            if self._n + n <= self.params.max_frames:
+                self._t.append(chunk.t0 + dt * np.arange(n))
+                self._v.append(np.asarray(chunk.data[:, self.cols], dtype=float))
+                self._n += n
+        elif meta.kind == "evt":
+            labels = _labels(meta)
+            for e in chunk.data:
+                lab = labels.get(int(e["code"]), str(int(e["code"])))
+                if any(fnmatch.fnmatch(lab, pat) for pat in self.params.labels):
+                    self._bounds.append((float(e["time"]), lab))
+        elif meta.kind == "cmd":
+            for i, rec in enumerate(chunk.data):
+                k = int(rec["kind"])
+                if k == CMD_LEVEL:
+                    self._on = True
+                elif k == CMD_OFF:
+                    self._on = False
+                self._cmd_t.append(chunk.t0 + i * dt)
+                self._cmd_on.append(self._on)
+        return None
+
+    def segments(self) -> list[dict]:
+        if not self._t:
+            return []
+        t = np.concatenate(self._t)
+        v = np.concatenate(self._v)
+        bounds = sorted(self._bounds) or [(-math.inf, "all")]
+        if t[0] < bounds[0][0]:
+            bounds.insert(0, (-math.inf, "before"))
+        edges = [b[0] for b in bounds] + [math.inf]
+        ct = np.array(self._cmd_t)
+        con = np.array(self._cmd_on, dtype=bool)
+        out = []
+        for (start, label), stop in zip(bounds, edges[1:], strict=True):
+            sel = (t >= start) & (t < stop)
+            if not sel.any():
+                continue
+            seg = {"label": label, "t_start": float(t[sel][0]), "t_stop": float(t[sel][-1]), "frames": int(sel.sum()),
+                   "mean": {n: float(np.nanmean(v[sel, j])) for j, n in enumerate(self.names)},
+                   "median": {n: float(np.nanmedian(v[sel, j])) for j, n in enumerate(self.names)}}
+            if ct.size:
+                csel = (ct >= start) & (ct < stop)
+                seg["stim_on_fraction"] = float(con[csel].mean()) if csel.any() else 0.0
+            out.append(seg)
+        return out
+
+    def report(self) -> dict:
+        segs = self.segments()
+        lines = []
+        for s in segs:
+            vals = ", ".join(f"{n} {s['mean'][n]:.2f}" for n in self.names[:4])
+            stim = f", stimulation on {100 * s['stim_on_fraction']:.0f}% of decisions" if "stim_on_fraction" in s else ""
+            lines.append(f"{s['label']}: {s['frames']} frames, mean {vals} {self.unit}{stim}")
+        if len(segs) >= 2:
+            for n in self.names[:4]:
+                a, b = segs[0]["mean"][n], segs[-1]["mean"][n]
+                change = f"{b - a:+.2f} {self.unit}" if "dB" in self.unit else f"x{b / a:.2f}" if a else ""
+                lines.append(f"{n}: {segs[-1]['label']} vs {segs[0]['label']}: {change}")
+        return {"segments": segs, "summary": lines}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultParams:
+    after_chunks: int = param(10, ge=0, doc="behave normally for this many chunks")
+    mode: Literal["raise", "exit", "nan"] = param("raise", doc="raise an exception, kill the process, or inject a NaN burst")
+    nan_samples: int = param(5, ge=1)
+
+
+class Fault(Node):
+    """Passes its input through, then fails on purpose (supervision drills and tests).
+
+    ``raise`` raises ``RuntimeError`` in ``process``; ``exit`` ends the
+    process abruptly (as a segmentation fault would); ``nan`` replaces
+    ``nan_samples`` samples of every channel by NaN once.
+    """
+
+    Params = FaultParams
+    input_kinds = ("sig|feat",)
+
+    def __init__(self, params: FaultParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
+        super().__init__(params, inputs, ctx)
+        src = inputs[0]
+        self.outputs = {"": StreamMeta(name=ctx.stream_name(), kind=src.kind, sfreq=src.sfreq, ch_names=src.ch_names,
+                                       ch_types=src.ch_types, units=src.units, dtype=src.dtype, source=f"fault({params.mode}) of {src.name}")}
+        self.reset()
+
+    def reset(self) -> None:
+        self.chunks = 0
+
+    def process(self, chunk: Chunk, port: int = 0) -> Chunk:
+        self.chunks += 1
+        if self.chunks == self.params.after_chunks + 1:
+            if self.params.mode == "raise":
+                raise RuntimeError(f"fault injected by node '{self.ctx.node_id}' after {self.params.after_chunks} chunks")
+            if self.params.mode == "exit":
+                os._exit(70)
+            data = np.array(chunk.data, dtype=np.float64)
+            data[: self.params.nan_samples] = np.nan
+            return Chunk(data, chunk.first, chunk.t0, chunk.sfreq, chunk.trace, chunk.extra)
+        return chunk

@@ -1,0 +1,101 @@
+"""The stimulator node: the safety gate in front of a hardware driver."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..messages import CMD_HOLD, Chunk, StreamMeta
+from ..safety import Gate, load_profile
+from .base import Node, NodeContext, param
+
+__all__ = ["Stimulator", "StimulatorParams"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StimulatorParams:
+    """Parameters of :class:`Stimulator`."""
+
+    driver: str = param("simulated", doc="a driver registered in rtneuro.hardware.DRIVERS")
+    profile: str = param("simulated", doc="shipped profile name or path to a profile YAML")
+    log_path: str | None = param(None, doc="simulated driver: append delivered commands to this JSON-lines file")
+
+
+class Stimulator(Node):
+    """Every command it receives passes the safety gate before the driver.
+
+    The driver is created in :meth:`open` (never while validating) and put
+    in its safe state at once; :meth:`close` and the watchdog put it back
+    there. :meth:`process` returns one ``(status, reason)`` per command,
+    which the runtime sends back to the controller as the acknowledgement.
+
+    The recommended layout gives this node a process of its own (the
+    ``stimulate`` service), so that a failure anywhere in the processing
+    cannot stop the watchdog.
+    """
+
+    category = "stimulator"
+    Params = StimulatorParams
+    input_kinds = ("cmd",)
+    max_inputs = 8
+
+    def __init__(self, params: StimulatorParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
+        super().__init__(params, inputs, ctx)
+        from rtneuro.hardware import driver_class
+
+        self.profile = load_profile(params.profile, ctx.base_dir)
+        self._driver_cls = driver_class(params.driver)
+        if params.driver != self.profile.device:
+            raise ConfigError(f"profile '{params.profile}' is for device '{self.profile.device}', not driver '{params.driver}'")
+        self.outputs = {}
+        self.gate: Gate | None = None
+
+    def open(self) -> None:
+        kwargs = {}
+        if self.params.log_path:
+            kwargs["log_path"] = self.ctx.resolve(self.params.log_path)
+        self.gate = Gate(self.profile, self._driver_cls(**kwargs))
+        self.gate.open(self.ctx.real_clock())
+
+    def warmup(self) -> None:
+        pass
+
+    def process(self, chunk: Chunk, port: int = 0) -> list[tuple[str, str]]:
+        gate = self.gate
+        if gate is None:
+            raise RuntimeError("stimulator used before open()")
+        now = self.ctx.real_clock()
+        extra = chunk.extra or {}
+        deadline = extra.get("deadline")
+        deadline = float(deadline) if isinstance(deadline, (int, float)) else None
+        dt = 1.0 / chunk.sfreq if chunk.sfreq > 0 else 0.0
+        out = []
+        data = chunk.data
+        for i, kind in enumerate(data["kind"].tolist()):
+            if kind == CMD_HOLD:
+                d = gate.heartbeat(now, deadline)
+            else:
+                d = gate.submit(data[i], now, deadline, chunk.t0 + i * dt)
+            out.append((d.status, d.reason))
+        return out
+
+    def end(self) -> None:
+        """Every command input has ended: safe state now, not after the watchdog deadline."""
+        if self.gate is not None:
+            self.gate.safe_state(self.ctx.real_clock())
+
+    def tick(self, now: float) -> None:
+        if self.gate is not None:
+            self.gate.tick(now)
+
+    def report(self) -> dict:
+        if self.gate is None:
+            return {}
+        return {"gate": dict(self.gate.counts), "refusals": dict(self.gate.reasons), "driver": self.gate.driver.report()}
+
+    def close(self) -> None:
+        if self.gate is not None:
+            now = self.ctx.real_clock()
+            self.gate.safe_state(now)
+            self.gate.driver.close()

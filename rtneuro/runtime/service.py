@@ -1,0 +1,748 @@
+"""The service process: hosts the nodes placed in one process and runs them.
+
+One service per process of a graph. It builds its nodes from the plan the
+supervisor wrote, binds and connects its sockets, waits until every process
+that consumes its streams has subscribed, reports ``ready``, and on ``start``
+runs the loop:
+
+* sources are paced by the run's clock (live, scaled or virtual); while a
+  source waits for its next chunk, the service keeps serving its sockets;
+* a chunk produced by a node is handed *by reference* to the consumers in
+  the same process, depth first, and published once for the consumers in
+  other processes;
+* command streams go to stimulators over the acknowledged command channel;
+  the stimulate side answers each command with the gate's decision;
+* every ``status_interval_s`` the service reports its counters and new
+  latency samples to the supervisor.
+
+It ends when its sources are exhausted and every input has ended (``drain``),
+when told to ``stop``, or on SIGTERM. A node that raises ends the service
+with exit code 1 after its stimulators are put in their safe state; the
+supervisor then applies the restart policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from ..config import parse_speed
+from ..errors import RtneuroError, SchemaError
+from ..messages import CMD_HOLD, Chunk, StreamMeta, pack_control, unpack_control
+from ..nodes import Node, NodeContext, build_params, node_class
+from ..transport import CommandReceiver, CommandSender, Publisher, Subscriber, TransportParams
+from .clock import Clock, VirtualClock, lsl_clock, make_clock
+
+__all__ = ["Service", "main", "EXIT_FAILED", "EXIT_STARTUP"]
+
+log = logging.getLogger("rtneuro.service")
+
+EXIT_FAILED = 1
+EXIT_STARTUP = 3
+#: Longest time the loop blocks without checking control messages and timers.
+MAX_BLOCK_S = 0.05
+#: Sources prepare their next chunk this long after emitting one.
+PREFETCH_DELAY_S = 0.002
+#: Latency samples kept per stream and status message (beyond: every k-th).
+MAX_SAMPLES_PER_STATUS = 5000
+
+
+class ServiceFailure(RtneuroError):
+    """A node failed; the service must stop."""
+
+
+@dataclass(slots=True)
+class _Out:
+    """Where a stream produced in this process goes."""
+
+    stream: str
+    kind: str
+    topic: bytes
+    local: list  # [(node, port)]
+    publish: bool
+    senders: list  # [CommandSender]
+    chunks: int = 0
+    samples: int = 0
+    nonfinite: int = 0
+    next_index: int = 0
+    ages: list = field(default_factory=list)
+    sent: int = 0
+    heartbeats: int = 0
+
+
+class Service:
+    """Runs the nodes of one process.
+
+    Parameters
+    ----------
+    plan : dict
+        Written by the supervisor (:meth:`rtneuro.config.Graph.to_plan` plus
+        ``endpoints`` and ``control``).
+    process : str
+        Name of the process to run.
+    inc : int
+        Incarnation id (new at each restart).
+    """
+
+    def __init__(self, plan: dict, process: str, inc: int) -> None:
+        self.plan = plan
+        self.name = process
+        self.inc = inc
+        self.transport = TransportParams(**plan["transport"])
+        rt = plan["runtime"]
+        self.status_interval = float(rt["status_interval_s"])
+        self.startup_timeout = float(rt["startup_timeout_s"])
+        self.metas = {k: StreamMeta.from_dict(v) for k, v in plan["streams"].items()}
+        self.base_dir = Path(plan["base_dir"])
+        self.endpoints = plan["endpoints"]
+        self.clock: Clock | None = None
+        self._stop = False
+        self._draining = False
+        self.errors: list[str] = []
+        self._new_errors: list[str] = []
+        self._e2e: list[float] = []
+        #: per-hop latency at stimulators: "a>b" -> samples (us) since the last status
+        self._hops: dict[str, list[float]] = {}
+        self._build_nodes()
+
+    # -- construction -------------------------------------------------------
+
+    def _build_nodes(self) -> None:
+        plan = self.plan
+        specs = [n for n in plan["nodes"] if n["process"] == self.name]
+        if not specs:
+            raise RtneuroError(f"process '{self.name}' has no node in the plan")
+        self.specs = {s["id"]: s for s in specs}
+        self.nodes: dict[str, Node] = {}
+        self.ctx: dict[str, NodeContext] = {}
+        for s in specs:
+            cls = node_class(s["type"])
+            params = build_params(cls.Params, s["params"], f"node '{s['id']}' params")
+            ctx = NodeContext(node_id=s["id"], base_dir=self.base_dir)
+            node = cls(params, [self.metas[i] for i in s["inputs"]], ctx)
+            self.nodes[s["id"]] = node
+            self.ctx[s["id"]] = ctx
+        self.sources = [n for n in self.nodes.values() if n.category == "source"]
+        self.stimulators = {nid for nid, n in self.nodes.items() if n.category == "stimulator"}
+        self.tickers = [n for n in self.nodes.values() if callable(getattr(n, "tick", None))]
+        #: stream -> ids of the nodes of this process that consume it
+        self.local_consumers: dict[str, list[str]] = {}
+        for s in specs:
+            for name in s["inputs"]:
+                self.local_consumers.setdefault(name, []).append(s["id"])
+
+    def _setup_sockets(self) -> None:
+        plan = self.plan
+        tp = self.transport
+        self.zctx = zmq.Context.instance()
+        ep = self.endpoints[self.name]
+        producer = plan["producer"]
+        proc_of = {n["id"]: n["process"] for n in plan["nodes"]}
+        consumers = plan["consumers"]
+        self.publisher: Publisher | None = None
+        self.subscriber: Subscriber | None = None
+        self.cmd_receiver: CommandReceiver | None = None
+        self.senders: dict[str, CommandSender] = {}
+        self.outs: dict[str, _Out] = {}
+        self.expected_subs: dict[bytes, int] = {}
+        for node in self.nodes.values():
+            for meta in node.outputs.values():
+                s = meta.name
+                local, remote_procs = [], set()
+                for cid, port in consumers.get(s, []):
+                    if proc_of[cid] == self.name:
+                        local.append((self.nodes[cid], port))
+                    else:
+                        remote_procs.add(proc_of[cid])
+                senders = []
+                publish = False
+                if remote_procs and meta.kind == "cmd":
+                    for p in sorted(remote_procs):
+                        if p not in self.senders:
+                            self.senders[p] = CommandSender(self.zctx, self.endpoints[p]["cmd"], tp, self.inc, lsl_clock)
+                        senders.append(self.senders[p])
+                elif remote_procs:
+                    publish = True
+                    self.expected_subs[meta.topic] = len(remote_procs)
+                self.outs[s] = _Out(s, meta.kind, meta.topic, local, publish, senders)
+        self._out_of: dict[tuple[str, str], _Out] = {}
+        for nid, node in self.nodes.items():
+            for port_name, meta in node.outputs.items():
+                self._out_of[(nid, port_name)] = self.outs[meta.name]
+        if any(o.publish for o in self.outs.values()):
+            self.publisher = Publisher(self.zctx, ep["pub"], tp, self.inc)
+            self.publisher.on_stall = self._poll_control
+        # remote inputs
+        self.remote_in: dict[bytes, list] = {}
+        self.cmd_in: dict[str, list] = {}
+        connect_to: set[str] = set()
+        for nid, spec in self.specs.items():
+            for port, s in enumerate(spec["inputs"]):
+                home = proc_of[producer[s]]
+                if home == self.name:
+                    continue
+                meta = self.metas[s]
+                if meta.kind == "cmd":
+                    if self.cmd_receiver is None:
+                        self.cmd_receiver = CommandReceiver(self.zctx, ep["cmd"], tp, self.inc)
+                    if s not in self.cmd_in:
+                        self.cmd_receiver.expect(s, meta)
+                    self.cmd_in.setdefault(s, []).append((self.nodes[nid], port))
+                else:
+                    if self.subscriber is None:
+                        self.subscriber = Subscriber(self.zctx, tp)
+                    topic = meta.topic.decode("ascii")
+                    if topic not in self.remote_in:
+                        self.subscriber.subscribe(meta.topic, meta)
+                    self.remote_in.setdefault(topic, []).append((self.nodes[nid], port))
+                    connect_to.add(home)
+        for p in sorted(connect_to):
+            self.subscriber.connect(self.endpoints[p]["pub"])
+        self.control = self.zctx.socket(zmq.DEALER)
+        self.control.setsockopt(zmq.LINGER, 1000)
+        self.control.setsockopt(zmq.IDENTITY, f"{self.name}:{self.inc}".encode())
+        self.control.connect(plan["control"])
+        self.poller = zmq.Poller()
+        self._handlers = {}
+        for sock, handler in (
+            (self.subscriber.socket if self.subscriber else None, self._on_data),
+            (self.cmd_receiver.socket if self.cmd_receiver else None, self._on_commands),
+            (self.publisher.socket if self.publisher else None, self._on_subscriptions),
+            (self.control, self._on_control),
+            *[(s.socket, self._on_acks) for s in self.senders.values()],
+        ):
+            if sock is not None and sock not in self._handlers:
+                self.poller.register(sock, zmq.POLLIN)
+                self._handlers[sock] = handler
+        self.remote_streams = {t.split(".", 1)[1] for t in self.remote_in} | set(self.cmd_in)
+        self._rx_stamp = f"rx:{self.name}"
+        self._virtual = False
+        self._prefetch_pending: list = []
+        self._prefetch_at = 0.0
+        self._ended: set = set()
+
+    # -- control channel ----------------------------------------------------
+
+    def _send_control(self, msg: dict) -> None:
+        msg.setdefault("process", self.name)
+        msg.setdefault("inc", self.inc)
+        try:
+            self.control.send(pack_control(msg), flags=zmq.NOBLOCK)
+        except zmq.Again:  # pragma: no cover - supervisor gone or slow
+            pass
+
+    def _on_control(self) -> None:
+        while True:
+            try:
+                buf = self.control.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = unpack_control(buf)
+            except SchemaError as exc:
+                log.warning("ignored a malformed control message: %s", exc)
+                continue
+            op = msg["op"]
+            if op == "start":
+                self._start_msg = msg
+            elif op == "drain":
+                self._begin_drain()
+            elif op == "stop":
+                self._stop = True
+
+    def _poll_control(self) -> bool:
+        """Non-blocking check used while a lossless publisher waits; True to abort."""
+        self._on_control()
+        return self._stop
+
+    # -- data path ----------------------------------------------------------
+
+    def _wait(self, seconds: float) -> None:
+        """Serve sockets for up to ``seconds`` (returns after the first batch)."""
+        ms = int(seconds * 1000)
+        if ms < 1 and seconds > 0:
+            time.sleep(seconds)
+            ms = 0
+        for sock, _ in self.poller.poll(min(ms, int(MAX_BLOCK_S * 1000))):
+            self._handlers[sock]()
+            if self._stop:
+                return
+
+    def _on_subscriptions(self) -> None:
+        self.publisher.poll_subscriptions()
+
+    def _on_data(self) -> None:
+        now = lsl_clock()
+        stamp = self._rx_stamp
+        virtual = self._virtual
+        for msg in self.subscriber.drain():
+            if msg.type == "eos":
+                self._stream_ended(msg.stream)
+                continue
+            ch = msg.chunk()
+            ch.trace.append((stamp, now))
+            if virtual:
+                self.clock.advance(ch.t0)
+            for node, port in self.remote_in[msg.topic]:
+                self._run(node, ch, port)
+
+    def _on_commands(self) -> None:
+        now = lsl_clock()
+        for peer, msg in self.cmd_receiver.drain():
+            if msg.type == "eos":
+                self._stream_ended(msg.stream)
+                continue
+            ch = msg.chunk()
+            ch.trace = [*ch.trace, (f"rx:{self.name}", now)]
+            statuses, reasons = [], []
+            for node, port in self.cmd_in[msg.stream]:
+                result = self._run(node, ch, port)
+                if node.category == "stimulator" and result is not None:
+                    statuses = [r[0] for r in result]
+                    reasons = [r[1] for r in result]
+            self.cmd_receiver.ack(peer, msg, statuses, reasons, lsl_clock())
+
+    def _on_acks(self) -> None:
+        for s in self.senders.values():
+            s.poll()
+
+    def _count_nonfinite(self, stream: str, ch: Chunk) -> None:
+        bad = ~np.isfinite(ch.data)
+        out = self.outs.get(stream)
+        n_rows = int(bad.any(axis=1).sum())
+        key = f"nonfinite:{stream}"
+        if key not in self._logged:
+            self._logged.add(key)
+            first = np.argwhere(bad)[0]
+            meta = self.metas[stream]
+            cname = meta.ch_names[first[1]] if first[1] < meta.n_channels else first[1]
+            msg = (f"stream '{stream}': {int(bad.sum())} NaN/Inf value(s) in the chunk at sample {ch.first + first[0]} "
+                   f"(channel {cname}); filters hold the last finite value; check the electrode or amplifier")
+            log.warning(msg)
+            self._note_error(msg)
+        if out is not None:
+            out.nonfinite += n_rows
+        else:
+            self._rx_nonfinite[stream] = self._rx_nonfinite.get(stream, 0) + n_rows
+
+    def _stream_ended(self, stream: str) -> None:
+        """``stream`` will carry no more data: tell its consumers, here and remote.
+
+        A node of this process whose inputs have all ended ends its outputs.
+        """
+        if stream in self._ended:
+            return
+        self._ended.add(stream)
+        o = self.outs.get(stream)
+        if o is not None:
+            if o.publish:
+                self.publisher.end(o.kind, o.stream, o.topic, o.next_index)
+            for sender in o.senders:
+                sender.end(o.stream, o.next_index)
+        for nid in self.local_consumers.get(stream, ()):
+            if all(i in self._ended for i in self.specs[nid]["inputs"]):
+                node = self.nodes[nid]
+                try:
+                    node.end()
+                except Exception as exc:
+                    self._fail(node, exc)
+                for meta in node.outputs.values():
+                    self._stream_ended(meta.name)
+
+    def _source_ended(self, src: Node) -> None:
+        self._active.discard(src)
+        for meta in src.outputs.values():
+            self._stream_ended(meta.name)
+
+    def _run(self, node: Node, chunk: Chunk, port: int):
+        try:
+            out = node.process(chunk, port)
+        except Exception as exc:
+            self._fail(node, exc)
+        if out is None:
+            return None
+        if out is chunk:  # a pass-through node: its output gets its own trace
+            out = Chunk(chunk.data, chunk.first, chunk.t0, chunk.sfreq, list(chunk.trace), chunk.extra)
+        cat = node.category
+        if cat == "stimulator":
+            now = lsl_clock()
+            trace = chunk.trace
+            if trace:
+                self._e2e.append((now - trace[0][1]) * 1e6)
+                prev_name, prev_t = trace[0]
+                hops = self._hops
+                for name, t in trace[1:]:
+                    key = f"{prev_name}>{name}"
+                    lst = hops.get(key)
+                    if lst is None:
+                        lst = hops[key] = []
+                    lst.append((t - prev_t) * 1e6)
+                    prev_name, prev_t = name, t
+                key = f"{prev_name}>{node.ctx.node_id}"
+                lst = hops.get(key)
+                if lst is None:
+                    lst = hops[key] = []
+                lst.append((now - prev_t) * 1e6)
+            return out
+        if type(out) is Chunk:
+            self._emit(self._out_of[(node.ctx.node_id, "")], node.ctx.node_id, out)
+        else:
+            for port_name, ch in out:
+                self._emit(self._out_of[(node.ctx.node_id, port_name)], node.ctx.node_id, ch)
+        return None
+
+    def _emit(self, o: _Out, nid: str, c: Chunk) -> None:
+        """Hand a node's output chunk ``c`` (a new object) to every consumer."""
+        now = lsl_clock()
+        trace = c.trace = [*c.trace, (nid, now)]
+        n = c.data.shape[0]
+        o.chunks += 1
+        o.samples += n
+        o.next_index = c.first + n
+        o.ages.append((now - trace[0][1]) * 1e6)
+        if o.kind == "cmd":
+            holds = c.data["kind"].tolist().count(CMD_HOLD)
+            o.sent += n - holds
+            o.heartbeats += holds
+            for sender in o.senders:
+                sender.send(o.stream, c, heartbeat=holds == n)
+            if o.senders:
+                os.sched_yield()
+        if o.publish:
+            self.publisher.publish(o.kind, o.stream, o.topic, c)
+        for node, port in o.local:
+            result = self._run(node, c, port)
+            if result is not None and node.category == "stimulator":
+                for status, _ in result:
+                    self._local_statuses[status] = self._local_statuses.get(status, 0) + 1
+
+    def _emit_source(self, src: Node, out, t_acq: float) -> None:
+        """Hand a source's chunk(s) on; its trace starts at the acquisition time.
+
+        Consumers first, bookkeeping after: the counters and the non-finite
+        check are not on the path of the decision.
+        """
+        nid = src.ctx.node_id
+        items = [("", out)] if type(out) is Chunk else out
+        for port_name, ch in items:
+            ch.trace = [(nid, t_acq)]
+            o = self._out_of[(nid, port_name)]
+            if o.publish:
+                self.publisher.publish(o.kind, o.stream, o.topic, ch)
+            for node, port in o.local:
+                self._run(node, ch, port)
+        for port_name, ch in items:
+            o = self._out_of[(nid, port_name)]
+            n = ch.data.shape[0]
+            o.chunks += 1
+            o.samples += n
+            o.next_index = ch.first + n
+            o.ages.append((lsl_clock() - t_acq) * 1e6)
+            if o.kind == "sig" and not np.isfinite(ch.data).all():
+                self._count_nonfinite(o.stream, ch)
+
+    def _wait_paced(self, seconds: float) -> None:
+        """Wait for a source's next chunk; prepare pending chunks on the way.
+
+        Sources prepare their next chunk ahead of time (``prefetch``), but not
+        right after emitting one: that is when the processes downstream
+        wake up, and on a small machine they may need this very core.
+        """
+        if self._prefetch_pending:
+            now = lsl_clock()
+            if now >= self._prefetch_at:
+                for src in self._prefetch_pending:
+                    src.prefetch()
+                self._prefetch_pending = []
+                return
+            seconds = min(seconds, self._prefetch_at - now)
+        self._wait(seconds)
+
+    def _fail(self, node: Node, exc: Exception):
+        nid = node.ctx.node_id
+        spec = self.specs[nid]
+        line = f"node '{nid}' ({spec['type']}) in process '{self.name}' raised {type(exc).__name__}: {exc}"
+        log.error("%s\n%s", line, traceback.format_exc())
+        self._note_error(line)
+        raise ServiceFailure(line) from exc
+
+    def _note_error(self, line: str) -> None:
+        self.errors.append(line)
+        self._new_errors.append(line)
+
+    # -- life cycle ---------------------------------------------------------
+
+    def _begin_drain(self) -> None:
+        if not self._draining:
+            self._draining = True
+            for src in list(self._active):
+                self._source_ended(src)
+
+    def _status(self, final: bool = False) -> None:
+        produced = {s: {"chunks": o.chunks, "samples": o.samples, "nonfinite": o.nonfinite, "next_index": o.next_index,
+                        "sent": o.sent, "heartbeats": o.heartbeats, "kind": o.kind}
+                    for s, o in self.outs.items()}
+        ages = {}
+        for s, o in self.outs.items():
+            if o.ages:
+                ages[s] = _thin(o.ages)
+                o.ages = []
+        received = {}
+        rejections: dict[str, int] = {}
+        if self.subscriber is not None:
+            for topic, st in self.subscriber.streams.items():
+                name = topic.decode().split(".", 1)[1]
+                received[name] = st.stats.as_dict()
+            _merge(rejections, self.subscriber.rejections.counts)
+        if self.cmd_receiver is not None:
+            for name, st in self.cmd_receiver.streams.items():
+                received[name] = st.stats.as_dict()
+            _merge(rejections, self.cmd_receiver.rejections.counts)
+        for s in self.senders.values():
+            _merge(rejections, s.rejections.counts)
+        for stream, n in self._rx_nonfinite.items():
+            received.setdefault(stream, {})["nonfinite"] = n
+        commands = {"acked": 0, "resent": 0, "unacked": 0}
+        for s in self.senders.values():
+            st = s.stats
+            commands["acked"] += st.acked
+            commands["resent"] += st.resent
+            commands["unacked"] += st.unacked
+        decisions: dict[str, int] = {}
+        for nid in self.stimulators:
+            gate = getattr(self.nodes[nid], "gate", None)
+            if gate is not None:
+                _merge(decisions, gate.counts)
+        msg = {
+            "op": "final" if final else "status",
+            "t": lsl_clock(),
+            "produced": produced,
+            "received": received,
+            "rejections": rejections,
+            "ages_us": ages,
+            "e2e_us": _thin(self._e2e),
+            "hops_us": {k: _thin(v) for k, v in self._hops.items()},
+            "commands": commands,
+            "decisions": decisions,
+            "positions": {src.ctx.node_id: src.position() for src in self.sources},
+            "errors": self._new_errors,
+        }
+        self._e2e = []
+        self._hops = {}
+        self._new_errors = []
+        if final:
+            reports = {}
+            for nid, node in self.nodes.items():
+                try:
+                    reports[nid] = node.report()
+                except Exception as exc:  # a report must never lose the final status
+                    reports[nid] = {"error": f"report failed: {exc!r}"}
+            msg["nodes"] = reports
+        self._send_control(msg)
+
+    def _wait_subscribers(self) -> None:
+        if not self.expected_subs:
+            return
+        deadline = lsl_clock() + self.startup_timeout
+        pub = self.publisher
+        while True:
+            missing = {t: n for t, n in self.expected_subs.items() if pub.subscriptions.get(t, 0) < n}
+            if not missing:
+                return
+            if self._stop:
+                return
+            if lsl_clock() > deadline:
+                names = ", ".join(t.decode() for t in missing)
+                raise RtneuroError(f"timed out after {self.startup_timeout:.0f} s waiting for consumers to subscribe to {names}")
+            self._wait(0.05)
+
+    def _wait_start(self) -> dict | None:
+        self._start_msg = None
+        deadline = lsl_clock() + self.startup_timeout
+        while self._start_msg is None:
+            if self._stop:
+                return None
+            if lsl_clock() > deadline:
+                raise RtneuroError(f"no start from the supervisor within {self.startup_timeout:.0f} s")
+            self._wait(0.05)
+        return self._start_msg
+
+    def run(self) -> int:
+        """Run until the end of the data, ``stop`` or SIGTERM. Returns the exit code."""
+        self._logged: set = set()
+        self._rx_nonfinite: dict[str, int] = {}
+        self._local_statuses: dict[str, int] = {}
+        self._active: set = set()
+        self._setup_sockets()
+        opened: list[Node] = []
+        code = 0
+        try:
+            for node in self.nodes.values():
+                node.open()
+                opened.append(node)
+                node.warmup()
+                node.reset()
+            self._wait_subscribers()
+            self._send_control({"op": "ready", "pid": os.getpid()})
+            start = self._wait_start()
+            if start is not None:
+                self._loop(start)
+        except ServiceFailure:
+            code = EXIT_FAILED
+        except RtneuroError as exc:
+            log.error("%s", exc)
+            self._note_error(f"process '{self.name}': {exc}")
+            code = EXIT_FAILED
+        except Exception as exc:
+            log.error("process '%s' failed:\n%s", self.name, traceback.format_exc())
+            self._note_error(f"process '{self.name}' failed: {type(exc).__name__}: {exc}")
+            code = EXIT_FAILED
+        finally:
+            for node in reversed(opened):
+                try:
+                    node.close()
+                except Exception:
+                    log.error("closing node '%s' failed:\n%s", node.ctx.node_id, traceback.format_exc())
+            if code == 0:
+                self._status(final=True)
+            else:
+                self._send_control({"op": "error", "errors": self._new_errors})
+                self._status(final=True)
+            self._close_sockets()
+        return code
+
+    def _loop(self, start: dict) -> None:
+        origin = float(start["origin"])
+        speed = parse_speed(start["speed"])
+        self.clock = make_clock(speed, origin, origin)
+        for ctx in self.ctx.values():
+            ctx.clock = self.clock
+        resume = start.get("resume") or {}
+        for src in self.sources:
+            src.start(origin, int(resume.get(src.ctx.node_id, 0)))
+            src.prefetch()
+        self._active = set(self.sources)
+        if self._draining:
+            for src in self.sources:
+                self._source_ended(src)
+        virtual = self._virtual = type(self.clock) is VirtualClock
+        next_status = lsl_clock() + self.status_interval
+        next_tick = lsl_clock()
+        last_poll = lsl_clock()
+        while not self._stop:
+            if self._active:
+                best, due = None, None
+                for src in list(self._active):
+                    d = src.next_due()
+                    if d is None:
+                        self._source_ended(src)
+                    elif due is None or d < due:
+                        best, due = src, d
+                if best is not None:
+                    if virtual:
+                        t_acq = self.clock.wait_until(due)
+                        if t_acq - last_poll > 0.005:
+                            self._wait(0)
+                            last_poll = t_acq
+                    else:
+                        t_acq = self.clock.wait_until(due, self._wait_paced)
+                    if self._stop:
+                        break
+                    if best in self._active:
+                        self._emit_source(best, best.read(), t_acq)
+                        if virtual:
+                            best.prefetch()
+                        elif best not in self._prefetch_pending:
+                            self._prefetch_pending.append(best)
+                            self._prefetch_at = lsl_clock() + PREFETCH_DELAY_S
+            elif self.remote_streams <= self._ended:
+                break
+            else:
+                self._wait(MAX_BLOCK_S)
+            now = lsl_clock()
+            if now >= next_tick:
+                for node in self.tickers:
+                    node.tick(now)
+                for s in self.senders.values():
+                    s.poll()
+                next_tick = now + 0.02
+            if now >= next_status:
+                self._status()
+                next_status = now + self.status_interval
+        if not self._stop:
+            self._finish_commands()
+
+    def _finish_commands(self) -> None:
+        """Wait (briefly) for the acknowledgement of commands still in flight."""
+        deadline = lsl_clock() + 1.0
+        while any(s.pending for s in self.senders.values()) and lsl_clock() < deadline and not self._stop:
+            self._wait(0.01)
+            for s in self.senders.values():
+                s.poll()
+
+    def _close_sockets(self) -> None:
+        for sock in (self.publisher, self.subscriber, self.cmd_receiver, *self.senders.values()):
+            if sock is not None:
+                sock.close()
+        self.control.close(linger=1000)
+
+
+def _thin(values: list, cap: int = MAX_SAMPLES_PER_STATUS) -> list:
+    if len(values) <= cap:
+        return [round(v, 1) for v in values]
+    step = len(values) / cap
+    return [round(values[int(i * step)], 1) for i in range(cap)]
+
+
+def _merge(into: dict, counts: dict) -> None:
+    for k, v in counts.items():
+        into[k] = into.get(k, 0) + v
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the supervisor dies (no orphans)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def main(argv: list[str] | None = None, kind: str = "process") -> int:
+    """Entry point of a service process: ``python -m rtneuro.services.<kind> PLAN PROCESS INC``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3:
+        sys.stderr.write(f"usage: python -m rtneuro.services.{kind} PLAN.json PROCESS INC\n")
+        return 2
+    plan_path, process, inc = argv
+    _die_with_parent()
+    level = os.environ.get("RTNEURO_LOG", "WARNING").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING), stream=sys.stderr,
+                        format=f"[{process}] %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor handles Ctrl-C and tells us
+    plan = json.loads(Path(plan_path).read_text())
+    ppid = os.getppid()
+    try:
+        service = Service(plan, process, int(inc))
+    except RtneuroError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_STARTUP
+
+    def _term(signum, frame):
+        service._stop = True
+
+    signal.signal(signal.SIGTERM, _term)
+    if os.getppid() != ppid:  # pragma: no cover - parent died during start-up
+        return EXIT_FAILED
+    return service.run()

@@ -1,0 +1,605 @@
+"""The supervisor: starts one service process per graph process, watches them, reports.
+
+``rtneuro run`` builds a :class:`Supervisor` from a validated graph. It
+
+1. writes the plan (graph, stream metadata, endpoints) into a private run
+   folder that also holds the ``ipc://`` socket files;
+2. starts each process as ``python -m rtneuro.services.<kind>``, waits until
+   all are ready (kernels compiled, consumers subscribed), then starts them
+   together on one clock origin;
+3. prints a live status line per stream (rate, latency p50/p99, gaps,
+   invalid messages) from the status every service sends;
+4. restarts a process that fails, according to its policy, resuming sources
+   where they were;
+5. stops at the end of the data, after ``--duration``, or on Ctrl-C/SIGTERM:
+   sources stop first and end-of-stream flows down the graph so nothing in
+   flight is lost; whatever has not finished after ``stop_timeout_s`` is told
+   to stop, then terminated, then killed (all within 2 s of Ctrl-C); the run
+   folder is removed;
+6. writes the JSON report and returns the exit code: 0 when every process
+   finished cleanly, 1 when any process failed (even if a restart recovered
+   it), 2 when the configuration was invalid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import zmq
+
+from ..config import Graph
+from ..errors import SchemaError
+from ..messages import pack_control, unpack_control
+from .clock import lsl_clock
+from .latency import LatencyStats
+
+__all__ = ["Supervisor", "machine_info"]
+
+log = logging.getLogger("rtneuro.supervisor")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+def machine_info() -> dict:
+    import numba
+    import zmq as _zmq
+
+    from .. import __version__
+
+    return {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "rtneuro": __version__,
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "pyzmq": _zmq.__version__,
+        "libzmq": _zmq.zmq_version(),
+    }
+
+
+@dataclass
+class _Inc:
+    """One incarnation of a process."""
+
+    inc: int
+    popen: subprocess.Popen
+    started: float
+    ready: bool = False
+    started_run: bool = False
+    final: dict | None = None
+    status: dict = field(default_factory=dict)
+    exit_code: int | None = None
+    #: stream -> samples per second between the last two status messages
+    rates: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Proc:
+    name: str
+    service: str
+    restart: str
+    max_restarts: int
+    incs: list[_Inc] = field(default_factory=list)
+    restarts: int = 0
+    failed: bool = False
+    finished: bool = False
+    gave_up: bool = False
+    restart_at: float | None = None
+
+    @property
+    def current(self) -> _Inc | None:
+        return self.incs[-1] if self.incs else None
+
+    @property
+    def alive(self) -> bool:
+        cur = self.current
+        return cur is not None and cur.exit_code is None
+
+
+class Supervisor:
+    """Runs a graph as a set of processes.
+
+    Parameters
+    ----------
+    graph : Graph
+        A validated graph (:func:`rtneuro.config.load_graph`).
+    report_path : path or None
+        Where to write the JSON report.
+    out : text stream
+        Where the live status and the summary go.
+    live : bool or None
+        Redraw the status in place (default: when ``out`` is a terminal).
+    quiet : bool
+        No live status (the summary is still printed).
+    """
+
+    def __init__(self, graph: Graph, *, report_path: str | Path | None = None, out: TextIO = sys.stderr,
+                 live: bool | None = None, quiet: bool = False) -> None:
+        self.graph = graph
+        self.report_path = Path(report_path) if report_path else None
+        self.out = out
+        self.live = out.isatty() if live is None else live
+        self.quiet = quiet
+        self.rt = graph.runtime
+        self.procs = {
+            name: _Proc(name, p.service, p.restart, p.max_restarts) for name, p in graph.processes.items()
+        }
+        self.errors: list[str] = []
+        self.e2e = LatencyStats()
+        self.hops: dict[str, LatencyStats] = {}
+        self.ages: dict[str, LatencyStats] = {s: LatencyStats(exact_cap=50_000) for s in graph.streams}
+        self._recent_ages: dict[str, list] = {s: [] for s in graph.streams}
+        self._recent_e2e: list[float] = []
+        self._interrupted = 0
+        self._lines_drawn = 0
+        self.report: dict = {}
+
+    # -- processes ----------------------------------------------------------
+
+    def _endpoints(self, run_dir: Path) -> dict:
+        tp = self.graph.transport
+        eps = {}
+        if tp.scheme == "ipc":
+            for name in self.procs:
+                eps[name] = {"pub": f"ipc://{run_dir}/{name}.pub", "cmd": f"ipc://{run_dir}/{name}.cmd"}
+            return eps
+        for i, (name, proc) in enumerate(self.graph.processes.items()):
+            host = proc.host
+            if tp.base_port:
+                p1, p2 = tp.base_port + 2 * i, tp.base_port + 2 * i + 1
+            else:
+                p1, p2 = _free_port(host), _free_port(host)
+            eps[name] = {"pub": f"tcp://{host}:{p1}", "cmd": f"tcp://{host}:{p2}"}
+        return eps
+
+    def _spawn(self, proc: _Proc) -> None:
+        inc = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+        cmd = [sys.executable, "-m", f"rtneuro.services.{proc.service}", str(self.plan_path), proc.name, str(inc)]
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        # One thread per numerical library: a real-time process must not wake
+        # (or wait for) a pool of BLAS/OpenMP threads on every chunk.
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            env.setdefault(var, "1")
+        popen = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        proc.incs.append(_Inc(inc, popen, lsl_clock()))
+        self._by_ident[f"{proc.name}:{inc}".encode()] = (proc, proc.incs[-1])
+
+    def _send(self, proc: _Proc, msg: dict) -> None:
+        cur = proc.current
+        if cur is None or cur.exit_code is not None:
+            return
+        try:
+            self.ctl.send_multipart([f"{proc.name}:{cur.inc}".encode(), pack_control(msg)], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def _start_msg(self, proc: _Proc) -> dict:
+        resume = {}
+        for inc in proc.incs[:-1]:
+            resume.update((inc.final or inc.status).get("positions", {}))
+        return {"op": "start", "origin": self.origin, "speed": self.rt.speed, "resume": resume}
+
+    def _on_control(self) -> None:
+        while True:
+            try:
+                ident, buf = self.ctl.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue
+            entry = self._by_ident.get(ident)
+            if entry is None:
+                continue
+            proc, inc = entry
+            try:
+                msg = unpack_control(buf)
+            except SchemaError as exc:
+                log.warning("malformed control message from %s: %s", proc.name, exc)
+                continue
+            op = msg["op"]
+            if op == "ready":
+                inc.ready = True
+                if self.origin is not None and not inc.started_run and not self._stopping:
+                    self._send(proc, self._start_msg(proc))
+                    inc.started_run = True
+            elif op in ("status", "final"):
+                self._absorb(inc, msg)
+                if op == "final":
+                    inc.final = msg
+            elif op == "error":
+                for line in msg.get("errors", []):
+                    self._error(line)
+
+    def _absorb(self, inc: _Inc, msg: dict) -> None:
+        prev_t, prev = inc.status.get("t"), inc.status.get("produced") or {}
+        if prev_t is not None and msg.get("t", prev_t) > prev_t:
+            dt = msg["t"] - prev_t
+            for stream, counts in (msg.get("produced") or {}).items():
+                inc.rates[stream] = (counts.get("samples", 0) - prev.get(stream, {}).get("samples", 0)) / dt
+        inc.status = {**inc.status, **{k: v for k, v in msg.items() if k not in ("ages_us", "e2e_us", "hops_us", "errors")}}
+        for hop, vals in (msg.get("hops_us") or {}).items():
+            self.hops.setdefault(hop, LatencyStats(exact_cap=50_000)).extend(vals)
+        for stream, vals in (msg.get("ages_us") or {}).items():
+            if stream in self.ages:
+                self.ages[stream].extend(vals)
+                self._recent_ages[stream].extend(vals)
+        e2e = msg.get("e2e_us") or []
+        self.e2e.extend(e2e)
+        self._recent_e2e.extend(e2e)
+        for line in msg.get("errors") or []:
+            self._error(line)
+
+    def _error(self, line: str) -> None:
+        if line not in self.errors:
+            self.errors.append(line)
+
+    def _check_children(self, now: float) -> None:
+        for proc in self.procs.values():
+            cur = proc.current
+            if cur is None:
+                continue
+            if cur.exit_code is None:
+                rc = cur.popen.poll()
+                if rc is None:
+                    continue
+                cur.exit_code = rc
+                if rc == 0:
+                    proc.finished = True
+                    continue
+                proc.failed = True
+                how = f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
+                self._error(f"process '{proc.name}' (pid {cur.popen.pid}) {how}")
+                if self._stopping or self.origin is None:
+                    proc.gave_up = True
+                elif proc.restart == "on-failure" and proc.restarts < proc.max_restarts:
+                    proc.restart_at = now + self.rt.restart_backoff_s * (proc.restarts + 1)
+                    log.warning("restarting process '%s' in %.1f s (%d/%d)", proc.name, proc.restart_at - now,
+                                proc.restarts + 1, proc.max_restarts)
+                else:
+                    proc.gave_up = True
+                    why = "restart policy is 'never'" if proc.restart == "never" else f"it failed {proc.restarts + 1} times"
+                    self._error(f"process '{proc.name}' is not restarted ({why}); stopping the run")
+            if proc.restart_at is not None and now >= proc.restart_at and not self._stopping:
+                proc.restart_at = None
+                proc.restarts += 1
+                self._spawn(proc)
+
+    # -- main ---------------------------------------------------------------
+
+    def _on_signal(self, signum, frame) -> None:
+        self._interrupted += 1
+        if self._interrupted > 1:
+            self._kill_all()
+
+    def _kill_all(self) -> None:
+        for proc in self.procs.values():
+            cur = proc.current
+            if cur is not None and cur.popen.poll() is None:
+                cur.popen.kill()
+
+    def run(self) -> int:
+        """Run the graph to its end; returns the exit code."""
+        self.started_at = datetime.now(UTC)
+        t_start = lsl_clock()
+        self.origin = None
+        self._stopping = False
+        self._by_ident: dict[bytes, tuple[_Proc, _Inc]] = {}
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.run_dir = Path(tempfile.mkdtemp(prefix="rtn-", dir="/tmp" if os.path.isdir("/tmp") else None))
+        zctx = zmq.Context.instance()
+        self.ctl = zctx.socket(zmq.ROUTER)
+        self.ctl.setsockopt(zmq.LINGER, 0)
+        code = EXIT_OK
+        try:
+            plan = self.graph.to_plan()
+            plan["endpoints"] = self._endpoints(self.run_dir)
+            if self.graph.transport.scheme == "ipc":
+                plan["control"] = f"ipc://{self.run_dir}/ctl"
+            else:
+                plan["control"] = f"tcp://{self.graph.transport.host}:{_free_port(self.graph.transport.host)}"
+            self.ctl.bind(plan["control"])
+            self.plan_path = self.run_dir / "plan.json"
+            self.plan_path.write_text(json.dumps(plan))
+            for proc in self.procs.values():
+                self._spawn(proc)
+            if self._wait_ready():
+                self.origin = lsl_clock() + 0.02
+                for proc in self.procs.values():
+                    self._send(proc, self._start_msg(proc))
+                    proc.current.started_run = True
+                self._main_loop()
+            else:
+                code = EXIT_FAILED
+        finally:
+            self._shutdown()
+            self.ctl.close(linger=0)
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            for s, h in old.items():
+                signal.signal(s, h)
+        if any(p.failed for p in self.procs.values()):
+            code = EXIT_FAILED
+        self.wall_s = lsl_clock() - t_start
+        self.report = self._make_report(code)
+        if self.report_path is not None:
+            self.report_path.parent.mkdir(parents=True, exist_ok=True)
+            self.report_path.write_text(json.dumps(self.report, indent=2))
+        self._print_summary()
+        return code
+
+    def _wait_ready(self) -> bool:
+        deadline = lsl_clock() + self.rt.startup_timeout_s
+        while True:
+            self._poll(0.05)
+            now = lsl_clock()
+            for proc in self.procs.values():
+                cur = proc.current
+                rc = cur.popen.poll()
+                if rc is not None:
+                    cur.exit_code = rc
+                    proc.failed = True
+                    self._error(f"process '{proc.name}' failed while starting (exit code {rc}); see its messages above")
+                    return False
+            if all(p.current.ready for p in self.procs.values()):
+                return True
+            if self._interrupted:
+                return False
+            if now > deadline:
+                slow = [p.name for p in self.procs.values() if not p.current.ready]
+                self._error(f"processes {slow} were not ready within startup_timeout_s={self.rt.startup_timeout_s:g} s")
+                return False
+
+    def _poll(self, timeout_s: float) -> None:
+        if self.ctl.poll(int(timeout_s * 1000)):
+            self._on_control()
+
+    def _main_loop(self) -> None:
+        rt = self.rt
+        deadline = None if rt.duration_s is None else lsl_clock() + rt.duration_s
+        next_status = lsl_clock() + rt.status_interval_s
+        while True:
+            self._poll(0.05)
+            now = lsl_clock()
+            self._check_children(now)
+            if self._interrupted:
+                break
+            if deadline is not None and now >= deadline:
+                break
+            if any(p.gave_up for p in self.procs.values()):
+                break
+            if all(p.finished for p in self.procs.values()):
+                return
+            if not self.quiet and now >= next_status:
+                self._draw_status(now)
+                next_status = now + rt.status_interval_s
+
+    def _shutdown(self) -> None:
+        """Drain, then stop, then terminate, then kill; within 2 s of Ctrl-C."""
+        self._stopping = True
+        t0 = lsl_clock()
+        interrupted = bool(self._interrupted)
+        drain_s = min(self.rt.stop_timeout_s, 1.0) if interrupted else self.rt.stop_timeout_s
+        phases = [("drain", drain_s), ("stop", 0.4 if interrupted else 1.0), ("term", 0.3), ("kill", 1.0)]
+        for phase, budget in phases:
+            live = [p for p in self.procs.values() if p.alive]
+            if not live:
+                break
+            for proc in live:
+                if phase in ("drain", "stop"):
+                    self._send(proc, {"op": phase})
+                elif phase == "term":
+                    proc.current.popen.terminate()
+                else:
+                    proc.current.popen.kill()
+            end = lsl_clock() + budget
+            while lsl_clock() < end and any(p.alive for p in self.procs.values()):
+                self._poll(0.02)
+                for proc in self.procs.values():
+                    cur = proc.current
+                    if cur is not None and cur.exit_code is None:
+                        rc = cur.popen.poll()
+                        if rc is not None:
+                            cur.exit_code = rc
+                            if rc != 0 and phase in ("drain", "stop"):
+                                proc.failed = True
+                                self._error(f"process '{proc.name}' exited with code {rc} while stopping")
+            if phase in ("term", "kill"):
+                for proc in self.procs.values():
+                    if proc.current is not None and proc.current.exit_code is None:
+                        self._error(f"process '{proc.name}' did not stop when asked; it was {'terminated' if phase == 'term' else 'killed'}")
+        # collect the last final messages still queued
+        self._poll(0.0)
+        self.shutdown_s = lsl_clock() - t0
+        for proc in self.procs.values():
+            cur = proc.current
+            if cur is not None and cur.exit_code is None:
+                cur.popen.wait(timeout=5)
+                cur.exit_code = cur.popen.returncode
+
+    # -- status and report --------------------------------------------------
+
+    def _sum(self, key: str) -> dict:
+        """Sum a per-stream counter map over every incarnation of every process."""
+        out: dict[str, dict] = {}
+        for proc in self.procs.values():
+            for inc in proc.incs:
+                src = (inc.final or inc.status).get(key) or {}
+                for stream, counts in src.items():
+                    dst = out.setdefault(stream, {})
+                    for k, v in counts.items():
+                        if isinstance(v, (int, float)) and not isinstance(v, bool):
+                            dst[k] = dst.get(k, 0) + v
+        return out
+
+    def _sum_flat(self, key: str) -> dict:
+        out: dict[str, int] = {}
+        for proc in self.procs.values():
+            for inc in proc.incs:
+                for k, v in ((inc.final or inc.status).get(key) or {}).items():
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    def _stream_rows(self) -> dict:
+        produced = self._sum("produced")
+        received = self._sum("received")
+        rows = {}
+        for name, meta in self.graph.streams.items():
+            p = produced.get(name, {})
+            r = received.get(name, {})
+            rows[name] = {
+                "kind": meta.kind,
+                "producer": self.graph.producer[name],
+                "process": self.graph.stream_process(name),
+                "sfreq": meta.sfreq,
+                "n_channels": meta.n_channels,
+                "chunks": p.get("chunks", 0),
+                "samples": p.get("samples", 0),
+                "gaps": r.get("gaps", 0),
+                "lost": r.get("lost", 0),
+                "dropped": r.get("dropped", 0),
+                "invalid": r.get("invalid", 0),
+                "nonfinite": p.get("nonfinite", 0) + r.get("nonfinite", 0),
+                "received": r.get("messages", 0),
+                "publisher_restarts": r.get("restarts", 0),
+                "latency_us": self.ages[name].summary(),
+            }
+            if meta.kind == "cmd":
+                rows[name]["commands"] = p.get("sent", 0)
+                rows[name]["heartbeats"] = p.get("heartbeats", 0)
+        return rows
+
+    def _draw_status(self, now: float) -> None:
+        rows = self._stream_rows()
+        rates: dict[str, float] = {}
+        for proc in self.procs.values():
+            if proc.current is not None:
+                rates.update(proc.current.rates)
+        lines = [f"rtneuro {self.graph.name}  t={now - self.origin:6.1f} s  speed {self.rt.speed}  "
+                 f"restarts {sum(p.restarts for p in self.procs.values())}  errors {len(self.errors)}"]
+        for name, r in rows.items():
+            rate = rates.get(name, 0.0)
+            recent = self._recent_ages[name]
+            lat = (f"p50 {np.median(recent) / 1e3:6.2f} ms p99 {np.percentile(recent, 99) / 1e3:6.2f} ms"
+                   if recent else " " * 30)
+            self._recent_ages[name] = []
+            lines.append(f"  {r['kind']}.{name:<18} {rate:9.1f}/s  {lat}  gaps {r['gaps']}  invalid {r['invalid']}")
+        if self._recent_e2e:
+            e = self._recent_e2e
+            lines.append(f"  end-to-end to stimulator: p50 {np.median(e) / 1e3:.2f} ms  p99 {np.percentile(e, 99) / 1e3:.2f} ms  (n={len(e)})")
+            self._recent_e2e = []
+        text = "\n".join(lines)
+        if self.live:
+            if self._lines_drawn:
+                self.out.write(f"\x1b[{self._lines_drawn}F\x1b[J")
+            self._lines_drawn = len(lines)
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _make_report(self, code: int) -> dict:
+        from .. import __version__
+
+        streams = self._stream_rows()
+        decisions = self._sum_flat("decisions")
+        sent = sum(r.get("commands", 0) for r in streams.values())
+        heartbeats = sum(r.get("heartbeats", 0) for r in streams.values())
+        cmd_transport = self._sum_flat("commands")
+        nodes = {}
+        for proc in self.procs.values():
+            for inc in proc.incs:
+                if inc.final and inc.final.get("nodes"):
+                    nodes.update(inc.final["nodes"])
+        e2e = self.e2e.summary()
+        e2e["measured_at"] = "stimulator (gate and driver done)"
+        return {
+            "rtneuro": __version__,
+            "config": str(self.graph.path),
+            "name": self.graph.name,
+            "started": self.started_at.isoformat(timespec="seconds"),
+            "wall_s": round(self.wall_s, 3),
+            "shutdown_s": round(getattr(self, "shutdown_s", 0.0), 3),
+            "speed": self.rt.speed,
+            "exit_code": code,
+            "interrupted": bool(self._interrupted),
+            "machine": machine_info(),
+            "streams": streams,
+            "latency_us": e2e,
+            "hops_us": {hop: st.summary() for hop, st in self.hops.items()},
+            "commands": {
+                "sent": sent,
+                "accepted": decisions.get("accepted", 0),
+                "clipped": decisions.get("clipped", 0),
+                "refused": decisions.get("refused", 0),
+                "expired": decisions.get("expired", 0),
+                "heartbeats": heartbeats,
+                "heartbeats_accepted": decisions.get("heartbeats", 0),
+                "heartbeats_refused": decisions.get("heartbeats_refused", 0),
+                "watchdog_trips": decisions.get("watchdog", 0),
+                "acked": cmd_transport.get("acked", 0),
+                "resent": cmd_transport.get("resent", 0),
+                "unacked": cmd_transport.get("unacked", 0),
+            },
+            "restarts": sum(p.restarts for p in self.procs.values()),
+            "processes": {
+                p.name: {
+                    "service": p.service,
+                    "restarts": p.restarts,
+                    "exit_codes": [i.exit_code for i in p.incs],
+                    "pids": [i.popen.pid for i in p.incs],
+                    "failed": p.failed,
+                }
+                for p in self.procs.values()
+            },
+            "invalid_messages": self._sum_flat("rejections"),
+            "errors": list(self.errors),
+            "nodes": nodes,
+        }
+
+    def _print_summary(self) -> None:
+        r = self.report
+        w = self.out
+        lat = r["latency_us"]
+        status = "finished" if r["exit_code"] == 0 else "FAILED"
+        w.write(f"\nrtneuro run: {r['name']} {status} in {r['wall_s']:.1f} s (speed {r['speed']}), exit code {r['exit_code']}\n")
+        for name, s in r["streams"].items():
+            w.write(f"  {s['kind']}.{name:<18} {s['samples']:>9} samples {s['chunks']:>7} chunks  gaps {s['gaps']}"
+                    f"  invalid {s['invalid']}  non-finite {s['nonfinite']}\n")
+        if lat["n"]:
+            w.write(f"  latency, newest sample of the deciding window -> stimulator: p50 {lat['p50'] / 1e3:.3f} ms"
+                    f"  p99 {lat['p99'] / 1e3:.3f} ms  max {lat['max'] / 1e3:.3f} ms  (n={lat['n']})\n")
+        c = r["commands"]
+        if c["sent"] or c["heartbeats"]:
+            w.write(f"  commands: sent {c['sent']}  accepted {c['accepted']}  clipped {c['clipped']}  refused {c['refused']}"
+                    f"  (heartbeats {c['heartbeats']}, watchdog trips {c['watchdog_trips']})\n")
+        if r["restarts"]:
+            w.write(f"  restarts: {r['restarts']}\n")
+        for nid, rep in r["nodes"].items():
+            for line in rep.get("summary", []) if isinstance(rep, dict) else []:
+                w.write(f"  {nid}: {line}\n")
+        for line in r["errors"]:
+            w.write(f"  error: {line}\n")
+        if self.report_path is not None:
+            w.write(f"  report: {self.report_path}\n")
+        w.flush()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
