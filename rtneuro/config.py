@@ -73,6 +73,7 @@ class RuntimeParams:
     status_interval_s: float = param(1.0, gt=0, le=60)
     startup_timeout_s: float = param(120.0, gt=0, doc="time allowed for every process to start and compile")
     stop_timeout_s: float = param(1.5, gt=0, le=10, doc="Ctrl-C: time allowed to drain before processes are killed")
+    time_origin: Literal["zero", "lsl"] = param("zero", doc="stream time of the first sample: 0 (replays give identical timestamps run after run) or the LSL clock at start")
     restart: Literal["never", "on-failure"] = param("on-failure", doc="default restart policy of processes")
     max_restarts: int = param(3, ge=0)
     restart_backoff_s: float = param(0.5, ge=0)
@@ -326,31 +327,34 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
             errors.add(line, f"{label}: duplicate id (first defined on line {specs[nid].line}); ids must be unique")
             continue
         tname = raw.get("type")
+        cls = params = None
         try:
             if not isinstance(tname, str):
                 raise ConfigError(f"missing 'type'; known types: {', '.join(sorted(NODE_TYPES))}")
             cls = node_class(tname)
         except ConfigError as exc:
             errors.add(_line(raw, "type"), f"{label}: {exc}")
-            continue
-        label = f"node '{nid}' ({tname})"
-        try:
-            params = build_params(cls.Params, raw.get("params"), "params")
-        except ConfigError as exc:
-            errors.add(_line(raw, "params"), f"{label}: {exc}")
-            continue
+        if cls is not None:
+            label = f"node '{nid}' ({tname})"
+            try:
+                params = build_params(cls.Params, raw.get("params"), "params")
+            except ConfigError as exc:
+                errors.add(_line(raw, "params"), f"{label}: {exc}")
         inputs = raw.get("inputs", [])
         if isinstance(inputs, str):
             inputs = [inputs]
         if not isinstance(inputs, list) or not all(isinstance(s, str) for s in inputs):
             errors.add(_line(raw, "inputs"), f"{label}: 'inputs' must be a list of stream names")
-            continue
+            inputs = []
         proc = raw.get("process")
         if proc is not None and (not isinstance(proc, str) or not ID_RE.match(proc)):
             errors.add(_line(raw, "process"), f"{label}: 'process' must be a process name")
-            continue
-        specs[nid] = NodeSpec(nid, tname, params, _plain(raw.get("params") or {}), list(inputs), proc or "", line or 0, cls.category)
-        classes[nid] = cls
+            proc = None
+        # A node with an error is kept (without class or parameters) so that
+        # its consumers do not report it as missing: one problem, one line.
+        specs[nid] = NodeSpec(nid, str(tname), params, _plain(raw.get("params") or {}), list(inputs), proc or "",
+                              line or 0, cls.category if cls else "")
+        classes[nid] = cls if params is not None else None
 
     # graph shape: inputs exist, no cycles
     deps: dict[str, list[str]] = {}
@@ -374,6 +378,8 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
     base = Path(base_dir) if base_dir is not None else path.parent
     for nid in order:
         spec, cls = specs[nid], classes[nid]
+        if cls is None:
+            continue  # already reported
         label = f"node '{nid}' ({spec.type})"
         n_in = len(spec.inputs)
         if not cls.min_inputs <= n_in <= cls.max_inputs:

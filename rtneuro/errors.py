@@ -57,5 +57,5 @@ class SafetyError(RtneuroError):
 
 def did_you_mean(value: str, options: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest option, or ``""``."""
-    matches = difflib.get_close_matches(str(value), [str(o) for o in options], n=1, cutoff=0.6)
+    matches = difflib.get_close_matches(str(value), [str(o) for o in options], n=1, cutoff=0.5)
     return f" (did you mean '{matches[0]}'?)" if matches else ""

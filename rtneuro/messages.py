@@ -523,9 +523,21 @@ def _header_problem(topic: str, stream: str, header: dict) -> None:
 # -- control channel (supervisor <-> services): msgpack maps, no arrays --------
 
 
+def _plain_scalar(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
 def pack_control(msg: dict) -> bytes:
-    """Encode a control-channel message (a msgpack map with an ``op`` key)."""
-    return msgpack.packb(msg)
+    """Encode a control-channel message (a msgpack map with an ``op`` key).
+
+    NumPy scalars and arrays become plain numbers and lists; anything else
+    msgpack cannot encode becomes its string: a status report never fails.
+    """
+    return msgpack.packb(msg, default=_plain_scalar)
 
 
 def unpack_control(buf: Any) -> dict:

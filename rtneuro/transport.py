@@ -281,8 +281,9 @@ class Publisher:
             elif msg[0] == 0:
                 self.subscriptions[topic] = max(0, self.subscriptions.get(topic, 0) - 1)
 
-    def close(self) -> None:
-        self.socket.close(linger=0)
+    def close(self, linger_ms: int = 0) -> None:
+        """Close; with ``linger_ms`` > 0, first try that long to deliver what is queued."""
+        self.socket.close(linger=linger_ms)
 
 
 class Subscriber:
@@ -361,8 +362,7 @@ class Subscriber:
             return None
         if msg.type == "ack":
             return None
-        self._track(state, msg)
-        return msg
+        return msg if self._track(state, msg) else None
 
     @staticmethod
     def _check_data(state: _StreamState, msg: Message) -> None:
@@ -371,12 +371,13 @@ class Subscriber:
             return
         arr = msg.arrays[0]
         if exp.kind in ("sig", "feat") and (arr.ndim != 2 or arr.shape[1] != exp.n_channels):
-                raise SchemaError("shape", f"{msg.topic!r}: chunk of shape {arr.shape} but the stream has {exp.n_channels} channels; check the producer's channel count")
+            raise SchemaError("shape", f"{msg.topic!r}: chunk of shape {arr.shape} but the stream has {exp.n_channels} channels; check the producer's channel count")
         if msg.header["arrays"][0][0] != exp.dtype:
             raise SchemaError("dtype", f"{msg.topic!r}: dtype {msg.header['arrays'][0][0]} but the stream was announced as {exp.dtype}")
 
     @staticmethod
-    def _track(state: _StreamState, msg: Message) -> None:
+    def _track(state: _StreamState, msg: Message) -> bool:
+        """Gap and restart accounting; False for a repeated (stale) message."""
         st = state.stats
         if msg.inc != state.inc:
             if state.inc is not None:
@@ -387,21 +388,23 @@ class Subscriber:
                 st.gaps += 1
                 st.lost += msg.seq
         elif msg.seq != state.next_seq:
-            if msg.seq > state.next_seq:
-                st.gaps += 1
-                st.lost += msg.seq - state.next_seq
-                log.warning("%s: gap of %d message(s) before seq %d", msg.topic, msg.seq - state.next_seq, msg.seq)
-            else:
+            if msg.seq < state.next_seq:
                 st.invalid += 1  # a repeated seq: cannot happen on one pipe
-                return
+                return False
+            if not st.gaps:
+                log.warning("%s: gap of %d message(s) before seq %d (further gaps are only counted)",
+                            msg.topic, msg.seq - state.next_seq, msg.seq)
+            st.gaps += 1
+            st.lost += msg.seq - state.next_seq
         state.next_seq = msg.seq + 1
         if msg.type == "eos":
             st.eos = True
-            return
+            return True
         st.messages += 1
         n = msg.arrays[0].shape[0]
         st.samples += n
         state.next_index = msg.header["first"] + n
+        return True
 
     def _trim(self, msgs: list[Message]) -> list[Message]:
         """``latest`` policy: keep the newest ``max_backlog`` data messages per stream."""
@@ -431,8 +434,9 @@ class Subscriber:
                 log.warning("%s: consumer behind by %d messages; dropped the oldest %d (policy 'latest')", t, c, c - keep)
         return out
 
-    def close(self) -> None:
-        self.socket.close(linger=0)
+    def close(self, linger_ms: int = 0) -> None:
+        """Close; with ``linger_ms`` > 0, first try that long to deliver what is queued."""
+        self.socket.close(linger=linger_ms)
 
 
 @dataclass(slots=True)
@@ -553,8 +557,9 @@ class CommandSender:
                 entry[1] = now
                 self.stats.resent += 1
 
-    def close(self) -> None:
-        self.socket.close(linger=0)
+    def close(self, linger_ms: int = 0) -> None:
+        """Close; with ``linger_ms`` > 0, first try that long to deliver what is queued."""
+        self.socket.close(linger=linger_ms)
 
 
 class CommandReceiver:
@@ -607,8 +612,8 @@ class CommandReceiver:
                 self.rejections.add(name, exc)
                 continue
             if msg.type == "eos":
-                Subscriber._track(state, msg)
-                out.append((peer, msg))
+                if Subscriber._track(state, msg):
+                    out.append((peer, msg))
                 continue
             key = (peer, msg.stream, msg.inc)
             if msg.seq <= self._last_seq.get(key, -1):
@@ -640,5 +645,6 @@ class CommandReceiver:
         except zmq.Again:  # pragma: no cover - peer's queue full; it will re-send
             pass
 
-    def close(self) -> None:
-        self.socket.close(linger=0)
+    def close(self, linger_ms: int = 0) -> None:
+        """Close; with ``linger_ms`` > 0, first try that long to deliver what is queued."""
+        self.socket.close(linger=linger_ms)

@@ -191,12 +191,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}={value!r} is not one of {list(options)}{did_you_mean(value, [str(o) for o in options])}")
     if origin in (Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(tp):
+        args = typing.get_args(tp)
+        for arg in args:
             try:
                 return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                pass
+        literals = [a for a in args if typing.get_origin(a) is Literal]
+        if value is not None and len(literals) == 1 and all(a in (type(None), literals[0]) for a in args):
+            _coerce(value, literals[0], where)  # raises with the options and a suggestion
         raise ConfigError(f"{where}={value!r} must be {_type_name(tp)}")
     if tp is type(None):
         if value is None:

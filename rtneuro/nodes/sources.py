@@ -9,6 +9,7 @@ or as fast as possible).
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import logging
 import re
@@ -289,9 +290,10 @@ class FileReplay(Source):
             elif these != ch_names or float(raw.info["sfreq"]) != sfreq:
                 raise ConfigError(f"{p}: channels or sampling rate differ from {paths[0]} ({len(these)} channels at {raw.info['sfreq']:g} Hz vs {len(ch_names)} at {sfreq:g} Hz); play them in separate sources")
             start = int(round(params.start_s * sfreq))
-            stop = raw.n_times if params.stop_s is None else min(raw.n_times, int(round(params.stop_s * sfreq)))
+            n_times = int(raw.n_times)
+            stop = n_times if params.stop_s is None else min(n_times, int(round(params.stop_s * sfreq)))
             if start >= stop:
-                raise ConfigError(f"{p}: start_s={params.start_s} leaves no samples (the file lasts {raw.n_times / sfreq:.1f} s)")
+                raise ConfigError(f"{p}: start_s={params.start_s} leaves no samples (the file lasts {n_times / sfreq:.1f} s)")
             scale = np.array([1e6 if (params.unit == "uV" and u == 107) else 1.0 for u in raw_units])  # FIFF_UNIT_V = 107
             ann = raw.annotations
             evs = []
@@ -312,7 +314,7 @@ class FileReplay(Source):
         self.sfreq = sfreq
         self.ch_names = ch_names
         self.chunk_size = params.chunk_size or max(1, int(round(sfreq / 10)))
-        self.n_total = sum(p.stop - p.start for p in self.parts)
+        self.n_total = int(sum(p.stop - p.start for p in self.parts))
         units = tuple(
             ("uV" if scale == 1e6 else "V") if u == 107 else "au"
             for scale, u in zip(self.parts[0].scale, raw_units, strict=True)
@@ -327,7 +329,9 @@ class FileReplay(Source):
                 source=f"annotations of {', '.join(str(p) for p in paths)}", event_id=dict(self.event_id),
             )
         # global sample index -> (part, local index) boundaries
-        self._bounds = np.cumsum([0] + [p.stop - p.start for p in self.parts])
+        self._bounds = [0]
+        for p in self.parts:
+            self._bounds.append(self._bounds[-1] + p.stop - p.start)
         self.reset()
 
     def reset(self) -> None:
@@ -363,7 +367,7 @@ class FileReplay(Source):
         pos = 0
         while pos < n:
             g = (a + pos) % self.n_total
-            k = int(np.searchsorted(self._bounds, g, side="right") - 1)
+            k = bisect.bisect_right(self._bounds, g) - 1
             part = self.parts[k]
             local = g - self._bounds[k]
             take = min(n - pos, self._bounds[k + 1] - g)
@@ -423,7 +427,7 @@ class FileReplay(Source):
         span_lo = a
         while span_lo < a + n:
             lap, g = divmod(span_lo, self.n_total)
-            k = int(np.searchsorted(self._bounds, g, side="right") - 1)
+            k = bisect.bisect_right(self._bounds, g) - 1
             seg_end = min(a + n, lap * self.n_total + self._bounds[k + 1])
             local_lo = g - self._bounds[k]
             local_hi = local_lo + (seg_end - span_lo)

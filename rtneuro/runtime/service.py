@@ -53,6 +53,8 @@ EXIT_FAILED = 1
 EXIT_STARTUP = 3
 #: Longest time the loop blocks without checking control messages and timers.
 MAX_BLOCK_S = 0.05
+#: At a clean end, time allowed to deliver what is still queued.
+FLUSH_S = 5.0
 #: Sources prepare their next chunk this long after emitting one.
 PREFETCH_DELAY_S = 0.002
 #: Latency samples kept per stream and status message (beyond: every k-th).
@@ -96,10 +98,13 @@ class Service:
         Incarnation id (new at each restart).
     """
 
-    def __init__(self, plan: dict, process: str, inc: int) -> None:
+    def __init__(self, plan: dict, process: str, inc: int, restart: bool = False) -> None:
         self.plan = plan
         self.name = process
         self.inc = inc
+        #: A restarted service does not wait for its consumers: they are
+        #: connected already (or finished), and reconnect by themselves.
+        self.restart = restart
         self.transport = TransportParams(**plan["transport"])
         rt = plan["runtime"]
         self.status_interval = float(rt["status_interval_s"])
@@ -490,7 +495,7 @@ class Service:
             for src in list(self._active):
                 self._source_ended(src)
 
-    def _status(self, final: bool = False) -> None:
+    def _status(self, final: bool = False, ok: bool = True) -> None:
         produced = {s: {"chunks": o.chunks, "samples": o.samples, "nonfinite": o.nonfinite, "next_index": o.next_index,
                         "sent": o.sent, "heartbeats": o.heartbeats, "kind": o.kind}
                     for s, o in self.outs.items()}
@@ -550,10 +555,11 @@ class Service:
                 except Exception as exc:  # a report must never lose the final status
                     reports[nid] = {"error": f"report failed: {exc!r}"}
             msg["nodes"] = reports
+            msg["ok"] = ok  # False: the service is ending because it failed
         self._send_control(msg)
 
     def _wait_subscribers(self) -> None:
-        if not self.expected_subs:
+        if not self.expected_subs or self.restart:
             return
         deadline = lsl_clock() + self.startup_timeout
         pub = self.publisher
@@ -615,18 +621,20 @@ class Service:
                     node.close()
                 except Exception:
                     log.error("closing node '%s' failed:\n%s", node.ctx.node_id, traceback.format_exc())
-            if code == 0:
-                self._status(final=True)
-            else:
-                self._send_control({"op": "error", "errors": self._new_errors})
-                self._status(final=True)
-            self._close_sockets()
+            try:
+                if code != 0:
+                    self._send_control({"op": "error", "errors": list(self._new_errors)})
+                self._status(final=True, ok=code == 0)
+            except Exception:  # the final report must not turn a clean end into a crash
+                log.error("could not send the final status:\n%s", traceback.format_exc())
+            self._close_sockets(clean=code == 0 and not self._stop)
         return code
 
     def _loop(self, start: dict) -> None:
-        origin = float(start["origin"])
+        origin_real = float(start["origin"])
+        origin = float(start.get("origin_stream", origin_real))
         speed = parse_speed(start["speed"])
-        self.clock = make_clock(speed, origin, origin)
+        self.clock = make_clock(speed, origin, origin_real)
         for ctx in self.ctx.values():
             ctx.clock = self.clock
         resume = start.get("resume") or {}
@@ -692,8 +700,15 @@ class Service:
             for s in self.senders.values():
                 s.poll()
 
-    def _close_sockets(self) -> None:
-        for sock in (self.publisher, self.subscriber, self.cmd_receiver, *self.senders.values()):
+    def _close_sockets(self, clean: bool) -> None:
+        """Close every socket. After a clean end, queued messages (the last
+        chunks and the end-of-stream marks of a fast replay) are delivered
+        first, for at most ``FLUSH_S``; after a stop or a failure they are not."""
+        linger = int(FLUSH_S * 1000) if clean else 0
+        for sock in (self.publisher, *self.senders.values()):
+            if sock is not None:
+                sock.close(linger)
+        for sock in (self.subscriber, self.cmd_receiver):
             if sock is not None:
                 sock.close()
         self.control.close(linger=1000)
@@ -722,8 +737,10 @@ def _die_with_parent() -> None:
 def main(argv: list[str] | None = None, kind: str = "process") -> int:
     """Entry point of a service process: ``python -m rtneuro.services.<kind> PLAN PROCESS INC``."""
     argv = sys.argv[1:] if argv is None else argv
+    restart = "--restart" in argv
+    argv = [a for a in argv if a != "--restart"]
     if len(argv) != 3:
-        sys.stderr.write(f"usage: python -m rtneuro.services.{kind} PLAN.json PROCESS INC\n")
+        sys.stderr.write(f"usage: python -m rtneuro.services.{kind} PLAN.json PROCESS INC [--restart]\n")
         return 2
     plan_path, process, inc = argv
     _die_with_parent()
@@ -734,7 +751,7 @@ def main(argv: list[str] | None = None, kind: str = "process") -> int:
     plan = json.loads(Path(plan_path).read_text())
     ppid = os.getppid()
     try:
-        service = Service(plan, process, int(inc))
+        service = Service(plan, process, int(inc), restart=restart)
     except RtneuroError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_STARTUP

@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,8 @@ log = logging.getLogger("rtneuro.supervisor")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+#: After the sources ended, a process without progress for this long is stopped.
+STALL_S = 10.0
 
 
 def machine_info() -> dict:
@@ -172,6 +175,8 @@ class Supervisor:
     def _spawn(self, proc: _Proc) -> None:
         inc = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
         cmd = [sys.executable, "-m", f"rtneuro.services.{proc.service}", str(self.plan_path), proc.name, str(inc)]
+        if proc.incs:
+            cmd.append("--restart")
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         # One thread per numerical library: a real-time process must not wake
@@ -195,7 +200,9 @@ class Supervisor:
         resume = {}
         for inc in proc.incs[:-1]:
             resume.update((inc.final or inc.status).get("positions", {}))
-        return {"op": "start", "origin": self.origin, "speed": self.rt.speed, "resume": resume}
+        origin_stream = 0.0 if self.rt.time_origin == "zero" else self.origin
+        return {"op": "start", "origin": self.origin, "origin_stream": origin_stream, "speed": self.rt.speed,
+                "resume": resume}
 
     def _on_control(self) -> None:
         while True:
@@ -269,6 +276,9 @@ class Supervisor:
                 self._error(f"process '{proc.name}' (pid {cur.popen.pid}) {how}")
                 if self._stopping or self.origin is None:
                     proc.gave_up = True
+                elif cur.final is not None and cur.final.get("ok"):
+                    # it had finished its work and reported; nothing left to restart for
+                    proc.finished = True
                 elif proc.restart == "on-failure" and proc.restarts < proc.max_restarts:
                     proc.restart_at = now + self.rt.restart_backoff_s * (proc.restarts + 1)
                     log.warning("restarting process '%s' in %.1f s (%d/%d)", proc.name, proc.restart_at - now,
@@ -289,6 +299,10 @@ class Supervisor:
         if self._interrupted > 1:
             self._kill_all()
 
+    def stop(self) -> None:
+        """Ask a running supervisor to stop, as Ctrl-C would (thread-safe)."""
+        self._interrupted += 1
+
     def _kill_all(self) -> None:
         for proc in self.procs.values():
             cur = proc.current
@@ -301,8 +315,13 @@ class Supervisor:
         t_start = lsl_clock()
         self.origin = None
         self._stopping = False
+        self._aborted = False
         self._by_ident: dict[bytes, tuple[_Proc, _Inc]] = {}
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # Ctrl-C and SIGTERM start an orderly stop (only the main thread may install handlers;
+        # a supervisor run from another thread is stopped with stop()).
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self.run_dir = Path(tempfile.mkdtemp(prefix="rtn-", dir="/tmp" if os.path.isdir("/tmp") else None))
         zctx = zmq.Context.instance()
         self.ctl = zctx.socket(zmq.ROUTER)
@@ -334,7 +353,7 @@ class Supervisor:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             for s, h in old.items():
                 signal.signal(s, h)
-        if any(p.failed for p in self.procs.values()):
+        if any(p.failed for p in self.procs.values()) or self._aborted:
             code = EXIT_FAILED
         self.wall_s = lsl_clock() - t_start
         self.report = self._make_report(code)
@@ -370,14 +389,42 @@ class Supervisor:
         if self.ctl.poll(int(timeout_s * 1000)):
             self._on_control()
 
+    def _progress(self, proc: _Proc) -> int:
+        st = proc.current.status if proc.current else {}
+        return (sum(r.get("messages", 0) for r in (st.get("received") or {}).values())
+                + sum(p.get("chunks", 0) for p in (st.get("produced") or {}).values()))
+
+    def _check_stalls(self, now: float) -> bool:
+        """After every source has ended, a process that stops making progress
+        (an end-of-stream that will never come) must not hold the run forever."""
+        sources_done = all(p.finished for p in self.procs.values() if p.service == "acquire")
+        if not sources_done:
+            return False
+        for proc in self.procs.values():
+            if proc.finished or not proc.alive:
+                continue
+            value = self._progress(proc)
+            last = self._last_progress.get(proc.name)
+            if last is None or last[0] != value:
+                self._last_progress[proc.name] = (value, now)
+            elif now - last[1] > STALL_S:
+                self._error(f"process '{proc.name}' made no progress for {STALL_S:.0f} s after the sources ended; "
+                            "stopping the run (an end-of-stream was lost?)")
+                self._aborted = True
+                return True
+        return False
+
     def _main_loop(self) -> None:
         rt = self.rt
         deadline = None if rt.duration_s is None else lsl_clock() + rt.duration_s
         next_status = lsl_clock() + rt.status_interval_s
+        self._last_progress: dict[str, tuple[int, float]] = {}
         while True:
             self._poll(0.05)
             now = lsl_clock()
             self._check_children(now)
+            if self._check_stalls(now):
+                break
             if self._interrupted:
                 break
             if deadline is not None and now >= deadline:

@@ -1,0 +1,36 @@
+# rtneuro: two commands do everything on a fresh machine with Python >= 3.11.
+#   make demo   create/reuse .venv, install rtneuro, replay the demo recording through the closed loop
+#   make test   create/reuse .venv, install rtneuro with its test tools, run lint and the test suite
+# Also: make bench (installs the bench extra with the ezmsg peer and runs the latency benchmark).
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-test
+
+.PHONY: demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rtneuro needs Python >= 3.11 (found %s); set PYTHON=/path/to/python3.11" % sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rtneuro run configs/demo.yaml --report demo-report.json
+
+test: $(STAMP)
+	$(BIN)/ruff check rtneuro services hardware benchmarks tests
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check rtneuro services hardware benchmarks tests
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/rtneuro bench latency --json bench-latency.json
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache demo-report.json bench-latency.json
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

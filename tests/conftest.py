@@ -1,0 +1,86 @@
+"""Shared fixtures: graph files in a temporary folder, and running them for real."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+REPLAY = ROOT / "replay_data"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def write_graph(tmp_path):
+    """Write a graph (a dict) as YAML; returns its path."""
+
+    def _write(graph: dict, name: str = "graph.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(graph, sort_keys=False))
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def run_graph():
+    """Run a graph file through the real supervisor; returns (exit code, report, output)."""
+    from rtneuro.config import load_graph
+    from rtneuro.runtime.supervisor import Supervisor
+
+    def _run(path, **overrides):
+        out = io.StringIO()
+        graph = load_graph(path, overrides=overrides)
+        sup = Supervisor(graph, out=out, quiet=True)
+        code = sup.run()
+        return code, sup.report, out.getvalue()
+
+    return _run
+
+
+def synthetic_chain(*, processes: dict[str, str] | None = None, duration_s: float = 2.0, extra_nodes=(),
+                    speed="max", sfreq=250.0, n_channels=4, chunk=25, threshold=-1e9, runtime=None) -> dict:
+    """A small source -> band-pass -> band power -> threshold -> stimulator graph."""
+    place = {"src": "acquire", "bp": "process", "bpow": "process", "ctl": "control", "stim": "stimulate"}
+    place.update(processes or {})
+    nodes = [
+        {"id": "src", "type": "synthetic", "process": place["src"],
+         "params": {"n_channels": n_channels, "sfreq": sfreq, "chunk_size": chunk, "seed": 3, "duration_s": duration_s}},
+        {"id": "bp", "type": "bandpass", "inputs": ["src"], "process": place["bp"], "params": {"l_freq": 1.0, "h_freq": 40.0}},
+        {"id": "bpow", "type": "bandpower", "inputs": ["bp"], "process": place["bpow"],
+         "params": {"bands": {"alpha": [8.0, 12.0]}, "window_s": 0.5, "step_s": 0.1, "average": True}},
+        {"id": "ctl", "type": "threshold", "inputs": ["bpow"], "process": place["ctl"],
+         "params": {"threshold": threshold, "amplitude_ma": 1.0, "deadline_ms": 2000.0}},
+        {"id": "stim", "type": "stimulator", "inputs": ["ctl"], "process": place["stim"], "params": {}},
+        *extra_nodes,
+    ]
+    return {"name": "test-chain", "runtime": {"speed": speed, "status_interval_s": 0.2, **(runtime or {})}, "nodes": nodes}
+
+
+def lsof_free(run_dir_prefix: str = "/tmp/rtn-") -> list[str]:
+    """Run folders (ipc socket files) left in /tmp."""
+    base = Path("/tmp")
+    return sorted(str(p) for p in base.glob(Path(run_dir_prefix).name + "*"))
+
+
+def children_of(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (Linux /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            out.append(int(d.name))
+    return out
+
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

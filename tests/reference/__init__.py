@@ -1,0 +1,1 @@
+"""Naive reference implementations: slow, obvious, checked against by the fast code."""

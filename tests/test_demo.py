@@ -1,0 +1,36 @@
+"""The demo, exactly as the README runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_demo_shows_alpha_rising_when_the_eyes_close(tmp_path):
+    report = tmp_path / "demo-report.json"
+    r = subprocess.run([sys.executable, "-m", "rtneuro", "run", "configs/demo.yaml", "--report", str(report)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(report.read_text())
+    assert rep["wall_s"] < 60
+    assert len(rep["processes"]) >= 3
+    for name, row in rep["streams"].items():
+        assert row["gaps"] == 0 and row["invalid"] == 0, name
+    assert rep["streams"]["eeg"]["samples"] == 2 * 9760
+    lat = rep["latency_us"]
+    assert lat["n"] == rep["streams"]["alpha"]["samples"] and lat["p50"] > 0
+    open_, closed = rep["nodes"]["summary"]["segments"]
+    assert open_["label"] == "file:S003R01.edf" and closed["label"] == "file:S003R02.edf"
+    assert closed["mean"]["alpha"] - open_["mean"]["alpha"] > 6.0  # dB: eyes closed, alpha up ~10x
+    assert closed["stim_on_fraction"] > 0.5 > open_["stim_on_fraction"]
+    assert rep["commands"]["refused"] == 0 and rep["commands"]["accepted"] == rep["commands"]["sent"] > 0
+    # the summary a user sees
+    assert "alpha: file:S003R02.edf vs file:S003R01.edf: +" in r.stderr
+    assert "latency, newest sample of the deciding window -> stimulator: p50" in r.stderr

@@ -1,0 +1,250 @@
+"""Whole graphs on real processes and sockets: reports, restarts, shutdown, bad data."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mne
+import numpy as np
+import pytest
+
+from rtneuro.config import load_graph
+from rtneuro.runtime.supervisor import Supervisor
+
+from conftest import REPLAY, ROOT, children_of, lsof_free, synthetic_chain
+
+pytestmark = pytest.mark.slow
+
+
+def _start_in_thread(path, **overrides):
+    graph = load_graph(path, overrides=overrides)
+    sup = Supervisor(graph, out=io.StringIO(), quiet=True)
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("code", sup.run()), daemon=True)
+    t.start()
+    return sup, t, box
+
+
+def _wait_running(sup, names, timeout=60.0):
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if getattr(sup, "origin", None) is not None and all(sup.procs[n].current and sup.procs[n].current.started_run for n in names):
+            return
+        time.sleep(0.05)
+    raise AssertionError("graph did not start")
+
+
+def test_a_graph_runs_across_processes_with_zero_gaps_and_reports_everything(write_graph, run_graph):
+    code, rep, _ = run_graph(write_graph(synthetic_chain(speed=5, duration_s=6.0)))
+    assert code == 0, rep["errors"]
+    s = rep["streams"]
+    assert s["src"]["samples"] == 1500 and s["src"]["chunks"] == 60
+    assert s["bp"]["samples"] == 1500
+    assert s["bpow"]["chunks"] > 0 and s["ctl"]["chunks"] == s["bpow"]["samples"]
+    for row in s.values():
+        assert row["gaps"] == 0 and row["invalid"] == 0 and row["nonfinite"] == 0
+    # every stream that crossed a process boundary was received in full
+    assert s["src"]["received"] == 60 and s["bpow"]["received"] == s["bpow"]["chunks"]
+    assert s["bp"]["received"] == 0  # bp -> bpow stayed in one process: passed by reference
+    lat = rep["latency_us"]
+    assert lat["n"] == s["bpow"]["samples"] and 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert set(rep["hops_us"]) >= {"src>rx:process", "ctl>rx:stimulate", "rx:stimulate>stim"}
+    c = rep["commands"]
+    assert c["sent"] == 1 and c["accepted"] == 1 and c["refused"] == 0  # threshold -1e9: switched on once
+    assert c["heartbeats"] == c["heartbeats_accepted"] == lat["n"] - 1
+    assert c["acked"] == lat["n"] and c["unacked"] == 0
+    assert rep["restarts"] == 0 and rep["errors"] == [] and rep["invalid_messages"] == {}
+    assert set(rep["processes"]) == {"acquire", "process", "control", "stimulate"}
+    assert rep["nodes"]["stim"]["driver"]["delivered"] == 1
+
+
+def test_a_replay_as_fast_as_possible_is_deterministic(write_graph, run_graph, tmp_path):
+    graph = synthetic_chain(speed="max", duration_s=20.0, threshold=15.3)  # the median of the feature
+    graph["nodes"].append({"id": "rec", "type": "jsonl", "inputs": ["bpow", "ctl"], "process": "control",
+                           "params": {"path": "out.jsonl", "flush_every": 50}})
+    path = write_graph(graph)
+    outputs = []
+    for _ in range(2):
+        (tmp_path / "out.jsonl").unlink(missing_ok=True)
+        code, rep, _ = run_graph(path)
+        assert code == 0, rep["errors"]
+        assert rep["streams"]["src"]["gaps"] == 0 and rep["streams"]["bpow"]["samples"] == 196
+        lines = (tmp_path / "out.jsonl").read_text().splitlines()
+        # drop the wall-clock deadline carried by each command; everything else must match
+        outputs.append([{k: v for k, v in json.loads(x).items() if k != "deadline"} for x in lines])
+        assert rep["commands"]["sent"] >= 2  # the threshold switches at least on and off
+    assert outputs[0] == outputs[1]
+
+
+def test_a_service_killed_with_sigkill_is_restarted_and_the_run_reports_it(write_graph):
+    path = write_graph(synthetic_chain(speed="realtime", duration_s=30.0, runtime={"duration_s": 4.0, "restart_backoff_s": 0.2}))
+    sup, t, box = _start_in_thread(path)
+    _wait_running(sup, ["process"])
+    time.sleep(1.0)
+    victim = sup.procs["process"].current.popen.pid
+    before = sup._stream_rows()["bpow"]["samples"]
+    os.kill(victim, signal.SIGKILL)
+    t.join(60)
+    rep = sup.report
+    assert box["code"] == 1  # a service failed, even though it came back
+    assert rep["restarts"] == 1 and rep["processes"]["process"]["exit_codes"][0] == -9
+    assert any("killed by SIGKILL" in e for e in rep["errors"])
+    # data flowed again after the restart: features from the new incarnation reached the controller
+    assert rep["streams"]["bpow"]["publisher_restarts"] == 1
+    assert rep["streams"]["bpow"]["samples"] > before + 5
+    # while the processing was down, the stimulator stopped hearing from its controller
+    assert rep["commands"]["watchdog_trips"] >= 1
+    assert rep["processes"]["acquire"]["exit_codes"] == [0]
+
+
+def test_a_node_that_raises_restarts_its_service_then_stops_the_run(write_graph):
+    extra = [{"id": "boom", "type": "fault", "inputs": ["bp"], "process": "process", "params": {"after_chunks": 15, "mode": "raise"}},
+             {"id": "sink", "type": "console", "inputs": ["boom"], "process": "process", "params": {"every_s": 100}}]
+    graph = synthetic_chain(speed="realtime", duration_s=30.0, extra_nodes=extra,
+                            runtime={"duration_s": 20.0, "max_restarts": 1, "restart_backoff_s": 0.1})
+    t0 = time.monotonic()
+    sup, t, box = _start_in_thread(write_graph(graph))
+    t.join(60)
+    rep = sup.report
+    assert box["code"] == 1
+    assert time.monotonic() - t0 < 15  # the run stopped once the restarts were used up
+    assert rep["restarts"] == 1
+    assert rep["processes"]["process"]["exit_codes"] == [1, 1]
+    assert sum("node 'boom' (fault) in process 'process' raised RuntimeError: fault injected" in e for e in rep["errors"]) >= 1
+    assert any("is not restarted" in e for e in rep["errors"])
+    # the stimulate service was told to stop and ended cleanly, in its safe state
+    assert rep["processes"]["stimulate"]["exit_codes"] == [0]
+    assert rep["nodes"]["stim"]["driver"]["safe_states"] >= 2
+
+
+def test_the_stimulator_refuses_what_the_profile_forbids_end_to_end(write_graph, tmp_path):
+    graph = synthetic_chain(speed=5, duration_s=4.0, threshold=-1e9)
+    graph["nodes"][3]["params"]["amplitude_ma"] = 50.0  # ten times the profile maximum on channel 0
+    graph["nodes"][4]["params"] = {"log_path": "delivered.jsonl"}
+    sup, t, box = _start_in_thread(write_graph(graph))
+    t.join(60)
+    rep = sup.report
+    assert box["code"] == 0
+    assert rep["commands"]["sent"] == 1 and rep["commands"]["refused"] == 1 and rep["commands"]["accepted"] == 0
+    assert rep["nodes"]["stim"]["refusals"] == {"amplitude": 1}
+    delivered = [json.loads(x) for x in (tmp_path / "delivered.jsonl").read_text().splitlines()]
+    assert all(d["kind"] == "safe_state" for d in delivered)
+
+
+def test_nan_in_a_recording_is_counted_and_loses_no_other_data(write_graph, tmp_path):
+    raw = mne.io.read_raw(REPLAY / "S003R01.edf", preload=True, verbose="error").pick(["Oz..", "O1..", "O2.."]).crop(0, 10, include_tmax=False)
+    data = raw.get_data()
+    data[1, 800:830] = np.nan  # a 30-sample dropout on one channel
+    raw._data = data
+    path = tmp_path / "gappy_raw.fif"
+    raw.save(path, verbose="error")
+    graph = {
+        "runtime": {"speed": 10},
+        "nodes": [
+            {"id": "eeg", "type": "file_replay", "process": "acquire", "params": {"path": str(path), "chunk_size": 16}},
+            {"id": "bp", "type": "bandpass", "inputs": ["eeg"], "params": {"l_freq": 1.0, "h_freq": 40.0}},
+            {"id": "alpha", "type": "bandpower", "inputs": ["bp"], "params": {"bands": {"alpha": [8, 12]}, "average": True}},
+            {"id": "rec", "type": "jsonl", "inputs": ["alpha"], "params": {"path": "alpha.jsonl"}},
+        ],
+    }
+    out = io.StringIO()
+    sup = Supervisor(load_graph(write_graph(graph)), out=out, quiet=True)
+    assert sup.run() == 0
+    rep = sup.report
+    assert rep["streams"]["eeg"]["nonfinite"] == 30 and rep["streams"]["eeg"]["samples"] == 1600
+    assert rep["streams"]["bp"]["gaps"] == 0 and rep["streams"]["bp"]["samples"] == 1600
+    assert rep["nodes"]["bp"]["replaced_nonfinite"] == 30
+    values = [json.loads(x)["values"]["alpha"] for x in (tmp_path / "alpha.jsonl").read_text().splitlines()]
+    assert len(values) == rep["streams"]["alpha"]["samples"] and np.isfinite(values).all()
+    nan_errors = [e for e in rep["errors"] if "NaN/Inf" in e]
+    assert len(nan_errors) == 1 and "channel O1" in nan_errors[0] and "\n" not in nan_errors[0]
+
+
+def test_tcp_transport_runs_the_same_graph(write_graph, run_graph):
+    graph = synthetic_chain(speed=5, duration_s=3.0)
+    graph["transport"] = {"scheme": "tcp", "host": "127.0.0.1"}
+    code, rep, _ = run_graph(write_graph(graph))
+    assert code == 0, rep["errors"]
+    assert rep["streams"]["src"]["received"] == rep["streams"]["src"]["chunks"] == 30
+    assert rep["latency_us"]["n"] > 0 and rep["streams"]["bp"]["gaps"] == 0
+
+
+def test_a_service_that_cannot_open_its_device_fails_the_run_with_a_clear_message(write_graph, run_graph):
+    graph = synthetic_chain(speed=5, duration_s=3.0)
+    graph["nodes"][4]["params"] = {"log_path": "no/such/folder/log.jsonl"}
+    code, rep, _ = run_graph(write_graph(graph))
+    assert code == 1
+    assert any("process 'stimulate'" in e and "No such file or directory" in e for e in rep["errors"]), rep["errors"]
+    assert all("\n" not in e for e in rep["errors"])
+
+
+# -- the command line: shutdown, orphans, files ---------------------------------
+
+
+def _cli_run(path, *args):
+    return subprocess.Popen([sys.executable, "-m", "rtneuro", "run", str(path), "--quiet", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for_children(pid, n, timeout=60.0):
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        kids = children_of(pid)
+        if len(kids) >= n:
+            return kids
+        time.sleep(0.1)
+    raise AssertionError(f"expected {n} service processes, found {children_of(pid)}")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie awaiting its parent is not alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_ctrl_c_or_sigterm_stops_everything_within_two_seconds_and_cleans_up(write_graph, sig, to_group):
+    path = write_graph(synthetic_chain(speed="realtime", duration_s=300.0))
+    before = set(lsof_free())
+    proc = _cli_run(path, "--report", str(path.parent / "r.json"))
+    kids = _wait_for_children(proc.pid, 4)
+    time.sleep(5.0)  # started (about 2 s) and running
+    t0 = time.monotonic()
+    if to_group:
+        os.killpg(proc.pid, sig)  # what a terminal does on Ctrl-C
+    else:
+        os.kill(proc.pid, sig)
+    proc.wait(10)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2.0, elapsed
+    assert proc.returncode == 0, proc.stderr.read()
+    assert not any(_alive(k) for k in kids)
+    assert set(lsof_free()) <= before  # the run folder and its ipc files are gone
+    rep = json.loads((path.parent / "r.json").read_text())
+    assert rep["interrupted"] and rep["streams"]["bp"]["gaps"] == 0 and rep["latency_us"]["n"] > 15
+
+
+def test_killing_the_supervisor_leaves_no_orphan_services(write_graph):
+    path = write_graph(synthetic_chain(speed="realtime", duration_s=300.0))
+    proc = _cli_run(path)
+    kids = _wait_for_children(proc.pid, 4)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+    t_end = time.monotonic() + 5
+    while time.monotonic() < t_end and any(_alive(k) for k in kids):
+        time.sleep(0.1)
+    assert not any(_alive(k) for k in kids)
