@@ -40,6 +40,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return sup.run()
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .runtime.service import serve
+
+    return serve(args.endpoint, args.process, timeout_s=args.timeout)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import importlib
     from pathlib import Path
@@ -85,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a graph file without running it")
     v.add_argument("config")
     v.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("serve", help="run one process of a graph whose supervisor is on another host")
+    s.add_argument("endpoint", help="the supervisor's control endpoint, as printed by 'rtneuro run' (tcp://host:port)")
+    s.add_argument("process", help="the process to run (launch: remote in the graph)")
+    s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the supervisor")
+    s.set_defaults(func=_cmd_serve)
 
     b = sub.add_parser("bench", help="run a benchmark (latency)")
     b.add_argument("name", choices=["latency"])

@@ -74,6 +74,7 @@ class RuntimeParams:
     startup_timeout_s: float = param(120.0, gt=0, doc="time allowed for every process to start and compile")
     stop_timeout_s: float = param(1.5, gt=0, le=10, doc="Ctrl-C: time allowed to drain before processes are killed")
     time_origin: Literal["zero", "lsl"] = param("zero", doc="stream time of the first sample: 0 (replays give identical timestamps run after run) or the LSL clock at start")
+    prewarm_ms: float = param(0.5, ge=0, le=10, doc="rehearse the path of a source's next chunk this long before it is due (0: off)")
     restart: Literal["never", "on-failure"] = param("on-failure", doc="default restart policy of processes")
     max_restarts: int = param(3, ge=0)
     restart_backoff_s: float = param(0.5, ge=0)
@@ -88,7 +89,8 @@ class ProcessParams:
 
     restart: Literal["never", "on-failure"] | None = param(None, doc="default: runtime.restart")
     max_restarts: int | None = param(None, ge=0)
-    host: str | None = param(None, doc="tcp: address this process binds (default transport.host)")
+    host: str | None = param(None, doc="tcp: address of the host this process runs on; it binds there (default transport.host)")
+    launch: Literal["local", "remote"] = param("local", doc="local: started by the supervisor; remote: started by hand on its host with 'rtneuro serve'")
 
 
 @dataclass
@@ -111,6 +113,7 @@ class ProcessSpec:
     restart: str
     max_restarts: int
     host: str
+    launch: str = "local"
     nodes: list[str] = field(default_factory=list)
 
 
@@ -427,6 +430,10 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
     for name in proc_params:
         if not any(s.process == name for s in specs.values()):
             errors.add(_line(proc_raw, name), f"process '{name}' holds no node; remove it or set 'process: {name}' on a node")
+    for name, pp in proc_params.items():
+        if pp.launch == "remote" and transport.scheme != "tcp":
+            errors.add(_line(proc_raw, name), f"process '{name}' runs on another host: set transport.scheme: tcp "
+                       "and transport.host to the address of this host")
     errors.raise_if_any()
 
     processes: dict[str, ProcessSpec] = {}
@@ -441,6 +448,7 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
                 restart=pp.restart or runtime.restart,
                 max_restarts=runtime.max_restarts if pp.max_restarts is None else pp.max_restarts,
                 host=pp.host or transport.host,
+                launch=pp.launch,
             )
             processes[spec.process] = proc
         proc.nodes.append(nid)

@@ -185,7 +185,7 @@ class Chunk:
 
 @dataclass(slots=True)
 class Message:
-    """A decoded, validated message."""
+    """A decoded, validated message (``data``: the first payload as a :class:`Chunk`)."""
 
     topic: str
     kind: str
@@ -196,10 +196,10 @@ class Message:
     header: dict
     arrays: list[np.ndarray]
     nbytes: int
+    data: Chunk | None = None
 
     def chunk(self) -> Chunk:
-        h = self.header
-        return Chunk(self.arrays[0], h["first"], h["t0"], h["sfreq"], h["trace"], h.get("x"))
+        return self.data
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,11 +311,13 @@ def encode(
     inc: int,
     chunk: Chunk,
     topic: bytes | None = None,
+    packer: msgpack.Packer | None = None,
 ) -> list:
     """Frames of a data message; send with ``send_multipart(frames, copy=False)``.
 
     The payload array is passed through (no copy) when it is already
-    C-contiguous and little-endian.
+    C-contiguous and little-endian. A long-lived ``packer`` (one per
+    publisher) saves creating one per message.
     """
     data = chunk.data
     if not data.flags.c_contiguous or data.dtype.byteorder == ">":
@@ -335,7 +337,7 @@ def encode(
     }
     if chunk.extra:
         header["x"] = chunk.extra
-    return [topic or topic_for(kind, stream), _packb(header), data]
+    return [topic or topic_for(kind, stream), packer.pack(header) if packer is not None else _packb(header), data]
 
 
 def encode_meta(meta: StreamMeta, inc: int) -> list:
@@ -506,6 +508,9 @@ def decode(frames: list, max_bytes: int = MAX_MESSAGE_BYTES, topic: str | None =
         arr = _ndarray(shape, dtype, buffer=buf)
         arrays.append(arr)
         i += 1
+    if mtype == "data":
+        data = Chunk(arrays[0], first, t0, sfreq, trace, x)
+        return Message(topic, kind, mtype, stream, seq, inc, header, arrays, nbytes, data)
     return Message(topic, kind, mtype, stream, seq, inc, header, arrays, nbytes)
 
 

@@ -44,6 +44,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgpack
 import zmq
 
 from .errors import ConfigError, SchemaError
@@ -172,10 +173,13 @@ class Rejections:
 
 
 class _StreamState:
-    __slots__ = ("stats", "inc", "next_seq", "next_index", "expected", "meta", "topic")
+    __slots__ = ("stats", "inc", "next_seq", "next_index", "expected", "meta", "topic", "n_channels", "dtype")
 
     def __init__(self, expected: StreamMeta | None, topic: str | None = None) -> None:
         self.topic = topic
+        # what every data message is checked against (None: not checked)
+        self.n_channels = expected.n_channels if expected is not None and expected.kind in ("sig", "feat") else None
+        self.dtype = expected.dtype if expected is not None else None
         self.stats = RecvStats()
         self.inc: int | None = None
         self.next_seq = 0
@@ -223,6 +227,7 @@ class Publisher:
         self.stalls = 0
         #: Called while a lossless send waits for room; returning True drops the message.
         self.on_stall = None
+        self._packer = msgpack.Packer()
 
     def announce(self, meta: StreamMeta) -> None:
         """Send ``meta`` now and to every later subscriber of its topic."""
@@ -234,7 +239,7 @@ class Publisher:
     def publish(self, kind: str, stream: str, topic: bytes, chunk: Chunk) -> None:
         seq = self._seq.get(topic, 0)
         self._seq[topic] = seq + 1
-        self._send(encode(kind, stream, seq, self.inc, chunk, topic))
+        self._send(encode(kind, stream, seq, self.inc, chunk, topic, self._packer))
 
     def end(self, kind: str, stream: str, topic: bytes, next_index: int) -> None:
         """Announce the end of ``stream``."""
@@ -330,13 +335,17 @@ class Subscriber:
         sock = self.socket
         recv = sock.recv_multipart
         for _ in range(max_messages):
-            # Ask before receiving: a receive that raises Again costs more
-            # than this flag read on a core that has just woken up.
-            if not sock.get(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                frames = recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
                 break
-            msg = self._accept(recv(zmq.NOBLOCK, copy=False))
+            msg = self._accept(frames)
             if msg is not None:
                 out.append(msg)
+            # Ask before receiving again: a receive that raises Again costs
+            # more than this flag read on a core that has just woken up.
+            if not sock.get(zmq.EVENTS) & zmq.POLLIN:
+                break
         if self.latest and len(out) > self.params.max_backlog:
             out = self._trim(out)
         return out
@@ -366,14 +375,13 @@ class Subscriber:
 
     @staticmethod
     def _check_data(state: _StreamState, msg: Message) -> None:
-        exp = state.expected
-        if exp is None:
-            return
-        arr = msg.arrays[0]
-        if exp.kind in ("sig", "feat") and (arr.ndim != 2 or arr.shape[1] != exp.n_channels):
-            raise SchemaError("shape", f"{msg.topic!r}: chunk of shape {arr.shape} but the stream has {exp.n_channels} channels; check the producer's channel count")
-        if msg.header["arrays"][0][0] != exp.dtype:
-            raise SchemaError("dtype", f"{msg.topic!r}: dtype {msg.header['arrays'][0][0]} but the stream was announced as {exp.dtype}")
+        n = state.n_channels
+        if n is not None:
+            shape = msg.arrays[0].shape
+            if len(shape) != 2 or shape[1] != n:
+                raise SchemaError("shape", f"{msg.topic!r}: chunk of shape {shape} but the stream has {n} channels; check the producer's channel count")
+        if state.dtype is not None and msg.header["arrays"][0][0] != state.dtype:
+            raise SchemaError("dtype", f"{msg.topic!r}: dtype {msg.header['arrays'][0][0]} but the stream was announced as {state.dtype}")
 
     @staticmethod
     def _track(state: _StreamState, msg: Message) -> bool:

@@ -21,6 +21,8 @@ constructor and a graph can be saved and rebuilt. Its life cycle:
     Optional; called at least every 50 ms with the LSL time (watchdogs).
 ``end()``
     Every input has ended (end of stream); flush what is pending.
+``rehearse()``
+    Optional; run the kernels on scratch state just before a chunk is due.
 ``report()``
     A JSON-able summary for the run report.
 ``close()``
@@ -116,6 +118,14 @@ class Node:
 
     def end(self) -> None:
         """Every input has ended."""
+
+    def rehearse(self) -> None:
+        """Run the kernels of ``process`` on scratch state, changing nothing.
+
+        Called just before the next chunk is due so that the CPU caches hold
+        this node's code and data when it arrives (see the service's
+        ``_rehearse``). Optional.
+        """
 
     def report(self) -> dict:
         return {}

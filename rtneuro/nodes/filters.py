@@ -81,11 +81,17 @@ class Bandpass(Node):
         self._zi: np.ndarray | None = None
         self._last = np.zeros(self.n_channels)
         self.n_replaced = 0
+        self._r_x = np.zeros((1, self.n_channels))
 
     def warmup(self) -> None:
         x = np.zeros((4, self.n_channels))
         zi = np.zeros((self._sos.shape[0], 2, self.n_channels))
         sosfilt_hold(self._sos, x, zi, np.zeros(self.n_channels), np.empty_like(x))
+
+    def rehearse(self) -> None:
+        if self._zi is None:
+            return
+        sosfilt_hold(self._sos, self._r_x, self._zi.copy(), self._last.copy(), np.empty(self._r_x.shape))
 
     def _initial_state(self, x0: np.ndarray) -> None:
         x0 = np.where(np.isfinite(x0), x0, 0.0)

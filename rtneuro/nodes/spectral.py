@@ -170,6 +170,7 @@ class Bandpower(Node):
             self._sring = np.zeros((self.window, self.n_in))
             self._S = np.zeros((self.n_in, self._K), dtype=np.complex128)
             self._state = np.array([0, self.window, 0], dtype=np.int64)
+            self._r_x = np.zeros((1, int(self._picks.max()) + 1))
 
     def warmup(self) -> None:
         if self.method == "sliding":
@@ -179,6 +180,19 @@ class Bandpower(Node):
         else:
             with np.errstate(divide="ignore", invalid="ignore"):
                 self._compute(np.random.default_rng(0).standard_normal((self.window, self.n_in)))
+
+    def rehearse(self) -> None:
+        """The sliding kernel on a copy of the state, emitting one frame."""
+        if self.method != "sliding":
+            return
+        state = np.array([self.window - 1, self.window, 0], dtype=np.int64)
+        out = np.empty((2, self.n_features))
+        ends = np.empty(2, dtype=np.int64)
+        sliding_bandpower(
+            self._r_x, self._picks, self._sring.copy(), self._S.copy(), self._W, self._E, state, self.step,
+            self.params.resync_samples, self._band_lo, self._band_hi, self._scale_k, self.df,
+            self._taper1, self._mode_code, self.params.average, out, ends,
+        )
 
     def _process_sliding(self, x: np.ndarray):
         max_frames = x.shape[0] // self.step + 1

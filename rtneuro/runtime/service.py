@@ -40,12 +40,12 @@ import zmq
 
 from ..config import parse_speed
 from ..errors import RtneuroError, SchemaError
-from ..messages import CMD_HOLD, Chunk, StreamMeta, pack_control, unpack_control
+from ..messages import CMD_HOLD, Chunk, StreamMeta, encode, pack_control, unpack_control
 from ..nodes import Node, NodeContext, build_params, node_class
 from ..transport import CommandReceiver, CommandSender, Publisher, Subscriber, TransportParams
-from .clock import Clock, VirtualClock, lsl_clock, make_clock
+from .clock import Clock, VirtualClock, lsl_clock, make_clock, sleep_until
 
-__all__ = ["Service", "main", "EXIT_FAILED", "EXIT_STARTUP"]
+__all__ = ["Service", "main", "serve", "EXIT_FAILED", "EXIT_STARTUP"]
 
 log = logging.getLogger("rtneuro.service")
 
@@ -53,6 +53,8 @@ EXIT_FAILED = 1
 EXIT_STARTUP = 3
 #: Longest time the loop blocks without checking control messages and timers.
 MAX_BLOCK_S = 0.05
+#: Chunks due more often than this keep the caches warm by themselves: no rehearsal.
+PREWARM_MIN_PERIOD_S = 0.004
 #: At a clean end, time allowed to deliver what is still queued.
 FLUSH_S = 5.0
 #: Sources prepare their next chunk this long after emitting one.
@@ -108,6 +110,9 @@ class Service:
         self.transport = TransportParams(**plan["transport"])
         rt = plan["runtime"]
         self.status_interval = float(rt["status_interval_s"])
+        self.prewarm_s = float(rt.get("prewarm_ms", 0.5)) / 1000.0
+        #: the supervisor pings every status interval; without them the service stops
+        self.supervisor_timeout = max(10.0, 10 * self.status_interval)
         self.startup_timeout = float(rt["startup_timeout_s"])
         self.metas = {k: StreamMeta.from_dict(v) for k, v in plan["streams"].items()}
         self.base_dir = Path(plan["base_dir"])
@@ -186,6 +191,8 @@ class Service:
         for nid, node in self.nodes.items():
             for port_name, meta in node.outputs.items():
                 self._out_of[(nid, port_name)] = self.outs[meta.name]
+        #: node -> (its main output, its id): the lookup on every chunk
+        self._main_out = {node: (self._out_of[(nid, "")], nid) for nid, node in self.nodes.items() if "" in node.outputs}
         if any(o.publish for o in self.outs.values()):
             self.publisher = Publisher(self.zctx, ep["pub"], tp, self.inc)
             self.publisher.on_stall = self._poll_control
@@ -236,6 +243,8 @@ class Service:
         self._virtual = False
         self._prefetch_pending: list = []
         self._prefetch_at = 0.0
+        self._last_out = None
+        self._rehearsers = [n for n in self.nodes.values() if type(n).rehearse is not Node.rehearse]
         self._ended: set = set()
 
     # -- control channel ----------------------------------------------------
@@ -266,6 +275,8 @@ class Service:
                 self._begin_drain()
             elif op == "stop":
                 self._stop = True
+            elif op == "ping":
+                self._last_ping = lsl_clock()
 
     def _poll_control(self) -> bool:
         """Non-blocking check used while a lossless publisher waits; True to abort."""
@@ -273,6 +284,27 @@ class Service:
         return self._stop
 
     # -- data path ----------------------------------------------------------
+
+    def _rehearse(self) -> None:
+        """Run the hot path on copies, just before a source's next chunk is due.
+
+        On a core that has been idle for tens of milliseconds, nothing of the
+        path a chunk takes is left in the CPU caches, and the first pass
+        through it costs several times the warm one (a NumPy call: 120 us
+        instead of 4 us on this kind of virtual machine). A source's chunks
+        are due at known times, so ``prewarm_ms`` before each one the service
+        runs every node's ``rehearse()`` (its kernels on scratch state) and
+        encodes the last published header again. Nothing is sent and no
+        state changes; the real chunk then finds the path warm.
+        """
+        try:
+            for node in self._rehearsers:
+                node.rehearse()
+            last = self._last_out
+            if last is not None:
+                encode(last[0].kind, last[0].stream, 0, self.inc, last[1], last[0].topic)
+        except Exception:  # a rehearsal must never disturb the run
+            log.debug("rehearsal failed", exc_info=True)
 
     def _wait(self, seconds: float) -> None:
         """Serve sockets for up to ``seconds`` (returns after the first batch)."""
@@ -378,35 +410,36 @@ class Service:
             self._fail(node, exc)
         if out is None:
             return None
-        if out is chunk:  # a pass-through node: its output gets its own trace
-            out = Chunk(chunk.data, chunk.first, chunk.t0, chunk.sfreq, list(chunk.trace), chunk.extra)
-        cat = node.category
-        if cat == "stimulator":
-            now = lsl_clock()
-            trace = chunk.trace
-            if trace:
-                self._e2e.append((now - trace[0][1]) * 1e6)
-                prev_name, prev_t = trace[0]
-                hops = self._hops
-                for name, t in trace[1:]:
-                    key = f"{prev_name}>{name}"
-                    lst = hops.get(key)
-                    if lst is None:
-                        lst = hops[key] = []
-                    lst.append((t - prev_t) * 1e6)
-                    prev_name, prev_t = name, t
-                key = f"{prev_name}>{node.ctx.node_id}"
-                lst = hops.get(key)
-                if lst is None:
-                    lst = hops[key] = []
-                lst.append((now - prev_t) * 1e6)
+        if node.category == "stimulator":
+            self._record_latency(node, chunk)
             return out
         if type(out) is Chunk:
-            self._emit(self._out_of[(node.ctx.node_id, "")], node.ctx.node_id, out)
+            if out is chunk:  # a pass-through node: its output gets its own trace
+                out = Chunk(chunk.data, chunk.first, chunk.t0, chunk.sfreq, list(chunk.trace), chunk.extra)
+            o, nid = self._main_out[node]
+            self._emit(o, nid, out)
         else:
+            nid = node.ctx.node_id
             for port_name, ch in out:
-                self._emit(self._out_of[(node.ctx.node_id, port_name)], node.ctx.node_id, ch)
+                self._emit(self._out_of[(nid, port_name)], nid, ch)
         return None
+
+    def _record_latency(self, node: Node, chunk: Chunk) -> None:
+        """End-to-end and per-hop latency of a command that reached a stimulator."""
+        now = lsl_clock()
+        trace = chunk.trace
+        if not trace:
+            return
+        self._e2e.append((now - trace[0][1]) * 1e6)
+        hops = self._hops
+        prev_name, prev_t = trace[0]
+        for name, t in [*trace[1:], (node.ctx.node_id, now)]:
+            key = f"{prev_name}>{name}"
+            lst = hops.get(key)
+            if lst is None:
+                lst = hops[key] = []
+            lst.append((t - prev_t) * 1e6)
+            prev_name, prev_t = name, t
 
     def _emit(self, o: _Out, nid: str, c: Chunk) -> None:
         """Hand a node's output chunk ``c`` (a new object) to every consumer."""
@@ -427,6 +460,7 @@ class Service:
                 os.sched_yield()
         if o.publish:
             self.publisher.publish(o.kind, o.stream, o.topic, c)
+            self._last_out = (o, c)
         for node, port in o.local:
             result = self._run(node, c, port)
             if result is not None and node.category == "stimulator":
@@ -647,6 +681,7 @@ class Service:
                 self._source_ended(src)
         virtual = self._virtual = type(self.clock) is VirtualClock
         next_status = lsl_clock() + self.status_interval
+        self._last_ping = lsl_clock()
         next_tick = lsl_clock()
         last_poll = lsl_clock()
         while not self._stop:
@@ -665,6 +700,11 @@ class Service:
                             self._wait(0)
                             last_poll = t_acq
                     else:
+                        if self.prewarm_s and (self._rehearsers or self._last_out is not None):
+                            t_due = self.clock.real_time_of(due)
+                            if t_due - lsl_clock() > PREWARM_MIN_PERIOD_S:
+                                sleep_until(t_due - self.prewarm_s, self._wait_paced)
+                                self._rehearse()
                         t_acq = self.clock.wait_until(due, self._wait_paced)
                     if self._stop:
                         break
@@ -689,6 +729,11 @@ class Service:
             if now >= next_status:
                 self._status()
                 next_status = now + self.status_interval
+                if now - self._last_ping > self.supervisor_timeout:
+                    msg = f"no word from the supervisor for {self.supervisor_timeout:.0f} s; stopping (safe state)"
+                    log.error(msg)
+                    self._note_error(f"process '{self.name}': {msg}")
+                    self._stop = True
         if not self._stop:
             self._finish_commands()
 
@@ -732,6 +777,55 @@ def _die_with_parent() -> None:
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def serve(control: str, process: str, timeout_s: float = 120.0) -> int:
+    """Run one process of a graph whose supervisor runs on another host.
+
+    ``rtneuro run`` prints the command for every process with
+    ``launch: remote``; on that process's host, ``rtneuro serve ENDPOINT
+    PROCESS`` asks the supervisor for the plan and runs the process as if
+    the supervisor had started it. Device profiles and files named in the
+    plan must exist on this host at the same paths (shipped profiles are
+    found by name). Ctrl-C stops it; so does losing the supervisor.
+    """
+    import socket as _socket
+
+    level = os.environ.get("RTNEURO_LOG", "WARNING").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING), stream=sys.stderr,
+                        format=f"[{process}] %(levelname)s %(name)s: %(message)s")
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IDENTITY, f"{process}:hello:{os.getpid()}".encode())
+    sock.connect(control)
+    sock.send(pack_control({"op": "hello", "process": process, "host": _socket.gethostname()}))
+    if not sock.poll(int(timeout_s * 1000)):
+        log.error("no answer from the supervisor at %s within %.0f s; is 'rtneuro run' running and waiting for '%s'?",
+                  control, timeout_s, process)
+        return EXIT_STARTUP
+    try:
+        reply = unpack_control(sock.recv())
+    except SchemaError as exc:
+        log.error("bad answer from the supervisor: %s", exc)
+        return EXIT_STARTUP
+    finally:
+        sock.close()
+    if reply["op"] != "plan":
+        log.error("the supervisor refused: %s", reply.get("reason", reply))
+        return EXIT_STARTUP
+    try:
+        service = Service(reply["plan"], process, int(reply["inc"]), restart=bool(reply.get("restart")))
+    except RtneuroError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_STARTUP
+
+    def _stop(signum, frame):
+        service._stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return service.run()
 
 
 def main(argv: list[str] | None = None, kind: str = "process") -> int:

@@ -79,10 +79,10 @@ def machine_info() -> dict:
 
 @dataclass
 class _Inc:
-    """One incarnation of a process."""
+    """One incarnation of a process: a child process, or a service on another host."""
 
     inc: int
-    popen: subprocess.Popen
+    popen: subprocess.Popen | None  # None: started by hand on another host (rtneuro serve)
     started: float
     ready: bool = False
     started_run: bool = False
@@ -91,6 +91,26 @@ class _Inc:
     exit_code: int | None = None
     #: stream -> samples per second between the last two status messages
     rates: dict = field(default_factory=dict)
+    #: LSL time of the last control message (how a remote service is known to be alive)
+    last_seen: float = 0.0
+    #: remote service: registered (it said hello), and its exit as far as the supervisor can tell
+    registered: bool = False
+    remote_exit: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
+
+    def poll(self) -> int | None:
+        return self.popen.poll() if self.popen is not None else self.remote_exit
+
+    def terminate(self) -> None:
+        if self.popen is not None:
+            self.popen.terminate()
+
+    def kill(self) -> None:
+        if self.popen is not None:
+            self.popen.kill()
 
 
 @dataclass
@@ -99,6 +119,8 @@ class _Proc:
     service: str
     restart: str
     max_restarts: int
+    launch: str = "local"
+    host: str = ""
     incs: list[_Inc] = field(default_factory=list)
     restarts: int = 0
     failed: bool = False
@@ -141,8 +163,10 @@ class Supervisor:
         self.live = out.isatty() if live is None else live
         self.quiet = quiet
         self.rt = graph.runtime
+        #: a remote service silent for this long is considered lost
+        self.remote_timeout = max(5.0, 5 * graph.runtime.status_interval_s)
         self.procs = {
-            name: _Proc(name, p.service, p.restart, p.max_restarts) for name, p in graph.processes.items()
+            name: _Proc(name, p.service, p.restart, p.max_restarts, p.launch, p.host) for name, p in graph.processes.items()
         }
         self.errors: list[str] = []
         self.e2e = LatencyStats()
@@ -173,6 +197,13 @@ class Supervisor:
         return eps
 
     def _spawn(self, proc: _Proc) -> None:
+        if proc.launch == "remote":
+            # Started by hand on its host; it registers with 'hello' (see rtneuro.runtime.service.serve).
+            proc.incs.append(_Inc(0, None, lsl_clock()))
+            self.out.write(f"waiting for process '{proc.name}' on {proc.host}: there, run\n"
+                           f"    rtneuro serve {self.control_endpoint} {proc.name}\n")
+            self.out.flush()
+            return
         inc = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
         cmd = [sys.executable, "-m", f"rtneuro.services.{proc.service}", str(self.plan_path), proc.name, str(inc)]
         if proc.incs:
@@ -212,15 +243,18 @@ class Supervisor:
                 return
             except ValueError:
                 continue
-            entry = self._by_ident.get(ident)
-            if entry is None:
-                continue
-            proc, inc = entry
             try:
                 msg = unpack_control(buf)
             except SchemaError as exc:
-                log.warning("malformed control message from %s: %s", proc.name, exc)
+                log.warning("malformed control message: %s", exc)
                 continue
+            entry = self._by_ident.get(ident)
+            if entry is None:
+                if msg["op"] == "hello":
+                    self._hello(ident, msg)
+                continue
+            proc, inc = entry
+            inc.last_seen = lsl_clock()
             op = msg["op"]
             if op == "ready":
                 inc.ready = True
@@ -231,9 +265,38 @@ class Supervisor:
                 self._absorb(inc, msg)
                 if op == "final":
                     inc.final = msg
+                    if inc.popen is None:
+                        inc.remote_exit = 0 if msg.get("ok") else 1
             elif op == "error":
                 for line in msg.get("errors", []):
                     self._error(line)
+
+    def _hello(self, ident: bytes, msg: dict) -> None:
+        """A service started by hand on another host asks for its plan."""
+        name = msg.get("process")
+        proc = self.procs.get(name) if isinstance(name, str) else None
+        reply = None
+        if proc is None or proc.launch != "remote":
+            reply = {"op": "refused", "reason": f"this run has no remote process {name!r}; remote processes: "
+                     f"{[p.name for p in self.procs.values() if p.launch == 'remote']}"}
+        elif proc.current is not None and proc.current.registered and proc.alive:
+            reply = {"op": "refused", "reason": f"process {name!r} is already running"}
+        elif self._stopping:
+            reply = {"op": "refused", "reason": "the run is stopping"}
+        if reply is None:
+            inc = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+            cur = proc.current
+            if cur is None or cur.registered:
+                proc.incs.append(_Inc(inc, None, lsl_clock()))
+                cur = proc.current
+            cur.inc, cur.registered, cur.last_seen = inc, True, lsl_clock()
+            self._by_ident[f"{proc.name}:{inc}".encode()] = (proc, cur)
+            reply = {"op": "plan", "plan": self.plan, "inc": inc, "restart": len(proc.incs) > 1}
+            log.info("process '%s' registered from another host", name)
+        try:
+            self.ctl.send_multipart([ident, pack_control(reply)], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
 
     def _absorb(self, inc: _Inc, msg: dict) -> None:
         prev_t, prev = inc.status.get("t"), inc.status.get("produced") or {}
@@ -264,7 +327,11 @@ class Supervisor:
             if cur is None:
                 continue
             if cur.exit_code is None:
-                rc = cur.popen.poll()
+                if cur.popen is None and cur.registered and cur.remote_exit is None and cur.ready \
+                        and now - cur.last_seen > self.remote_timeout:
+                    cur.remote_exit = -1
+                    self._error(f"process '{proc.name}' on {proc.host} stopped answering for {self.remote_timeout:.0f} s")
+                rc = cur.poll()
                 if rc is None:
                     continue
                 cur.exit_code = rc
@@ -272,20 +339,25 @@ class Supervisor:
                     proc.finished = True
                     continue
                 proc.failed = True
-                how = f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
-                self._error(f"process '{proc.name}' (pid {cur.popen.pid}) {how}")
+                if cur.popen is None:
+                    how = "was lost" if rc < 0 else f"ended with an error (code {rc})"
+                    self._error(f"process '{proc.name}' on {proc.host} {how}")
+                else:
+                    how = f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
+                    self._error(f"process '{proc.name}' (pid {cur.pid}) {how}")
                 if self._stopping or self.origin is None:
                     proc.gave_up = True
                 elif cur.final is not None and cur.final.get("ok"):
                     # it had finished its work and reported; nothing left to restart for
                     proc.finished = True
-                elif proc.restart == "on-failure" and proc.restarts < proc.max_restarts:
+                elif proc.restart == "on-failure" and proc.restarts < proc.max_restarts and proc.launch == "local":
                     proc.restart_at = now + self.rt.restart_backoff_s * (proc.restarts + 1)
                     log.warning("restarting process '%s' in %.1f s (%d/%d)", proc.name, proc.restart_at - now,
                                 proc.restarts + 1, proc.max_restarts)
                 else:
                     proc.gave_up = True
-                    why = "restart policy is 'never'" if proc.restart == "never" else f"it failed {proc.restarts + 1} times"
+                    why = ("it runs on another host" if proc.launch == "remote" else
+                           "restart policy is 'never'" if proc.restart == "never" else f"it failed {proc.restarts + 1} times")
                     self._error(f"process '{proc.name}' is not restarted ({why}); stopping the run")
             if proc.restart_at is not None and now >= proc.restart_at and not self._stopping:
                 proc.restart_at = None
@@ -306,8 +378,8 @@ class Supervisor:
     def _kill_all(self) -> None:
         for proc in self.procs.values():
             cur = proc.current
-            if cur is not None and cur.popen.poll() is None:
-                cur.popen.kill()
+            if cur is not None and cur.poll() is None:
+                cur.kill()
 
     def run(self) -> int:
         """Run the graph to its end; returns the exit code."""
@@ -330,11 +402,15 @@ class Supervisor:
         try:
             plan = self.graph.to_plan()
             plan["endpoints"] = self._endpoints(self.run_dir)
-            if self.graph.transport.scheme == "ipc":
+            tp = self.graph.transport
+            if tp.scheme == "ipc":
                 plan["control"] = f"ipc://{self.run_dir}/ctl"
             else:
-                plan["control"] = f"tcp://{self.graph.transport.host}:{_free_port(self.graph.transport.host)}"
+                port = tp.base_port + 2 * len(self.procs) if tp.base_port else _free_port(tp.host)
+                plan["control"] = f"tcp://{tp.host}:{port}"
             self.ctl.bind(plan["control"])
+            self.control_endpoint = plan["control"]
+            self.plan = plan
             self.plan_path = self.run_dir / "plan.json"
             self.plan_path.write_text(json.dumps(plan))
             for proc in self.procs.values():
@@ -370,7 +446,7 @@ class Supervisor:
             now = lsl_clock()
             for proc in self.procs.values():
                 cur = proc.current
-                rc = cur.popen.poll()
+                rc = cur.poll()
                 if rc is not None:
                     cur.exit_code = rc
                     proc.failed = True
@@ -433,8 +509,11 @@ class Supervisor:
                 break
             if all(p.finished for p in self.procs.values()):
                 return
-            if not self.quiet and now >= next_status:
-                self._draw_status(now)
+            if now >= next_status:
+                for proc in self.procs.values():  # services stop by themselves if these stop coming
+                    self._send(proc, {"op": "ping"})
+                if not self.quiet:
+                    self._draw_status(now)
                 next_status = now + rt.status_interval_s
 
     def _shutdown(self) -> None:
@@ -452,16 +531,16 @@ class Supervisor:
                 if phase in ("drain", "stop"):
                     self._send(proc, {"op": phase})
                 elif phase == "term":
-                    proc.current.popen.terminate()
+                    proc.current.terminate()
                 else:
-                    proc.current.popen.kill()
+                    proc.current.kill()
             end = lsl_clock() + budget
             while lsl_clock() < end and any(p.alive for p in self.procs.values()):
                 self._poll(0.02)
                 for proc in self.procs.values():
                     cur = proc.current
                     if cur is not None and cur.exit_code is None:
-                        rc = cur.popen.poll()
+                        rc = cur.poll()
                         if rc is not None:
                             cur.exit_code = rc
                             if rc != 0 and phase in ("drain", "stop"):
@@ -477,6 +556,11 @@ class Supervisor:
         for proc in self.procs.values():
             cur = proc.current
             if cur is not None and cur.exit_code is None:
+                if cur.popen is None:  # a remote service that did not say goodbye
+                    cur.exit_code = -1
+                    if cur.registered:
+                        self._error(f"process '{proc.name}' on {proc.host} did not confirm that it stopped")
+                    continue
                 cur.popen.wait(timeout=5)
                 cur.exit_code = cur.popen.returncode
 
@@ -608,7 +692,8 @@ class Supervisor:
                     "service": p.service,
                     "restarts": p.restarts,
                     "exit_codes": [i.exit_code for i in p.incs],
-                    "pids": [i.popen.pid for i in p.incs],
+                    "pids": [i.pid for i in p.incs],
+                    "launch": p.launch,
                     "failed": p.failed,
                 }
                 for p in self.procs.values()
@@ -647,6 +732,10 @@ class Supervisor:
 
 
 def _free_port(host: str) -> int:
+    """A free tcp port on ``host`` (for another host's address: one free here, a good guess)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
+        try:
+            s.bind((host, 0))
+        except OSError:
+            s.bind(("0.0.0.0", 0))
         return s.getsockname()[1]
