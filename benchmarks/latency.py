@@ -157,6 +157,28 @@ def run(args: argparse.Namespace) -> int:
         return 2
     d = args.duration
     results: dict[str, dict] = {}
+    from contextlib import nullcontext
+
+    from rtneuro.runtime.supervisor import CpuLatencyRequest
+
+    qos = CpuLatencyRequest(args.cpu_dma_latency) if args.cpu_dma_latency is not None else nullcontext()
+    with qos:
+        if getattr(qos, "error", None):
+            print(f"[bench latency] {qos.error}", file=sys.stderr)
+            return 2
+        results = _run_variants(wanted, d)
+    ratios = _ratios(results)
+    out = {"bench": "latency", "machine": machine_info(), "duration_s": d, "warmup_s": WARMUP_S,
+           "cpu_dma_latency_us": args.cpu_dma_latency, "variants": results, "ratios": ratios}
+    print(format_table(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def _run_variants(wanted, d: float) -> dict:
+    results: dict[str, dict] = {}
     for name in wanted:
         t0 = time.monotonic()
         print(f"[bench latency] {name} ({d:g} s + {WARMUP_S:g} s warm-up) ...", file=sys.stderr, flush=True)
@@ -176,14 +198,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[bench latency] {name}: " + (f"error: {res['error']}" if res.get("error") else
               f"p50 {res['p50_us']:.0f} us  p99 {res['p99_us']:.0f} us  max {res['max_us']:.0f} us  n={res['n']}"),
               file=sys.stderr, flush=True)
-    ratios = _ratios(results)
-    out = {"bench": "latency", "machine": machine_info(), "duration_s": d, "warmup_s": WARMUP_S,
-           "variants": results, "ratios": ratios}
-    print(format_table(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0
+    return results
 
 
 def _ratios(r: dict) -> dict:

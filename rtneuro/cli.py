@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, help="write results here")
     b.add_argument("--duration", type=float, default=20.0, help="seconds measured per variant")
     b.add_argument("--variants", default=None, help="comma-separated subset of variants")
+    b.add_argument("--cpu-dma-latency", type=int, default=None, metavar="US",
+                   help="hold this Linux PM QoS CPU latency for every variant (needs root)")
     b.set_defaults(func=_cmd_bench)
 
     n = sub.add_parser("nodes", help="list node types and their parameters")

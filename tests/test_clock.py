@@ -59,3 +59,35 @@ def test_make_clock():
     assert make_clock(4.0, 0.0, 1.0).speed == 4.0
     with pytest.raises(ValueError):
         ScaledClock(0.0)
+
+
+def test_the_cpu_latency_request_is_held_and_released():
+    import os
+    import struct
+
+    from rtneuro.runtime.supervisor import CpuLatencyRequest
+
+    def current():
+        fd = os.open(CpuLatencyRequest.PATH, os.O_RDONLY)
+        try:
+            return struct.unpack("i", os.read(fd, 4))[0]
+        finally:
+            os.close(fd)
+
+    try:
+        before = current()
+    except OSError:
+        pytest.skip("no readable /dev/cpu_dma_latency here")
+    with CpuLatencyRequest(0) as req:
+        if req.error:
+            pytest.skip(req.error)
+        assert current() == 0
+    assert current() == before
+
+
+def test_a_cpu_latency_request_that_cannot_be_held_is_a_warning(monkeypatch):
+    from rtneuro.runtime.supervisor import CpuLatencyRequest
+
+    monkeypatch.setattr(CpuLatencyRequest, "PATH", "/nonexistent/cpu_dma_latency")
+    with CpuLatencyRequest(0) as req:
+        assert req.error.startswith("cannot hold cpu_dma_latency_us=0") and "default CPU idle states" in req.error

@@ -248,3 +248,13 @@ def test_killing_the_supervisor_leaves_no_orphan_services(write_graph):
     while time.monotonic() < t_end and any(_alive(k) for k in kids):
         time.sleep(0.1)
     assert not any(_alive(k) for k in kids)
+
+
+def test_a_fast_source_still_serves_its_control_socket(write_graph, run_graph):
+    # 1 ms chunks: the source never waits long enough for the coarse wait that serves the
+    # sockets; it must still hear the supervisor's pings (or it would stop after 5 s)
+    graph = synthetic_chain(speed="realtime", duration_s=60.0, sfreq=2000.0, chunk=2, runtime={"duration_s": 7.0})
+    code, rep, _ = run_graph(write_graph(graph))
+    assert code == 0, rep["errors"]
+    assert rep["errors"] == []
+    assert rep["streams"]["src"]["chunks"] > 4000 and rep["streams"]["src"]["gaps"] == 0

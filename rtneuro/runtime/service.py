@@ -57,6 +57,8 @@ MAX_BLOCK_S = 0.05
 PREWARM_MIN_PERIOD_S = 0.004
 #: At a clean end, time allowed to deliver what is still queued.
 FLUSH_S = 5.0
+#: A busy source loop serves its sockets (control, subscriptions) at least this often.
+POLL_EVERY_S = 0.005
 #: Sources prepare their next chunk this long after emitting one.
 PREFETCH_DELAY_S = 0.002
 #: Latency samples kept per stream and status message (beyond: every k-th).
@@ -112,7 +114,7 @@ class Service:
         self.status_interval = float(rt["status_interval_s"])
         self.prewarm_s = float(rt.get("prewarm_ms", 0.5)) / 1000.0
         #: the supervisor pings every status interval; without them the service stops
-        self.supervisor_timeout = max(10.0, 10 * self.status_interval)
+        self.supervisor_timeout = max(5.0, 10 * self.status_interval)
         self.startup_timeout = float(rt["startup_timeout_s"])
         self.metas = {k: StreamMeta.from_dict(v) for k, v in plan["streams"].items()}
         self.base_dir = Path(plan["base_dir"])
@@ -243,6 +245,7 @@ class Service:
         self._virtual = False
         self._prefetch_pending: list = []
         self._prefetch_at = 0.0
+        self._polled_at = 0.0
         self._last_out = None
         self._rehearsers = [n for n in self.nodes.values() if type(n).rehearse is not Node.rehearse]
         self._ended: set = set()
@@ -308,6 +311,7 @@ class Service:
 
     def _wait(self, seconds: float) -> None:
         """Serve sockets for up to ``seconds`` (returns after the first batch)."""
+        self._polled_at = lsl_clock()
         ms = int(seconds * 1000)
         if ms < 1 and seconds > 0:
             time.sleep(seconds)
@@ -683,7 +687,6 @@ class Service:
         next_status = lsl_clock() + self.status_interval
         self._last_ping = lsl_clock()
         next_tick = lsl_clock()
-        last_poll = lsl_clock()
         while not self._stop:
             if self._active:
                 best, due = None, None
@@ -694,11 +697,11 @@ class Service:
                     elif due is None or d < due:
                         best, due = src, d
                 if best is not None:
+                    if lsl_clock() - self._polled_at > POLL_EVERY_S:
+                        # fast or virtual sources may never wait long enough to serve the sockets
+                        self._wait(0)
                     if virtual:
                         t_acq = self.clock.wait_until(due)
-                        if t_acq - last_poll > 0.005:
-                            self._wait(0)
-                            last_poll = t_acq
                     else:
                         if self.prewarm_s and (self._rehearsers or self._last_out is not None):
                             t_due = self.clock.real_time_of(due)
@@ -714,7 +717,9 @@ class Service:
                             best.prefetch()
                         elif best not in self._prefetch_pending:
                             self._prefetch_pending.append(best)
-                            self._prefetch_at = lsl_clock() + PREFETCH_DELAY_S
+                            nxt = best.next_due()
+                            gap = self.clock.real_time_of(nxt) - lsl_clock() if nxt is not None else 0.0
+                            self._prefetch_at = lsl_clock() + min(PREFETCH_DELAY_S, gap / 2)
             elif self.remote_streams <= self._ended:
                 break
             else:

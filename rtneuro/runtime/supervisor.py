@@ -48,7 +48,7 @@ from ..messages import pack_control, unpack_control
 from .clock import lsl_clock
 from .latency import LatencyStats
 
-__all__ = ["Supervisor", "machine_info"]
+__all__ = ["Supervisor", "machine_info", "CpuLatencyRequest"]
 
 log = logging.getLogger("rtneuro.supervisor")
 
@@ -75,6 +75,44 @@ def machine_info() -> dict:
         "pyzmq": _zmq.__version__,
         "libzmq": _zmq.zmq_version(),
     }
+
+
+class CpuLatencyRequest:
+    """Hold a Linux PM QoS CPU latency request while in use.
+
+    Writing a latency bound to ``/dev/cpu_dma_latency`` and keeping the file
+    open tells the kernel not to put CPUs into idle states slower to leave
+    than that (0 us: the CPUs poll instead of halting). On a machine
+    dedicated to a closed loop this removes the wake-up cost an idle core
+    adds to every hop; it costs power, and it needs write access to the
+    device (root). The request ends when the file is closed.
+    """
+
+    PATH = "/dev/cpu_dma_latency"
+
+    def __init__(self, latency_us: int) -> None:
+        self.latency_us = int(latency_us)
+        self._fd: int | None = None
+        self.error: str | None = None
+
+    def __enter__(self) -> CpuLatencyRequest:
+        import struct
+
+        try:
+            self._fd = os.open(self.PATH, os.O_RDWR)
+            os.write(self._fd, struct.pack("i", self.latency_us))
+        except OSError as exc:
+            self.error = (f"cannot hold cpu_dma_latency_us={self.latency_us} ({exc.strerror}: {self.PATH}); "
+                          "running with the default CPU idle states")
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass
@@ -169,6 +207,7 @@ class Supervisor:
             name: _Proc(name, p.service, p.restart, p.max_restarts, p.launch, p.host) for name, p in graph.processes.items()
         }
         self.errors: list[str] = []
+        self.warnings: list[str] = []
         self.e2e = LatencyStats()
         self.hops: dict[str, LatencyStats] = {}
         self.ages: dict[str, LatencyStats] = {s: LatencyStats(exact_cap=50_000) for s in graph.streams}
@@ -399,6 +438,12 @@ class Supervisor:
         self.ctl = zctx.socket(zmq.ROUTER)
         self.ctl.setsockopt(zmq.LINGER, 0)
         code = EXIT_OK
+        qos = None
+        if self.rt.cpu_dma_latency_us is not None:
+            qos = CpuLatencyRequest(self.rt.cpu_dma_latency_us).__enter__()
+            if qos.error:
+                self.warnings.append(qos.error)
+                log.warning("%s", qos.error)
         try:
             plan = self.graph.to_plan()
             plan["endpoints"] = self._endpoints(self.run_dir)
@@ -425,6 +470,8 @@ class Supervisor:
                 code = EXIT_FAILED
         finally:
             self._shutdown()
+            if qos is not None:
+                qos.__exit__(None, None, None)
             self.ctl.close(linger=0)
             shutil.rmtree(self.run_dir, ignore_errors=True)
             for s, h in old.items():
@@ -700,6 +747,7 @@ class Supervisor:
             },
             "invalid_messages": self._sum_flat("rejections"),
             "errors": list(self.errors),
+            "warnings": list(self.warnings),
             "nodes": nodes,
         }
 
