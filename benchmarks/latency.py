@@ -19,6 +19,9 @@ Variants (all at 31.25 Hz, measured in the same run, in this order):
 ``ezmsg_inproc``      ezmsg + ezmsg-sigproc, same chain, one process
 ``ezmsg_multiproc``   ezmsg + ezmsg-sigproc, one process per unit
                       (benchmarks/peers/ezmsg_chain.py)
+``rtneuro_multiproc_spin``  as rtneuro_multiproc with ``runtime.spin_ms: 2``:
+                      each process polls without sleeping for 2 ms around
+                      its predicted input (about 6 % of a core per process)
 ``rtneuro_throughput_30khz``  one process per node at 64 ch x 30 kHz in 1 ms
                       chunks (spike band 300-6000 Hz; band power in 3 bands):
                       reports gaps, which must be 0
@@ -51,12 +54,13 @@ VARIANTS = (
     "pyzmq_floor",
     "ezmsg_inproc",
     "ezmsg_multiproc",
+    "rtneuro_multiproc_spin",
     "rtneuro_throughput_30khz",
 )
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def chain_config(layout: str, duration_s: float, *, sfreq: float = 1000.0, chunk: int = 32) -> dict:
+def chain_config(layout: str, duration_s: float, *, sfreq: float = 1000.0, chunk: int = 32, spin_ms: float = 0.0) -> dict:
     """The reference chain as a graph; ``layout`` is inproc, multiproc or deploy."""
     spike = sfreq >= 10_000
     place = {
@@ -82,7 +86,7 @@ def chain_config(layout: str, duration_s: float, *, sfreq: float = 1000.0, chunk
     ]
     return {
         "name": f"bench-{layout}" + ("-30khz" if spike else ""),
-        "runtime": {"speed": "realtime", "status_interval_s": 1.0},
+        "runtime": {"speed": "realtime", "status_interval_s": 1.0, "spin_ms": spin_ms},
         "transport": {"scheme": "ipc", "policy": "latest"},
         "nodes": nodes,
     }
@@ -109,6 +113,7 @@ def run_rtneuro(layout: str, duration_s: float, **kw) -> dict:
     skip = int(WARMUP_S * chunk_rate)
     gaps = sum(s["gaps"] for s in rep["streams"].values())
     extra = {"hops": {"inproc": 0, "multiproc": 4, "deploy": 1}[layout], "chunk_rate_hz": round(chunk_rate, 2),
+             "spin_ms": kw.get("spin_ms", 0.0),
              "gaps": gaps, "exit_code": code, "refused": rep["commands"]["refused"],
              "decisions": len(values)}
     extra["hops_p50_us"] = {h: v["p50"] for h, v in rep.get("hops_us", {}).items()}
@@ -185,6 +190,8 @@ def _run_variants(wanted, d: float) -> dict:
         try:
             if name == "rtneuro_throughput_30khz":
                 res = run_rtneuro("multiproc", d, sfreq=30000.0, chunk=30)
+            elif name == "rtneuro_multiproc_spin":
+                res = run_rtneuro("multiproc", d, spin_ms=2.0)
             elif name.startswith("rtneuro_"):
                 res = run_rtneuro(name.split("_", 1)[1], d)
             elif name == "pyzmq_floor":
@@ -208,7 +215,9 @@ def _ratios(r: dict) -> dict:
 
     pairs = {
         "rtneuro_multiproc / pyzmq_floor": ("rtneuro_multiproc", "pyzmq_floor"),
+        "rtneuro_multiproc_spin / pyzmq_floor": ("rtneuro_multiproc_spin", "pyzmq_floor"),
         "ezmsg_multiproc / rtneuro_multiproc": ("ezmsg_multiproc", "rtneuro_multiproc"),
+        "ezmsg_multiproc / rtneuro_multiproc_spin": ("ezmsg_multiproc", "rtneuro_multiproc_spin"),
         "ezmsg_inproc / rtneuro_inproc": ("ezmsg_inproc", "rtneuro_inproc"),
     }
     out = {}

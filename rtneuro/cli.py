@@ -60,6 +60,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_nodes(args: argparse.Namespace) -> int:
     from .nodes import NODE_TYPES, node_class
+    from .nodes.base import _type_name
 
     for name in sorted(NODE_TYPES):
         cls = node_class(name)
@@ -69,7 +70,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
         for f in dataclasses.fields(cls.Params):
             default = "" if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING else (
                 f" = {f.default!r}" if f.default is not dataclasses.MISSING else f" = {f.default_factory()!r}")
-            tname = getattr(hints[f.name], "__name__", str(hints[f.name]).replace("typing.", ""))
+            tname = _type_name(hints[f.name])
             note = f"  # {f.metadata['doc']}" if f.metadata.get("doc") else ""
             print(f"    {f.name}: {tname}{default}{note}")
     return 0

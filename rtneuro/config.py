@@ -75,6 +75,7 @@ class RuntimeParams:
     stop_timeout_s: float = param(1.5, gt=0, le=10, doc="Ctrl-C: time allowed to drain before processes are killed")
     time_origin: Literal["zero", "lsl"] = param("zero", doc="stream time of the first sample: 0 (replays give identical timestamps run after run) or the LSL clock at start")
     prewarm_ms: float = param(0.5, ge=0, le=10, doc="rehearse the path of a source's next chunk this long before it is due (0: off)")
+    spin_ms: float = param(0.0, ge=0, le=20, doc="processes fed by other processes poll without sleeping for this long around each predicted input (0: off); costs that much CPU per message")
     cpu_dma_latency_us: int | None = param(None, ge=0, doc="Linux: hold this PM QoS CPU latency (0: no deep idle states) while running; needs write access to /dev/cpu_dma_latency")
     restart: Literal["never", "on-failure"] = param("on-failure", doc="default restart policy of processes")
     max_restarts: int = param(3, ge=0)

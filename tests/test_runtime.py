@@ -258,3 +258,12 @@ def test_a_fast_source_still_serves_its_control_socket(write_graph, run_graph):
     assert code == 0, rep["errors"]
     assert rep["errors"] == []
     assert rep["streams"]["src"]["chunks"] > 4000 and rep["streams"]["src"]["gaps"] == 0
+
+
+def test_spinning_for_inputs_changes_nothing_but_timing(write_graph, run_graph):
+    code, rep, _ = run_graph(write_graph(synthetic_chain(speed="realtime", duration_s=3.0, runtime={"spin_ms": 2.0})))
+    assert code == 0, rep["errors"]
+    s = rep["streams"]
+    assert s["src"]["samples"] == 750 and s["bpow"]["received"] == s["bpow"]["chunks"] > 0
+    assert all(row["gaps"] == 0 for row in s.values())
+    assert rep["latency_us"]["n"] == s["bpow"]["samples"]
