@@ -129,6 +129,24 @@ class Service:
         #: per-hop latency at stimulators: "a>b" -> samples (us) since the last status
         self._hops: dict[str, list[float]] = {}
         self._build_nodes()
+        # loop state
+        self._active: set = set()  # sources still producing
+        self._ended: set = set()  # streams that will carry no more data
+        self._virtual = False
+        self._rx_stamp = f"rx:{process}"
+        self._warned_nonfinite: set = set()  # streams whose NaNs were reported
+        self._new_warnings: list[str] = []
+        self._polled_at = 0.0
+        self._prefetch_pending: list = []
+        self._prefetch_at = 0.0
+        self._last_out = None  # (output, chunk) last published: rehearsed before the next chunk
+        self._rehearsers = [n for n in self.nodes.values() if type(n).rehearse is not Node.rehearse]
+        self._acq_times: list[float] = []  # spin_ms: recent acquisition times and delays of inputs
+        self._delays: list[float] = []
+        self._next_arrival: float | None = None
+        self._spun = True
+        self._start_msg: dict | None = None
+        self._last_ping = 0.0
 
     # -- construction -------------------------------------------------------
 
@@ -200,7 +218,7 @@ class Service:
             self.publisher = Publisher(self.zctx, ep["pub"], tp, self.inc)
             self.publisher.on_stall = self._poll_control
         # remote inputs
-        self.remote_in: dict[bytes, list] = {}
+        self.remote_in: dict[str, list] = {}  # topic -> [(node, port)]
         self.cmd_in: dict[str, list] = {}
         connect_to: set[str] = set()
         for nid, spec in self.specs.items():
@@ -242,18 +260,6 @@ class Service:
                 self.poller.register(sock, zmq.POLLIN)
                 self._handlers[sock] = handler
         self.remote_streams = {t.split(".", 1)[1] for t in self.remote_in} | set(self.cmd_in)
-        self._rx_stamp = f"rx:{self.name}"
-        self._virtual = False
-        self._prefetch_pending: list = []
-        self._prefetch_at = 0.0
-        self._polled_at = 0.0
-        self._acq_times: list[float] = []
-        self._delays: list[float] = []
-        self._next_arrival: float | None = None
-        self._spun = True
-        self._last_out = None
-        self._rehearsers = [n for n in self.nodes.values() if type(n).rehearse is not Node.rehearse]
-        self._ended: set = set()
 
     # -- control channel ----------------------------------------------------
 
@@ -285,6 +291,10 @@ class Service:
                 self._stop = True
             elif op == "ping":
                 self._last_ping = lsl_clock()
+
+    def request_stop(self) -> None:
+        """Stop at the next loop turn (signal handlers call this)."""
+        self._stop = True
 
     def _poll_control(self) -> bool:
         """Non-blocking check used while a lossless publisher waits; True to abort."""
@@ -428,24 +438,19 @@ class Service:
         for s in self.senders.values():
             s.poll()
 
-    def _count_nonfinite(self, stream: str, ch: Chunk) -> None:
+    def _count_nonfinite(self, o: _Out, ch: Chunk) -> None:
+        """Count the samples with a NaN or infinity of a source's chunk; say so once per stream."""
         bad = ~np.isfinite(ch.data)
-        out = self.outs.get(stream)
-        n_rows = int(bad.any(axis=1).sum())
-        key = f"nonfinite:{stream}"
-        if key not in self._logged:
-            self._logged.add(key)
+        o.nonfinite += int(bad.any(axis=1).sum())
+        if o.stream not in self._warned_nonfinite:
+            self._warned_nonfinite.add(o.stream)
             first = np.argwhere(bad)[0]
-            meta = self.metas[stream]
+            meta = self.metas[o.stream]
             cname = meta.ch_names[first[1]] if first[1] < meta.n_channels else first[1]
-            msg = (f"stream '{stream}': {int(bad.sum())} NaN/Inf value(s) in the chunk at sample {ch.first + first[0]} "
+            msg = (f"stream '{o.stream}': {int(bad.sum())} NaN/Inf value(s) in the chunk at sample {ch.first + first[0]} "
                    f"(channel {cname}); filters hold the last finite value; check the electrode or amplifier")
             log.warning(msg)
-            self._note_error(msg)
-        if out is not None:
-            out.nonfinite += n_rows
-        else:
-            self._rx_nonfinite[stream] = self._rx_nonfinite.get(stream, 0) + n_rows
+            self._new_warnings.append(msg)
 
     def _stream_ended(self, stream: str) -> None:
         """``stream`` will carry no more data: tell its consumers, here and remote.
@@ -535,10 +540,7 @@ class Service:
             self.publisher.publish(o.kind, o.stream, o.topic, c)
             self._last_out = (o, c)
         for node, port in o.local:
-            result = self._run(node, c, port)
-            if result is not None and node.category == "stimulator":
-                for status, _ in result:
-                    self._local_statuses[status] = self._local_statuses.get(status, 0) + 1
+            self._run(node, c, port)
 
     def _emit_source(self, src: Node, out, t_acq: float) -> None:
         """Hand a source's chunk(s) on; its trace starts at the acquisition time.
@@ -563,7 +565,7 @@ class Service:
             o.next_index = ch.first + n
             o.ages.append((lsl_clock() - t_acq) * 1e6)
             if o.kind == "sig" and not np.isfinite(ch.data).all():
-                self._count_nonfinite(o.stream, ch)
+                self._count_nonfinite(o, ch)
 
     def _wait_paced(self, seconds: float) -> None:
         """Wait for a source's next chunk; prepare pending chunks on the way.
@@ -624,8 +626,6 @@ class Service:
             _merge(rejections, self.cmd_receiver.rejections.counts)
         for s in self.senders.values():
             _merge(rejections, s.rejections.counts)
-        for stream, n in self._rx_nonfinite.items():
-            received.setdefault(stream, {})["nonfinite"] = n
         commands = {"acked": 0, "resent": 0, "unacked": 0}
         for s in self.senders.values():
             st = s.stats
@@ -650,10 +650,12 @@ class Service:
             "decisions": decisions,
             "positions": {src.ctx.node_id: src.position() for src in self.sources},
             "errors": self._new_errors,
+            "warnings": self._new_warnings,
         }
         self._e2e = []
         self._hops = {}
         self._new_errors = []
+        self._new_warnings = []
         if final:
             reports = {}
             for nid, node in self.nodes.items():
@@ -694,10 +696,6 @@ class Service:
 
     def run(self) -> int:
         """Run until the end of the data, ``stop`` or SIGTERM. Returns the exit code."""
-        self._logged: set = set()
-        self._rx_nonfinite: dict[str, int] = {}
-        self._local_statuses: dict[str, int] = {}
-        self._active: set = set()
         self._setup_sockets()
         opened: list[Node] = []
         code = 0
@@ -853,6 +851,28 @@ def _die_with_parent() -> None:
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _setup_logging(process: str) -> None:
+    level = os.environ.get("RTNEURO_LOG", "WARNING").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING), stream=sys.stderr,
+                        format=f"[{process}] %(levelname)s %(name)s: %(message)s")
+
+
+def _build(plan: dict, process: str, inc: int, restart: bool, stop_signals: tuple) -> Service | None:
+    """The service for ``process``, stopped cleanly by ``stop_signals``; None if it cannot be built."""
+    try:
+        service = Service(plan, process, inc, restart=restart)
+    except RtneuroError as exc:
+        log.error("cannot start: %s", exc)
+        return None
+
+    def _stop(signum, frame):
+        service.request_stop()
+
+    for sig in stop_signals:
+        signal.signal(sig, _stop)
+    return service
+
+
 def serve(control: str, process: str, timeout_s: float = 120.0) -> int:
     """Run one process of a graph whose supervisor runs on another host.
 
@@ -865,9 +885,7 @@ def serve(control: str, process: str, timeout_s: float = 120.0) -> int:
     """
     import socket as _socket
 
-    level = os.environ.get("RTNEURO_LOG", "WARNING").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.WARNING), stream=sys.stderr,
-                        format=f"[{process}] %(levelname)s %(name)s: %(message)s")
+    _setup_logging(process)
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -888,18 +906,8 @@ def serve(control: str, process: str, timeout_s: float = 120.0) -> int:
     if reply["op"] != "plan":
         log.error("the supervisor refused: %s", reply.get("reason", reply))
         return EXIT_STARTUP
-    try:
-        service = Service(reply["plan"], process, int(reply["inc"]), restart=bool(reply.get("restart")))
-    except RtneuroError as exc:
-        log.error("cannot start: %s", exc)
-        return EXIT_STARTUP
-
-    def _stop(signum, frame):
-        service._stop = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    return service.run()
+    service = _build(reply["plan"], process, int(reply["inc"]), bool(reply.get("restart")), (signal.SIGTERM, signal.SIGINT))
+    return EXIT_STARTUP if service is None else service.run()
 
 
 def main(argv: list[str] | None = None, kind: str = "process") -> int:
@@ -912,22 +920,12 @@ def main(argv: list[str] | None = None, kind: str = "process") -> int:
         return 2
     plan_path, process, inc = argv
     _die_with_parent()
-    level = os.environ.get("RTNEURO_LOG", "WARNING").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.WARNING), stream=sys.stderr,
-                        format=f"[{process}] %(levelname)s %(name)s: %(message)s")
+    _setup_logging(process)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor handles Ctrl-C and tells us
-    plan = json.loads(Path(plan_path).read_text())
     ppid = os.getppid()
-    try:
-        service = Service(plan, process, int(inc), restart=restart)
-    except RtneuroError as exc:
-        log.error("cannot start: %s", exc)
+    service = _build(json.loads(Path(plan_path).read_text()), process, int(inc), restart, (signal.SIGTERM,))
+    if service is None:
         return EXIT_STARTUP
-
-    def _term(signum, frame):
-        service._stop = True
-
-    signal.signal(signal.SIGTERM, _term)
     if os.getppid() != ppid:  # pragma: no cover - parent died during start-up
         return EXIT_FAILED
     return service.run()

@@ -343,7 +343,7 @@ class Supervisor:
             dt = msg["t"] - prev_t
             for stream, counts in (msg.get("produced") or {}).items():
                 inc.rates[stream] = (counts.get("samples", 0) - prev.get(stream, {}).get("samples", 0)) / dt
-        inc.status = {**inc.status, **{k: v for k, v in msg.items() if k not in ("ages_us", "e2e_us", "hops_us", "errors")}}
+        inc.status = {**inc.status, **{k: v for k, v in msg.items() if k not in ("ages_us", "e2e_us", "hops_us", "errors", "warnings")}}
         for hop, vals in (msg.get("hops_us") or {}).items():
             self.hops.setdefault(hop, LatencyStats(exact_cap=50_000)).extend(vals)
         for stream, vals in (msg.get("ages_us") or {}).items():
@@ -355,6 +355,9 @@ class Supervisor:
         self._recent_e2e.extend(e2e)
         for line in msg.get("errors") or []:
             self._error(line)
+        for line in msg.get("warnings") or []:
+            if line not in self.warnings:
+                self.warnings.append(line)
 
     def _error(self, line: str) -> None:
         if line not in self.errors:
@@ -772,6 +775,8 @@ class Supervisor:
         for nid, rep in r["nodes"].items():
             for line in rep.get("summary", []) if isinstance(rep, dict) else []:
                 w.write(f"  {nid}: {line}\n")
+        for line in r["warnings"]:
+            w.write(f"  warning: {line}\n")
         for line in r["errors"]:
             w.write(f"  error: {line}\n")
         if self.report_path is not None:
