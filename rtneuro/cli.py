@@ -68,8 +68,12 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
         print(f"{name}  ({cls.category})  {doc}")
         hints = typing.get_type_hints(cls.Params)
         for f in dataclasses.fields(cls.Params):
-            default = "" if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING else (
-                f" = {f.default!r}" if f.default is not dataclasses.MISSING else f" = {f.default_factory()!r}")
+            if f.default is not dataclasses.MISSING:
+                default = f" = {f.default!r}"
+            elif callable(f.default_factory):
+                default = f" = {f.default_factory()!r}"
+            else:
+                default = ""
             tname = _type_name(hints[f.name])
             note = f"  # {f.metadata['doc']}" if f.metadata.get("doc") else ""
             print(f"    {f.name}: {tname}{default}{note}")

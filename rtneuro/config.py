@@ -313,8 +313,9 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
     if not isinstance(nodes_raw, list) or not nodes_raw:
         errors.add(_line(doc, "nodes"), "'nodes' must be a non-empty list of nodes (each with 'id' and 'type')")
         errors.raise_if_any()
+        nodes_raw = []
     specs: dict[str, NodeSpec] = {}
-    classes: dict[str, type[Node]] = {}
+    classes: dict[str, type[Node] | None] = {}
     for i, raw in enumerate(nodes_raw):
         line = _line(raw) or _line(doc, "nodes")
         if not isinstance(raw, dict):
@@ -391,7 +392,7 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
             want = f"{cls.min_inputs}" if cls.min_inputs == cls.max_inputs else f"{cls.min_inputs} to {cls.max_inputs}"
             errors.add(spec.line, f"{label}: takes {want} input(s), got {n_in}")
             continue
-        metas = []
+        metas: list[StreamMeta] = []
         for k, s in enumerate(spec.inputs):
             meta = streams.get(s)
             if meta is None:
@@ -399,15 +400,13 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
                 if owner in specs and specs[owner].outputs:
                     ports = [m for m in specs[owner].outputs.values()]
                     errors.add(spec.line, f"{label}: node '{owner}' has no output '{s}'; it has {[m.name for m in ports]}")
-                metas = None
-                break
+                break  # otherwise its producer had an error, reported already
             allowed = cls.input_kinds[min(k, len(cls.input_kinds) - 1)].split("|")
             if meta.kind not in allowed:
                 errors.add(spec.line, f"{label}: input '{s}' is a '{meta.kind}' stream but this input takes {' or '.join(repr(a) for a in allowed)}")
-                metas = None
                 break
             metas.append(meta)
-        if metas is None:
+        if len(metas) != n_in:
             continue
         try:
             node = cls(spec.params, metas, NodeContext(node_id=nid, base_dir=base))

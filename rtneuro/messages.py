@@ -49,6 +49,7 @@ a short ``kind`` used for counting.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,6 +200,8 @@ class Message:
     data: Chunk | None = None
 
     def chunk(self) -> Chunk:
+        if self.data is None:
+            raise SchemaError("field", f"{self.topic!r}: a {self.type!r} message carries no data")
         return self.data
 
 
@@ -447,27 +450,28 @@ def decode(frames: list, max_bytes: int = MAX_MESSAGE_BYTES, topic: str | None =
         raise SchemaError("header", f"header of {topic!r} is not valid msgpack ({type(exc).__name__})") from None
     if type(header) is not dict:
         raise SchemaError("header", f"header of {topic!r} is not a map")
-    v = header.get("v")
+    get: Callable[[str], Any] = header.get  # values are checked one by one below
+    v = get("v")
     if v != SCHEMA_VERSION or type(v) is not int:
         if not _is_int(v):
             raise SchemaError("header", f"header of {topic!r} has no schema version")
         if v > SCHEMA_VERSION:
             raise SchemaError("version", f"{topic!r} uses schema version {v}, newer than this rtneuro ({SCHEMA_VERSION}); upgrade rtneuro on this host")
         raise SchemaError("version", f"{topic!r} uses schema version {v}, older than supported ({SCHEMA_VERSION}); upgrade the sender")
-    mtype = header.get("type")
-    seq = header.get("seq")
-    inc = header.get("inc")
-    specs = header.get("arrays")
-    if (header.get("stream") != stream or type(seq) is not int or type(inc) is not int
+    mtype = get("type")
+    seq = get("seq")
+    inc = get("inc")
+    specs = get("arrays")
+    if (get("stream") != stream or type(seq) is not int or type(inc) is not int
             or type(specs) is not list or mtype not in MESSAGE_TYPES):
         _header_problem(topic, stream, header)
     if len(specs) != n - 2:
         raise SchemaError("frames", f"{topic!r}: header announces {len(specs)} payload frame(s) but {n - 2} arrived")
     if mtype == "data":
-        first = header.get("first")
-        sfreq = header.get("sfreq")
-        t0 = header.get("t0")
-        trace = header.get("trace")
+        first = get("first")
+        sfreq = get("sfreq")
+        t0 = get("t0")
+        trace = get("trace")
         if not (type(first) is int and first >= 0 and seq >= 0):
             raise SchemaError("field", f"{topic!r}: 'first' and 'seq' must be non-negative integers")
         if not (_is_num(sfreq) and sfreq >= 0 and _is_num(t0)):
@@ -480,10 +484,10 @@ def decode(frames: list, max_bytes: int = MAX_MESSAGE_BYTES, topic: str | None =
             if type(stamp) is not list or len(stamp) != 2 or type(stamp[0]) is not str or not _is_num(stamp[1]):
                 raise SchemaError("field", f"{topic!r}: trace stamps must be [node, time]")
     elif mtype == "meta":
-        header["meta"] = StreamMeta.from_dict(header.get("meta"))
-    elif mtype == "eos" and not _is_int(header.get("first")):
+        header["meta"] = StreamMeta.from_dict(get("meta"))
+    elif mtype == "eos" and not _is_int(get("first")):
         raise SchemaError("field", f"{topic!r}: end-of-stream needs 'first'")
-    x = header.get("x")
+    x = get("x")
     if x is not None and type(x) is not dict:
         raise SchemaError("field", f"{topic!r}: 'x' must be a map")
     arrays = []

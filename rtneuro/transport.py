@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -226,7 +227,7 @@ class Publisher:
         self.subscriptions: dict[bytes, int] = {}
         self.stalls = 0
         #: Called while a lossless send waits for room; returning True drops the message.
-        self.on_stall = None
+        self.on_stall: Callable[[], bool] | None = None
         self._packer = msgpack.Packer()
 
     def announce(self, meta: StreamMeta) -> None:
@@ -627,7 +628,8 @@ class CommandReceiver:
             if msg.seq <= self._last_seq.get(key, -1):
                 # a re-sent command: never applied twice; answered again if known
                 self.duplicates += 1
-                done = self._acked.get(key, {}).get(msg.seq)
+                acked = self._acked.get(key)
+                done = acked.get(msg.seq) if acked is not None else None
                 if done is not None:
                     self._send_ack(peer, msg, done[0], done[1])
                 continue

@@ -61,11 +61,13 @@ class Bandpass(Node):
             f = getattr(params, name)
             if f is not None and f >= nyq:
                 raise ConfigError(f"{name}={f} Hz must be below the Nyquist frequency {nyq:g} Hz of stream '{src.name}'")
+        wn: float | tuple[float, float]
         if params.l_freq is not None and params.h_freq is not None:
             wn, btype = (params.l_freq, params.h_freq), "bandpass"
         elif params.l_freq is not None:
             wn, btype = params.l_freq, "highpass"
         else:
+            assert params.h_freq is not None  # BandpassParams requires one edge
             wn, btype = params.h_freq, "lowpass"
         self._sos = np.ascontiguousarray(butter(params.order, wn, btype, fs=src.sfreq, output="sos"))
         self._zi0 = np.ascontiguousarray(sosfilt_zi(self._sos))  # (n_sections, 2)

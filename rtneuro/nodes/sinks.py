@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TextIO
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def _rows(chunk: Chunk, meta: StreamMeta) -> list[dict]:
         return [{"index": int(e["index"]), "t": float(e["time"]), "label": labels.get(int(e["code"]), str(int(e["code"]))),
                  "duration": float(e["duration"]), "channel": int(e["channel"]), "value": float(e["value"])} for e in data]
     if meta.kind == "cmd":
-        names = data.dtype.names
+        names = data.dtype.names or ()
         return [{"index": chunk.first + i, "t": chunk.t0 + i * dt, **{k: rec[k].item() for k in names}}
                 for i, rec in enumerate(data)]
     return [{"index": chunk.first + i, "t": chunk.t0 + i * dt,
@@ -100,7 +100,7 @@ class JsonLines(Node):
         self.path = ctx.resolve(params.path)
         if not self.path.parent.exists():
             raise ConfigError(f"folder {self.path.parent} for jsonl output does not exist; create it or change 'path'")
-        self._fh = None
+        self._fh: TextIO | None = None
         self.reset()
 
     def open(self) -> None:
@@ -111,13 +111,16 @@ class JsonLines(Node):
         self._pending = 0
 
     def process(self, chunk: Chunk, port: int = 0) -> None:
+        fh = self._fh
+        if fh is None:
+            raise RuntimeError("jsonl sink used before open()")
         meta = self.inputs[port]
         lines = [json.dumps({"stream": meta.name, **row}) for row in _rows(chunk, meta)]
-        self._fh.write("\n".join(lines) + "\n" if lines else "")
+        fh.write("\n".join(lines) + "\n" if lines else "")
         self.rows += len(lines)
         self._pending += 1
         if self._pending >= self.params.flush_every:
-            self._fh.flush()
+            fh.flush()
             self._pending = 0
         return None
 

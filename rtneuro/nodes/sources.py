@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy.signal import sosfreqz
@@ -241,7 +241,7 @@ class FileReplayParams:
 @dataclass
 class _Part:
     path: str
-    raw: object
+    raw: Any  # an mne.io.BaseRaw
     start: int
     stop: int
     picks: np.ndarray
@@ -275,19 +275,20 @@ class FileReplay(Source):
         if not paths:
             raise ConfigError("path must name at least one file")
         self.parts: list[_Part] = []
-        ch_names = sfreq = None
         labels: list[str] = []
         raw_events = []
+        opened = []
         for p in paths:
             raw = _open_raw(ctx.resolve(p))
             names = [_clean(c) if params.clean_names else c for c in raw.ch_names]
             picks = _pick(raw, names, params.picks, p)
-            these = tuple(names[i] for i in picks)
-            if ch_names is None:
-                ch_names, sfreq = these, float(raw.info["sfreq"])
-                self.ch_types = tuple(raw.get_channel_types(picks=picks))
-                raw_units = [raw.info["chs"][i]["unit"] for i in picks]
-            elif these != ch_names or float(raw.info["sfreq"]) != sfreq:
+            opened.append((p, raw, picks, tuple(names[i] for i in picks)))
+        _, raw0, picks0, ch_names = opened[0]
+        sfreq = float(raw0.info["sfreq"])
+        self.ch_types = tuple(raw0.get_channel_types(picks=picks0))
+        raw_units = [raw0.info["chs"][i]["unit"] for i in picks0]
+        for p, raw, picks, these in opened:
+            if these != ch_names or float(raw.info["sfreq"]) != sfreq:
                 raise ConfigError(f"{p}: channels or sampling rate differ from {paths[0]} ({len(these)} channels at {raw.info['sfreq']:g} Hz vs {len(ch_names)} at {sfreq:g} Hz); play them in separate sources")
             start = int(round(params.start_s * sfreq))
             n_times = int(raw.n_times)
@@ -314,7 +315,7 @@ class FileReplay(Source):
         self.sfreq = sfreq
         self.ch_names = ch_names
         self.chunk_size = params.chunk_size or max(1, int(round(sfreq / 10)))
-        self.n_total = int(sum(p.stop - p.start for p in self.parts))
+        self.n_total = int(sum(part.stop - part.start for part in self.parts))
         units = tuple(
             ("uV" if scale == 1e6 else "V") if u == 107 else "au"
             for scale, u in zip(self.parts[0].scale, raw_units, strict=True)
@@ -330,8 +331,8 @@ class FileReplay(Source):
             )
         # global sample index -> (part, local index) boundaries
         self._bounds = [0]
-        for p in self.parts:
-            self._bounds.append(self._bounds[-1] + p.stop - p.start)
+        for part in self.parts:
+            self._bounds.append(self._bounds[-1] + part.stop - part.start)
         self.reset()
 
     def reset(self) -> None:
@@ -409,11 +410,14 @@ class FileReplay(Source):
         return out
 
     def _make(self, a: int, n: int) -> list:
-        if self._block is None or a < self._block_start or a + n > self._block_start + self._block.shape[0]:
+        block = self._block
+        if block is None or a < self._block_start or a + n > self._block_start + block.shape[0]:
             self._block = None
             self._fill()
+            block = self._block
+        assert block is not None  # _fill reads at least the n samples asked for
         off = a - self._block_start
-        x = np.ascontiguousarray(self._block[off:off + n])
+        x = np.ascontiguousarray(block[off:off + n])
         t0 = self._origin + a / self.sfreq
         out = [("", Chunk(x, a, t0, self.sfreq, []))]
         if self.params.events:

@@ -207,13 +207,12 @@ class Bandpower(Node):
 
     def _compute(self, win: np.ndarray) -> np.ndarray:
         """Features of one window, shape (n_features,)."""
-        psd = None
+        psd = np.zeros((self._scale.shape[0], win.shape[1]))
         for s in self._starts:
             seg = win[s:s + self.nperseg]
             seg = (seg - seg.mean(axis=0)) * self._taper
             spec = scipy.fft.rfft(seg, axis=0)
-            p = spec.real**2 + spec.imag**2
-            psd = p if psd is None else psd + p
+            psd += spec.real**2 + spec.imag**2
         psd *= self._scale / len(self._starts)
         power = self._band_matrix @ psd  # (n_bands, n_channels)
         mode = self.params.mode
@@ -263,10 +262,12 @@ class Bandpower(Node):
         return self._frames_chunk(chunk, np.array(rows), ends)
 
     def _frames_chunk(self, chunk: Chunk, rows: np.ndarray, ends) -> Chunk:
+        origin = self._origin
+        assert origin is not None  # set by the first process() call
         first_frame = self._frames
         self._frames += len(rows)
         # stream index and time of the last sample of the first and last window
-        last_idx = self._origin + int(ends[-1]) - 1
-        t_first = chunk.t0 + (self._origin + int(ends[0]) - 1 - chunk.first) / self.sfreq_in
+        last_idx = origin + int(ends[-1]) - 1
+        t_first = chunk.t0 + (origin + int(ends[0]) - 1 - chunk.first) / self.sfreq_in
         extra = {"window": [last_idx - self.window + 1, last_idx], "of": self.inputs[0].name}
         return Chunk(rows, first_frame, t_first, self.sfreq_in / self.step, chunk.trace, extra)

@@ -27,13 +27,16 @@ import contextlib
 import ctypes
 import json
 import logging
+import math
 import os
 import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zmq
@@ -41,7 +44,7 @@ import zmq
 from ..config import parse_speed
 from ..errors import RtneuroError, SchemaError
 from ..messages import CMD_HOLD, Chunk, StreamMeta, encode, pack_control, unpack_control
-from ..nodes import Node, NodeContext, build_params, node_class
+from ..nodes import Node, NodeContext, Source, build_params, node_class
 from ..transport import CommandReceiver, CommandSender, Publisher, Subscriber, TransportParams
 from .clock import COARSE_S, Clock, VirtualClock, lsl_clock, make_clock, sleep_until
 
@@ -132,14 +135,14 @@ class Service:
         # loop state
         self._active: set = set()  # sources still producing
         self._ended: set = set()  # streams that will carry no more data
-        self._virtual = False
+        self._vclock: VirtualClock | None = None  # set when the run is as fast as possible
         self._rx_stamp = f"rx:{process}"
         self._warned_nonfinite: set = set()  # streams whose NaNs were reported
         self._new_warnings: list[str] = []
         self._polled_at = 0.0
         self._prefetch_pending: list = []
         self._prefetch_at = 0.0
-        self._last_out = None  # (output, chunk) last published: rehearsed before the next chunk
+        self._last_out: tuple[_Out, Chunk] | None = None  # last published: rehearsed before the next chunk
         self._rehearsers = [n for n in self.nodes.values() if type(n).rehearse is not Node.rehearse]
         self._acq_times: list[float] = []  # spin_ms: recent acquisition times and delays of inputs
         self._delays: list[float] = []
@@ -165,9 +168,9 @@ class Service:
             node = cls(params, [self.metas[i] for i in s["inputs"]], ctx)
             self.nodes[s["id"]] = node
             self.ctx[s["id"]] = ctx
-        self.sources = [n for n in self.nodes.values() if n.category == "source"]
+        self.sources: list[Source] = [n for n in self.nodes.values() if isinstance(n, Source)]
         self.stimulators = {nid for nid, n in self.nodes.items() if n.category == "stimulator"}
-        self.tickers = [n for n in self.nodes.values() if callable(getattr(n, "tick", None))]
+        self.tickers: list[Any] = [n for n in self.nodes.values() if callable(getattr(n, "tick", None))]
         #: stream -> ids of the nodes of this process that consume it
         self.local_consumers: dict[str, list[str]] = {}
         for s in specs:
@@ -177,7 +180,7 @@ class Service:
     def _setup_sockets(self) -> None:
         plan = self.plan
         tp = self.transport
-        self.zctx = zmq.Context.instance()
+        self.zctx: zmq.Context = zmq.Context.instance()
         ep = self.endpoints[self.name]
         producer = plan["producer"]
         proc_of = {n["id"]: n["process"] for n in plan["nodes"]}
@@ -241,14 +244,15 @@ class Service:
                         self.subscriber.subscribe(meta.topic, meta)
                     self.remote_in.setdefault(topic, []).append((self.nodes[nid], port))
                     connect_to.add(home)
-        for p in sorted(connect_to):
-            self.subscriber.connect(self.endpoints[p]["pub"])
+        if self.subscriber is not None:
+            for p in sorted(connect_to):
+                self.subscriber.connect(self.endpoints[p]["pub"])
         self.control = self.zctx.socket(zmq.DEALER)
         self.control.setsockopt(zmq.LINGER, 1000)
         self.control.setsockopt(zmq.IDENTITY, f"{self.name}:{self.inc}".encode())
         self.control.connect(plan["control"])
         self.poller = zmq.Poller()
-        self._handlers = {}
+        self._handlers: dict[zmq.Socket, Callable[[], None]] = {}
         for sock, handler in (
             (self.subscriber.socket if self.subscriber else None, self._on_data),
             (self.cmd_receiver.socket if self.cmd_receiver else None, self._on_commands),
@@ -396,13 +400,17 @@ class Service:
             if self._stop:
                 return
 
+    # The socket handlers run only for sockets that exist (see _setup_sockets).
+
     def _on_subscriptions(self) -> None:
+        assert self.publisher is not None
         self.publisher.poll_subscriptions()
 
     def _on_data(self) -> None:
+        assert self.subscriber is not None
         now = lsl_clock()
         stamp = self._rx_stamp
-        virtual = self._virtual
+        vclock = self._vclock
         for msg in self.subscriber.drain():
             if msg.type == "eos":
                 self._stream_ended(msg.stream)
@@ -411,14 +419,16 @@ class Service:
             if self.spin_s and ch.trace:
                 self._learn_arrival(ch.trace[0][1], now)
             ch.trace.append((stamp, now))
-            if virtual:
-                self.clock.advance(ch.t0)
+            if vclock is not None:
+                vclock.advance(ch.t0)
             for node, port in self.remote_in[msg.topic]:
                 self._run(node, ch, port)
 
     def _on_commands(self) -> None:
+        receiver = self.cmd_receiver
+        assert receiver is not None
         now = lsl_clock()
-        for peer, msg in self.cmd_receiver.drain():
+        for peer, msg in receiver.drain():
             if msg.type == "eos":
                 self._stream_ended(msg.stream)
                 continue
@@ -432,7 +442,7 @@ class Service:
                 if node.category == "stimulator" and result is not None:
                     statuses = [r[0] for r in result]
                     reasons = [r[1] for r in result]
-            self.cmd_receiver.ack(peer, msg, statuses, reasons, lsl_clock())
+            receiver.ack(peer, msg, statuses, reasons, lsl_clock())
 
     def _on_acks(self) -> None:
         for s in self.senders.values():
@@ -462,7 +472,7 @@ class Service:
         self._ended.add(stream)
         o = self.outs.get(stream)
         if o is not None:
-            if o.publish:
+            if self.publisher is not None and o.publish:
                 self.publisher.end(o.kind, o.stream, o.topic, o.next_index)
             for sender in o.senders:
                 sender.end(o.stream, o.next_index)
@@ -491,7 +501,7 @@ class Service:
         if node.category == "stimulator":
             self._record_latency(node, chunk)
             return out
-        if type(out) is Chunk:
+        if isinstance(out, Chunk):
             if out is chunk:  # a pass-through node: its output gets its own trace
                 out = Chunk(chunk.data, chunk.first, chunk.t0, chunk.sfreq, list(chunk.trace), chunk.extra)
             o, nid = self._main_out[node]
@@ -537,7 +547,7 @@ class Service:
             if o.senders:
                 os.sched_yield()
         if o.publish:
-            self.publisher.publish(o.kind, o.stream, o.topic, c)
+            self.publisher.publish(o.kind, o.stream, o.topic, c)  # type: ignore[union-attr]  # publish implies a publisher
             self._last_out = (o, c)
         for node, port in o.local:
             self._run(node, c, port)
@@ -554,7 +564,7 @@ class Service:
             ch.trace = [(nid, t_acq)]
             o = self._out_of[(nid, port_name)]
             if o.publish:
-                self.publisher.publish(o.kind, o.stream, o.topic, ch)
+                self.publisher.publish(o.kind, o.stream, o.topic, ch)  # type: ignore[union-attr]
             for node, port in o.local:
                 self._run(node, ch, port)
         for port_name, ch in items:
@@ -624,14 +634,14 @@ class Service:
             for name, st in self.cmd_receiver.streams.items():
                 received[name] = st.stats.as_dict()
             _merge(rejections, self.cmd_receiver.rejections.counts)
-        for s in self.senders.values():
-            _merge(rejections, s.rejections.counts)
+        for sender in self.senders.values():
+            _merge(rejections, sender.rejections.counts)
         commands = {"acked": 0, "resent": 0, "unacked": 0}
-        for s in self.senders.values():
-            st = s.stats
-            commands["acked"] += st.acked
-            commands["resent"] += st.resent
-            commands["unacked"] += st.unacked
+        for sender in self.senders.values():
+            cs = sender.stats
+            commands["acked"] += cs.acked
+            commands["resent"] += cs.resent
+            commands["unacked"] += cs.unacked
         decisions: dict[str, int] = {}
         for nid in self.stimulators:
             gate = getattr(self.nodes[nid], "gate", None)
@@ -672,6 +682,7 @@ class Service:
             return
         deadline = lsl_clock() + self.startup_timeout
         pub = self.publisher
+        assert pub is not None  # consumers to wait for means streams to publish
         while True:
             missing = {t: n for t, n in self.expected_subs.items() if pub.subscriptions.get(t, 0) < n}
             if not missing:
@@ -750,18 +761,20 @@ class Service:
         if self._draining:
             for src in self.sources:
                 self._source_ended(src)
-        virtual = self._virtual = type(self.clock) is VirtualClock
+        self._vclock = self.clock if isinstance(self.clock, VirtualClock) else None
+        virtual = self._vclock is not None
         next_status = lsl_clock() + self.status_interval
         self._last_ping = lsl_clock()
         next_tick = lsl_clock()
         while not self._stop:
             if self._active:
-                best, due = None, None
+                best: Source | None = None
+                due = math.inf
                 for src in list(self._active):
                     d = src.next_due()
                     if d is None:
                         self._source_ended(src)
-                    elif due is None or d < due:
+                    elif d < due:
                         best, due = src, d
                 if best is not None:
                     if lsl_clock() - self._polled_at > POLL_EVERY_S:
@@ -822,12 +835,12 @@ class Service:
         chunks and the end-of-stream marks of a fast replay) are delivered
         first, for at most ``FLUSH_S``; after a stop or a failure they are not."""
         linger = int(FLUSH_S * 1000) if clean else 0
-        for sock in (self.publisher, *self.senders.values()):
-            if sock is not None:
-                sock.close(linger)
-        for sock in (self.subscriber, self.cmd_receiver):
-            if sock is not None:
-                sock.close()
+        for sender in (self.publisher, *self.senders.values()):
+            if sender is not None:
+                sender.close(linger)
+        for receiver in (self.subscriber, self.cmd_receiver):
+            if receiver is not None:
+                receiver.close()
         self.control.close(linger=1000)
 
 
@@ -886,7 +899,7 @@ def serve(control: str, process: str, timeout_s: float = 120.0) -> int:
     import socket as _socket
 
     _setup_logging(process)
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.IDENTITY, f"{process}:hello:{os.getpid()}".encode())

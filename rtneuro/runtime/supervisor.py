@@ -37,7 +37,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import zmq
@@ -167,13 +167,13 @@ class _Proc:
     restart_at: float | None = None
 
     @property
-    def current(self) -> _Inc | None:
-        return self.incs[-1] if self.incs else None
+    def current(self) -> _Inc:
+        """The latest incarnation (every process has one once the run spawned it)."""
+        return self.incs[-1]
 
     @property
     def alive(self) -> bool:
-        cur = self.current
-        return cur is not None and cur.exit_code is None
+        return bool(self.incs) and self.incs[-1].exit_code is None
 
 
 class Supervisor:
@@ -259,7 +259,7 @@ class Supervisor:
 
     def _send(self, proc: _Proc, msg: dict) -> None:
         cur = proc.current
-        if cur is None or cur.exit_code is not None:
+        if cur.exit_code is not None:
             return
         try:
             self.ctl.send_multipart([f"{proc.name}:{cur.inc}".encode(), pack_control(msg)], flags=zmq.NOBLOCK)
@@ -314,20 +314,19 @@ class Supervisor:
         """A service started by hand on another host asks for its plan."""
         name = msg.get("process")
         proc = self.procs.get(name) if isinstance(name, str) else None
-        reply = None
+        reply: dict[str, Any]
         if proc is None or proc.launch != "remote":
             reply = {"op": "refused", "reason": f"this run has no remote process {name!r}; remote processes: "
                      f"{[p.name for p in self.procs.values() if p.launch == 'remote']}"}
-        elif proc.current is not None and proc.current.registered and proc.alive:
+        elif proc.current.registered and proc.alive:
             reply = {"op": "refused", "reason": f"process {name!r} is already running"}
         elif self._stopping:
             reply = {"op": "refused", "reason": "the run is stopping"}
-        if reply is None:
+        else:
             inc = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
-            cur = proc.current
-            if cur is None or cur.registered:
+            if proc.current.registered:  # a second start after the first one ended
                 proc.incs.append(_Inc(inc, None, lsl_clock()))
-                cur = proc.current
+            cur = proc.current
             cur.inc, cur.registered, cur.last_seen = inc, True, lsl_clock()
             self._by_ident[f"{proc.name}:{inc}".encode()] = (proc, cur)
             reply = {"op": "plan", "plan": self.plan, "inc": inc, "restart": len(proc.incs) > 1}
@@ -366,8 +365,6 @@ class Supervisor:
     def _check_children(self, now: float) -> None:
         for proc in self.procs.values():
             cur = proc.current
-            if cur is None:
-                continue
             if cur.exit_code is None:
                 if cur.popen is None and cur.registered and cur.remote_exit is None and cur.ready \
                         and now - cur.last_seen > self.remote_timeout:
@@ -419,9 +416,8 @@ class Supervisor:
 
     def _kill_all(self) -> None:
         for proc in self.procs.values():
-            cur = proc.current
-            if cur is not None and cur.poll() is None:
-                cur.kill()
+            if proc.incs and proc.current.poll() is None:
+                proc.current.kill()
 
     def run(self) -> int:
         """Run the graph to its end; returns the exit code."""
@@ -437,7 +433,7 @@ class Supervisor:
         if threading.current_thread() is threading.main_thread():
             old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self.run_dir = Path(tempfile.mkdtemp(prefix="rtn-", dir="/tmp" if os.path.isdir("/tmp") else None))
-        zctx = zmq.Context.instance()
+        zctx: zmq.Context = zmq.Context.instance()
         self.ctl = zctx.socket(zmq.ROUTER)
         self.ctl.setsockopt(zmq.LINGER, 0)
         code = EXIT_OK
@@ -589,7 +585,7 @@ class Supervisor:
                 self._poll(0.02)
                 for proc in self.procs.values():
                     cur = proc.current
-                    if cur is not None and cur.exit_code is None:
+                    if cur.exit_code is None:
                         rc = cur.poll()
                         if rc is not None:
                             cur.exit_code = rc
@@ -598,14 +594,14 @@ class Supervisor:
                                 self._error(f"process '{proc.name}' exited with code {rc} while stopping")
             if phase in ("term", "kill"):
                 for proc in self.procs.values():
-                    if proc.current is not None and proc.current.exit_code is None:
+                    if proc.current.exit_code is None:
                         self._error(f"process '{proc.name}' did not stop when asked; it was {'terminated' if phase == 'term' else 'killed'}")
         # collect the last final messages still queued
         self._poll(0.0)
         self.shutdown_s = lsl_clock() - t0
         for proc in self.procs.values():
             cur = proc.current
-            if cur is not None and cur.exit_code is None:
+            if cur.exit_code is None:
                 if cur.popen is None:  # a remote service that did not say goodbye
                     cur.exit_code = -1
                     if cur.registered:
@@ -670,9 +666,8 @@ class Supervisor:
         rows = self._stream_rows()
         rates: dict[str, float] = {}
         for proc in self.procs.values():
-            if proc.current is not None:
-                rates.update(proc.current.rates)
-        lines = [f"rtneuro {self.graph.name}  t={now - self.origin:6.1f} s  speed {self.rt.speed}  "
+            rates.update(proc.current.rates)
+        lines = [f"rtneuro {self.graph.name}  t={now - (self.origin or now):6.1f} s  speed {self.rt.speed}  "
                  f"restarts {sum(p.restarts for p in self.procs.values())}  errors {len(self.errors)}"]
         for name, r in rows.items():
             rate = rates.get(name, 0.0)
