@@ -34,3 +34,16 @@ def test_the_demo_shows_alpha_rising_when_the_eyes_close(tmp_path):
     # the summary a user sees
     assert "alpha: file:S003R02.edf vs file:S003R01.edf: +" in r.stderr
     assert "latency, newest sample of the deciding window -> stimulator: p50" in r.stderr
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_runs_cleanly_as_fast_as_possible(config, tmp_path):
+    report = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "rtneuro", "run", f"configs/{config}", "--speed", "max", "--quiet",
+                        "--duration", "60", "--report", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(report.read_text())
+    assert rep["errors"] == [] and not rep["interrupted"]
+    assert all(s["gaps"] == 0 and s["invalid"] == 0 and s["samples"] > 0 for s in rep["streams"].values())
+    assert rep["commands"]["sent"] > 0 and rep["commands"]["refused"] == 0
+    assert rep["latency_us"]["n"] > 0
