@@ -174,7 +174,7 @@ class Rejections:
 
 
 class _StreamState:
-    __slots__ = ("stats", "inc", "next_seq", "next_index", "expected", "meta", "topic", "n_channels", "dtype")
+    __slots__ = ("stats", "inc", "next_seq", "next_index", "meta", "topic", "n_channels", "dtype")
 
     def __init__(self, expected: StreamMeta | None, topic: str | None = None) -> None:
         self.topic = topic
@@ -185,8 +185,7 @@ class _StreamState:
         self.inc: int | None = None
         self.next_seq = 0
         self.next_index: int | None = None
-        self.expected = expected
-        self.meta: StreamMeta | None = None
+        self.meta: StreamMeta | None = None  # as announced by the publisher
 
 
 def _configure(sock: zmq.Socket, params: TransportParams) -> None:
@@ -283,7 +282,10 @@ class Publisher:
                 self.subscriptions[topic] = self.subscriptions.get(topic, 0) + 1
                 frames = self._meta_frames.get(topic)
                 if frames is not None:
-                    sock.send_multipart(frames)
+                    try:  # best effort: a full lossless queue must not stop the publisher
+                        sock.send_multipart(frames, flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass
             elif msg[0] == 0:
                 self.subscriptions[topic] = max(0, self.subscriptions.get(topic, 0) - 1)
 
