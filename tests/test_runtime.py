@@ -268,3 +268,18 @@ def test_spinning_for_inputs_changes_nothing_but_timing(write_graph, run_graph):
     assert s["src"]["samples"] == 750 and s["bpow"]["received"] == s["bpow"]["chunks"] > 0
     assert all(row["gaps"] == 0 for row in s.values())
     assert rep["latency_us"]["n"] == s["bpow"]["samples"]
+
+
+def test_a_second_ctrl_c_skips_the_drain_but_still_stops_the_stimulator_safely(write_graph):
+    path = write_graph(synthetic_chain(speed="realtime", duration_s=300.0))
+    proc = _cli_run(path, "--report", str(path.parent / "r.json"))
+    _wait_for_children(proc.pid, 4)
+    time.sleep(5.0)
+    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signal.SIGINT)
+    proc.wait(10)
+    rep = json.loads((path.parent / "r.json").read_text())
+    assert proc.returncode == 0, rep["errors"]
+    # every service ended by itself: none was terminated or killed
+    assert all(p["exit_codes"] == [0] for p in rep["processes"].values())
+    assert rep["nodes"]["stim"]["driver"]["safe_states"] >= 2  # opened safe, closed safe

@@ -406,18 +406,13 @@ class Supervisor:
     # -- main ---------------------------------------------------------------
 
     def _on_signal(self, signum, frame) -> None:
+        # The first Ctrl-C drains; a second one skips to 'stop' (see _shutdown).
+        # Never a kill from here: the stimulate service must get its 'stop'.
         self._interrupted += 1
-        if self._interrupted > 1:
-            self._kill_all()
 
     def stop(self) -> None:
         """Ask a running supervisor to stop, as Ctrl-C would (thread-safe)."""
         self._interrupted += 1
-
-    def _kill_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.incs and proc.current.poll() is None:
-                proc.current.kill()
 
     def run(self) -> int:
         """Run the graph to its end; returns the exit code."""
@@ -563,11 +558,17 @@ class Supervisor:
                 next_status = now + rt.status_interval_s
 
     def _shutdown(self) -> None:
-        """Drain, then stop, then terminate, then kill; within 2 s of Ctrl-C."""
+        """Drain, then stop, then terminate, then kill: within 2 s of Ctrl-C.
+
+        ``drain``: sources stop and end-of-stream flows down the graph, so
+        nothing in flight is lost. ``stop``: every service ends now, putting
+        its stimulators in their safe state. A second Ctrl-C cuts the drain
+        short; only a service that ignores ``stop`` is terminated, then killed.
+        """
         self._stopping = True
         t0 = lsl_clock()
         interrupted = bool(self._interrupted)
-        drain_s = min(self.rt.stop_timeout_s, 1.0) if interrupted else self.rt.stop_timeout_s
+        drain_s = min(self.rt.stop_timeout_s, 0.9) if interrupted else self.rt.stop_timeout_s
         phases = [("drain", drain_s), ("stop", 0.4 if interrupted else 1.0), ("term", 0.3), ("kill", 1.0)]
         for phase, budget in phases:
             live = [p for p in self.procs.values() if p.alive]
@@ -577,11 +578,16 @@ class Supervisor:
                 if phase in ("drain", "stop"):
                     self._send(proc, {"op": phase})
                 elif phase == "term":
+                    self._error(f"process '{proc.name}' did not stop when asked; terminating it")
                     proc.current.terminate()
                 else:
+                    self._error(f"process '{proc.name}' ignored SIGTERM; killing it")
                     proc.current.kill()
+            signals = self._interrupted
             end = lsl_clock() + budget
             while lsl_clock() < end and any(p.alive for p in self.procs.values()):
+                if phase == "drain" and self._interrupted > signals:
+                    break  # Ctrl-C again: stop now
                 self._poll(0.02)
                 for proc in self.procs.values():
                     cur = proc.current
@@ -592,10 +598,6 @@ class Supervisor:
                             if rc != 0 and phase in ("drain", "stop"):
                                 proc.failed = True
                                 self._error(f"process '{proc.name}' exited with code {rc} while stopping")
-            if phase in ("term", "kill"):
-                for proc in self.procs.values():
-                    if proc.current.exit_code is None:
-                        self._error(f"process '{proc.name}' did not stop when asked; it was {'terminated' if phase == 'term' else 'killed'}")
         # collect the last final messages still queued
         self._poll(0.0)
         self.shutdown_s = lsl_clock() - t0
