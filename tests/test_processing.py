@@ -210,3 +210,16 @@ def test_ring_buffer_matches_a_np_roll_buffer():
                 ring.read(ring.written, 20, out)
     with pytest.raises(IndexError):
         ring.read(ring.written - 45, 20, out)  # older than the buffer holds
+
+
+@pytest.mark.parametrize("method", ["sliding", "fft"])
+@pytest.mark.parametrize("average", [False, True])
+def test_bandpower_picks_and_average_with_either_method(method, average):
+    x = _signal(1200, 4)
+    p = BandpowerParams(bands=BANDS, window_s=1.0, step_s=0.2, picks=["c3", "c0"], average=average, mode="log10", method=method)
+    node = Bandpower(p, [_meta(4)], NodeContext(node_id="b"))
+    got = _feed(node, x, [1, 500, 501])
+    ref = _welch_reference(x, FS, 250, 50, "log10", average=average, picks=[3, 0])
+    np.testing.assert_allclose(got, ref, rtol=1e-9)
+    names = node.outputs[""].ch_names
+    assert names == (tuple(BANDS) if average else tuple(f"{c}:{b}" for c in ("c3", "c0") for b in BANDS))
