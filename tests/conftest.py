@@ -61,10 +61,9 @@ def synthetic_chain(*, processes: dict[str, str] | None = None, duration_s: floa
     return {"name": "test-chain", "runtime": {"speed": speed, "status_interval_s": 0.2, **(runtime or {})}, "nodes": nodes}
 
 
-def lsof_free(run_dir_prefix: str = "/tmp/rtn-") -> list[str]:
-    """Run folders (ipc socket files) left in /tmp."""
-    base = Path("/tmp")
-    return sorted(str(p) for p in base.glob(Path(run_dir_prefix).name + "*"))
+def run_folders() -> list[str]:
+    """Supervisors' run folders (plan and ipc socket files) present in /tmp."""
+    return sorted(str(p) for p in Path("/tmp").glob("rtn-*") if (p / "supervisor.pid").exists() or (p / "plan.json").exists())
 
 
 def children_of(pid: int) -> list[int]:

@@ -19,7 +19,7 @@ import pytest
 from rtneuro.config import load_graph
 from rtneuro.runtime.supervisor import Supervisor
 
-from conftest import REPLAY, ROOT, children_of, lsof_free, synthetic_chain
+from conftest import REPLAY, ROOT, children_of, run_folders, synthetic_chain
 
 pytestmark = pytest.mark.slow
 
@@ -219,7 +219,7 @@ def _alive(pid):
 @pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
 def test_ctrl_c_or_sigterm_stops_everything_within_two_seconds_and_cleans_up(write_graph, sig, to_group):
     path = write_graph(synthetic_chain(speed="realtime", duration_s=300.0))
-    before = set(lsof_free())
+    before = set(run_folders())
     proc = _cli_run(path, "--report", str(path.parent / "r.json"))
     kids = _wait_for_children(proc.pid, 4)
     time.sleep(5.0)  # started (about 2 s) and running
@@ -233,13 +233,14 @@ def test_ctrl_c_or_sigterm_stops_everything_within_two_seconds_and_cleans_up(wri
     assert elapsed < 2.0, elapsed
     assert proc.returncode == 0, proc.stderr.read()
     assert not any(_alive(k) for k in kids)
-    assert set(lsof_free()) <= before  # the run folder and its ipc files are gone
+    assert set(run_folders()) <= before  # the run folder and its ipc files are gone
     rep = json.loads((path.parent / "r.json").read_text())
     assert rep["interrupted"] and rep["streams"]["bp"]["gaps"] == 0 and rep["latency_us"]["n"] > 15
 
 
-def test_killing_the_supervisor_leaves_no_orphan_services(write_graph):
+def test_killing_the_supervisor_leaves_no_orphan_services(write_graph, run_graph):
     path = write_graph(synthetic_chain(speed="realtime", duration_s=300.0))
+    before = set(run_folders())
     proc = _cli_run(path)
     kids = _wait_for_children(proc.pid, 4)
     time.sleep(1.0)
@@ -249,6 +250,12 @@ def test_killing_the_supervisor_leaves_no_orphan_services(write_graph):
     while time.monotonic() < t_end and any(_alive(k) for k in kids):
         time.sleep(0.1)
     assert not any(_alive(k) for k in kids)
+    # its run folder outlived it; the next run removes it
+    stale = set(run_folders()) - before
+    assert len(stale) == 1 and Path(next(iter(stale)), "supervisor.pid").read_text() == str(proc.pid)
+    code, _, _ = run_graph(write_graph(synthetic_chain(speed="max", duration_s=1.0), "next.yaml"))
+    assert code == 0
+    assert not (stale & set(run_folders()))
 
 
 def test_a_fast_source_still_serves_its_control_socket(write_graph, run_graph):

@@ -427,7 +427,10 @@ class Supervisor:
         old = {}
         if threading.current_thread() is threading.main_thread():
             old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        self.run_dir = Path(tempfile.mkdtemp(prefix="rtn-", dir="/tmp" if os.path.isdir("/tmp") else None))
+        parent = Path("/tmp") if os.path.isdir("/tmp") else Path(tempfile.gettempdir())
+        _remove_stale_run_dirs(parent)
+        self.run_dir = Path(tempfile.mkdtemp(prefix="rtn-", dir=parent))
+        (self.run_dir / "supervisor.pid").write_text(str(os.getpid()))
         zctx: zmq.Context = zmq.Context.instance()
         self.ctl = zctx.socket(zmq.ROUTER)
         self.ctl.setsockopt(zmq.LINGER, 0)
@@ -779,6 +782,26 @@ class Supervisor:
         if self.report_path is not None:
             w.write(f"  report: {self.report_path}\n")
         w.flush()
+
+
+def _remove_stale_run_dirs(parent: Path) -> None:
+    """Remove the run folders (ipc socket files) of supervisors that were killed.
+
+    A supervisor removes its folder when it ends; one killed with SIGKILL
+    cannot, so the next run removes every folder whose ``supervisor.pid``
+    names a process that no longer exists.
+    """
+    for d in parent.glob("rtn-*"):
+        try:
+            pid = int((d / "supervisor.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not a run folder, or one being created
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
 
 
 def _free_port(host: str) -> int:
