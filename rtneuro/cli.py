@@ -40,10 +40,71 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return sup.run()
 
 
+def replay_graph(path: str, name: str | None = None, speed: str | float = "realtime", chunk_size: int | None = None,
+                 loop: bool = False) -> dict:
+    """The graph that plays a recording as LSL outlets: its source, one outlet per stream."""
+    from pathlib import Path
+
+    from .nodes import NodeContext, build_params, node_class
+
+    file = Path(path).expanduser().resolve()
+    xdf = file.suffix.lower() == ".xdf"
+    params: dict = {"path": str(file)}
+    if chunk_size:
+        params["chunk_size"] = chunk_size
+    if loop:
+        if xdf:
+            raise ConfigError("--loop is for MNE-readable recordings, not XDF files")
+        params["loop"] = True
+    stype = "xdf_replay" if xdf else "file_replay"
+    cls = node_class(stype)
+    src = cls(build_params(cls.Params, params, "replay"), [], NodeContext(node_id="rec", base_dir=file.parent))
+    base = name or file.stem
+    nodes: list[dict] = [{"id": "rec", "type": stype, "process": "replay", "params": params}]
+    for port, meta in src.outputs.items():
+        nodes.append({"id": f"out_{port or 'main'}", "type": "lsl_outlet", "inputs": [meta.name], "process": "replay",
+                      "params": {"name": base if not port else f"{base}-{port}", "source_id": f"rtneuro-replay:{base}:{port or 'main'}"}})
+    return {"name": f"replay-{base}", "runtime": {"speed": speed, "status_interval_s": 2.0}, "nodes": nodes}
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import yaml
+
+    from .config import load_graph, parse_speed
+    from .runtime.supervisor import Supervisor
+
+    if not args.lsl:
+        raise ConfigError("rtneuro replay FILE plays a recording as LSL outlets: add --lsl")
+    speed = parse_speed(args.speed)
+    if speed == "max":
+        raise ConfigError("--speed max makes no sense for LSL outlets (nothing would wait for real time); use realtime or a factor")
+    graph = replay_graph(args.file, args.name, speed, args.chunk_size, args.loop)
+    with tempfile.TemporaryDirectory(prefix="rtn-replay-") as d:
+        from pathlib import Path
+
+        cfg = Path(d) / "replay.yaml"
+        cfg.write_text(yaml.safe_dump(graph, sort_keys=False))
+        g = load_graph(cfg)
+        for spec in g.nodes.values():
+            if spec.type == "lsl_outlet":
+                meta = g.streams[spec.inputs[0]]
+                what = f"{meta.n_channels} ch at {meta.sfreq:g} Hz" if meta.kind == "sig" else "markers"
+                print(f"LSL outlet '{spec.params.name}': {what}")
+        return Supervisor(g, quiet=args.quiet).run()
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .runtime.service import serve
 
     return serve(args.endpoint, args.process, timeout_s=args.timeout)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from .probe import main as probe_main
+
+    return probe_main(args.probe_args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -97,11 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("config")
     v.set_defaults(func=_cmd_validate)
 
+    rp = sub.add_parser("replay", help="play a recording (MNE-readable or XDF) as LSL outlets")
+    rp.add_argument("file", help="EDF/BDF/FIF/BrainVision/EEGLAB/... or .xdf")
+    rp.add_argument("--lsl", action="store_true", help="publish as LSL outlets (data and markers)")
+    rp.add_argument("--name", default=None, help="outlet name (default: the file name); other streams get NAME-<stream>")
+    rp.add_argument("--speed", default="realtime", help="realtime or a factor such as 2")
+    rp.add_argument("--chunk-size", type=int, default=None, help="samples per chunk (default: the device's when known, else 0.1 s)")
+    rp.add_argument("--loop", action="store_true", help="start again at the end (MNE-readable files)")
+    rp.add_argument("--quiet", action="store_true", help="no live status")
+    rp.set_defaults(func=_cmd_replay)
+
     s = sub.add_parser("serve", help="run one process of a graph whose supervisor is on another host")
     s.add_argument("endpoint", help="the supervisor's control endpoint, as printed by 'rtneuro run' (tcp://host:port)")
     s.add_argument("process", help="the process to run (launch: remote in the graph)")
     s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the supervisor")
     s.set_defaults(func=_cmd_serve)
+
+    pr = sub.add_parser("probe", help="time a running graph over LSL, from a probe outlet to one of its outlets",
+                        add_help=False)
+    pr.add_argument("probe_args", nargs=argparse.REMAINDER)
+    pr.set_defaults(func=_cmd_probe)
 
     b = sub.add_parser("bench", help="run a benchmark (latency)")
     b.add_argument("name", choices=["latency"])

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -431,6 +431,22 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
     for name in proc_params:
         if not any(s.process == name for s in specs.values()):
             errors.add(_line(proc_raw, name), f"process '{name}' holds no node; remove it or set 'process: {name}' on a node")
+    live = [nid for nid in order if getattr(classes[nid], "live", False)]
+    if live:
+        if runtime.speed != "realtime":
+            errors.add(_line(doc, "runtime"), f"nodes {live} read live LSL streams: the graph runs in real time only; "
+                       f"remove speed={runtime.speed!r}")
+        # live data carries LSL timestamps: stream time is the LSL clock
+        runtime = replace(runtime, time_origin="lsl")
+    by_process: dict[str, set[bool]] = {}
+    for nid in order:
+        cls = classes[nid]
+        if cls is not None and cls.category == "source":
+            by_process.setdefault(specs[nid].process, set()).add(bool(getattr(cls, "paced", True)))
+    for proc_name, kinds in by_process.items():
+        if len(kinds) > 1:
+            errors.add(None, f"process '{proc_name}' holds live and paced (replayed or generated) sources; "
+                       "place them in different processes")
     for name, pp in proc_params.items():
         if pp.launch == "remote" and transport.scheme != "tcp":
             errors.add(_line(proc_raw, name), f"process '{name}' runs on another host: set transport.scheme: tcp "

@@ -63,6 +63,9 @@ __all__ = [
     "KINDS",
     "MAX_MESSAGE_BYTES",
     "EVENT_DTYPE",
+    "EVENT_LABEL_BYTES",
+    "event_label",
+    "make_events",
     "COMMAND_DTYPE",
     "CMD_HOLD",
     "CMD_LEVEL",
@@ -90,11 +93,15 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_TRACE = 64
 MAX_NDIM = 3
 
+#: Longest event label kept, in UTF-8 bytes (longer ones are truncated).
+EVENT_LABEL_BYTES = 64
+
 #: One event (a marker, an annotation, a detected spike).
 #: ``index`` is the sample index in the parent signal stream (or -1),
-#: ``time`` its stream-clock time, ``code`` an integer looked up in the
-#: stream's ``event_id`` map, ``channel`` a channel index (or -1),
-#: ``duration`` in seconds, ``value`` a free numeric payload (amplitude...).
+#: ``time`` its stream-clock time, ``code`` an integer (the stream's
+#: ``event_id`` maps labels to codes), ``channel`` a channel index (or -1),
+#: ``duration`` in seconds, ``value`` a free numeric payload (amplitude...),
+#: ``label`` the text (UTF-8, at most 64 bytes): markers carry their string.
 EVENT_DTYPE = np.dtype(
     [
         ("index", "<i8"),
@@ -103,8 +110,22 @@ EVENT_DTYPE = np.dtype(
         ("channel", "<i4"),
         ("duration", "<f8"),
         ("value", "<f8"),
+        ("label", f"S{EVENT_LABEL_BYTES}"),
     ]
 )
+
+
+def event_label(raw: bytes) -> str:
+    """The text of an event's ``label`` field."""
+    return raw.decode("utf-8", "replace")
+
+
+def make_events(rows: list[tuple]) -> np.ndarray:
+    """Events from ``(index, time, code, channel, duration, value, label)`` tuples (label a str)."""
+    out = np.zeros(len(rows), dtype=EVENT_DTYPE)
+    for i, (index, t, code, channel, duration, value, label) in enumerate(rows):
+        out[i] = (index, t, code, channel, duration, value, label.encode("utf-8")[:EVENT_LABEL_BYTES])
+    return out
 
 #: Command kinds.
 CMD_HOLD = 0  # decision "no change": heartbeat that keeps the watchdog fed

@@ -114,6 +114,7 @@ def test_file_replay_publishes_annotations_and_file_boundaries_as_events():
     assert ev.dtype == EVENT_DTYPE
     labels = {v: k for k, v in src.outputs["events"].event_id.items()}
     assert [labels[c] for c in ev["code"]] == ["file:S003R01.edf", "T0", "file:S003R02.edf", "T0"]
+    assert [x.decode() for x in ev["label"]] == ["file:S003R01.edf", "T0", "file:S003R02.edf", "T0"]
     assert ev["index"].tolist() == [0, 0, 9760, 9760]
     assert ev["time"][2] == pytest.approx(50.0 + 9760 / 160.0)
     assert src.n_total == 19520 and src.outputs[""].n_channels == 64

@@ -18,6 +18,8 @@ NODE_TYPES: dict[str, str] = {
     # sources
     "synthetic": "rtneuro.nodes.sources:Synthetic",
     "file_replay": "rtneuro.nodes.sources:FileReplay",
+    "lsl_inlet": "rtneuro.nodes.lsl:LslInlet",
+    "xdf_replay": "rtneuro.nodes.xdf:XdfReplay",
     # signal processing
     "bandpass": "rtneuro.nodes.filters:Bandpass",
     "bandpower": "rtneuro.nodes.spectral:Bandpower",
@@ -26,6 +28,7 @@ NODE_TYPES: dict[str, str] = {
     # sinks
     "console": "rtneuro.nodes.sinks:Console",
     "jsonl": "rtneuro.nodes.sinks:JsonLines",
+    "lsl_outlet": "rtneuro.nodes.lsl:LslOutlet",
     "segment_summary": "rtneuro.nodes.sinks:SegmentSummary",
     "stimulator": "rtneuro.nodes.stimulator:Stimulator",
     # supervision drills

@@ -51,6 +51,10 @@ from ..runtime.clock import lsl_clock
 __all__ = ["Node", "Source", "NodeContext", "build_params", "param"]
 
 
+def _same_time(t: float) -> float:
+    return t
+
+
 @dataclass(slots=True)
 class NodeContext:
     """What the runtime tells a node about where it runs.
@@ -67,12 +71,17 @@ class NodeContext:
     real_clock : callable
         The LSL clock, for deadlines and watchdogs that must follow real
         time whatever the replay speed.
+    lsl_time : callable
+        Maps a stream time to the LSL time it stands for: the same value in a
+        live graph, the moment it is (or would be) replayed otherwise.
     """
 
     node_id: str
     base_dir: Path = Path(".")
     clock: Any = None
     real_clock: Callable[[], float] = lsl_clock
+    #: stream time -> LSL time (identity live; the replay schedule otherwise)
+    lsl_time: Callable[[float], float] = _same_time
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -103,6 +112,19 @@ class Node:
         self.inputs = list(inputs)
         self.ctx = ctx
         self.outputs = {}
+        self._notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        """A one-line warning for the run report (logged by the node itself)."""
+        self._notes.append(message)
+
+    def take_notes(self) -> list[str]:
+        notes, self._notes = self._notes, []
+        return notes
+
+    def status(self) -> str:
+        """A short state for the live status line ("" for none)."""
+        return ""
 
     def open(self) -> None:
         """Acquire resources (files, devices)."""
@@ -135,9 +157,18 @@ class Node:
 
 
 class Source(Node):
-    """Base class of sources: nodes without inputs that the runtime paces."""
+    """Base class of sources: nodes without inputs.
+
+    A *paced* source (a replay, a generator) says when its next chunk is due
+    and the runtime waits for that moment on the run's clock. A source that
+    is not paced (a live inlet) is pulled: ``pull(timeout_s, now)`` returns
+    what arrived, waiting up to ``timeout_s`` for it. A *live* source follows
+    the LSL clock, so its graph runs in real time only.
+    """
 
     category: ClassVar[str] = "source"
+    paced: ClassVar[bool] = True
+    live: ClassVar[bool] = False
     input_kinds: ClassVar[tuple[str, ...]] = ()
     min_inputs: ClassVar[int] = 0
     max_inputs: ClassVar[int] = 0
@@ -160,6 +191,10 @@ class Source(Node):
 
     def prefetch(self) -> None:
         """Prepare the next chunk ahead of its due time, so that ``read`` is instant."""
+
+    def pull(self, timeout_s: float, now: float) -> Chunk | list | None:
+        """Sources that are not paced: what arrived, waiting up to ``timeout_s``."""
+        raise NotImplementedError  # pragma: no cover - interface
 
 
 # -- parameters ---------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Literal, TextIO
 import numpy as np
 
 from ..errors import ConfigError, did_you_mean
-from ..messages import CMD_LEVEL, CMD_OFF, Chunk, StreamMeta
+from ..messages import CMD_LEVEL, CMD_OFF, Chunk, StreamMeta, event_label
 from .base import Node, NodeContext, param
 
 __all__ = ["Console", "JsonLines", "SegmentSummary", "Fault"]
@@ -22,17 +22,12 @@ __all__ = ["Console", "JsonLines", "SegmentSummary", "Fault"]
 _ANY = "sig|feat|evt|cmd"
 
 
-def _labels(meta: StreamMeta) -> dict[int, str]:
-    return {code: label for label, code in meta.event_id.items()}
-
-
 def _rows(chunk: Chunk, meta: StreamMeta) -> list[dict]:
     """JSON-able rows of a chunk, whatever its kind."""
     dt = 1.0 / chunk.sfreq if chunk.sfreq > 0 else 0.0
     data = chunk.data
     if meta.kind == "evt":
-        labels = _labels(meta)
-        return [{"index": int(e["index"]), "t": float(e["time"]), "label": labels.get(int(e["code"]), str(int(e["code"]))),
+        return [{"index": int(e["index"]), "t": float(e["time"]), "label": event_label(e["label"]), "code": int(e["code"]),
                  "duration": float(e["duration"]), "channel": int(e["channel"]), "value": float(e["value"])} for e in data]
     if meta.kind == "cmd":
         names = data.dtype.names or ()
@@ -189,9 +184,8 @@ class SegmentSummary(Node):
                 self._v.append(np.asarray(chunk.data[:, self.cols], dtype=float))
                 self._n += n
         elif meta.kind == "evt":
-            labels = _labels(meta)
             for e in chunk.data:
-                lab = labels.get(int(e["code"]), str(int(e["code"])))
+                lab = event_label(e["label"])
                 if any(fnmatch.fnmatch(lab, pat) for pat in self.params.labels):
                     self._bounds.append((float(e["time"]), lab))
         elif meta.kind == "cmd":

@@ -22,7 +22,7 @@ from scipy.signal import sosfreqz
 
 from ..errors import ConfigError, did_you_mean
 from ..kernels.iir import sosfilt_hold
-from ..messages import EVENT_DTYPE, Chunk, StreamMeta
+from ..messages import Chunk, StreamMeta, make_events
 from .base import NodeContext, Source, param
 
 __all__ = ["Synthetic", "SyntheticParams", "FileReplay", "FileReplayParams", "aperiodic_sos"]
@@ -310,6 +310,7 @@ class FileReplay(Source):
             raw_events.append(evs)
             self.parts.append(_Part(str(p), raw, start, stop, picks, scale, np.empty((0, 3))))
         self.event_id = {lab: i + 1 for i, lab in enumerate(sorted(set(labels)))}
+        self._label_of = {code: lab for lab, code in self.event_id.items()}
         for part, evs in zip(self.parts, raw_events, strict=True):
             part.events = np.array([(i, self.event_id[lab], dur) for i, lab, dur in evs], dtype=float).reshape(-1, 3)
         self.sfreq = sfreq
@@ -439,9 +440,9 @@ class FileReplay(Source):
             sel = (ev[:, 0] >= local_lo) & (ev[:, 0] < local_hi)
             for local, code, dur in ev[sel]:
                 idx = span_lo + int(local) - local_lo
-                rows.append((idx, self._origin + idx / self.sfreq, int(code), -1, dur, 0.0))
+                rows.append((idx, self._origin + idx / self.sfreq, int(code), -1, dur, 0.0, self._label_of[int(code)]))
             span_lo = seg_end
-        return np.array(rows, dtype=EVENT_DTYPE)
+        return make_events(rows)
 
 
 def _clean(name: str) -> str:

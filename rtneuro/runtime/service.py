@@ -60,6 +60,10 @@ MAX_BLOCK_S = 0.05
 PREWARM_MIN_PERIOD_S = 0.004
 #: At a clean end, time allowed to deliver what is still queued.
 FLUSH_S = 5.0
+#: Longest blocking pull of a live source when nothing else needs serving.
+PUSH_WAIT_S = 0.02
+#: ... and when other sources or inputs share the process.
+PUSH_WAIT_SHARED_S = 0.002
 #: A busy source loop serves its sockets (control, subscriptions) at least this often.
 POLL_EVERY_S = 0.005
 #: Sources prepare their next chunk this long after emitting one.
@@ -133,7 +137,8 @@ class Service:
         self._hops: dict[str, list[float]] = {}
         self._build_nodes()
         # loop state
-        self._active: set = set()  # sources still producing
+        self._active: set = set()  # paced sources still producing
+        self._pushing: list[Source] = []  # live sources still producing
         self._ended: set = set()  # streams that will carry no more data
         self._vclock: VirtualClock | None = None  # set when the run is as fast as possible
         self._rx_stamp = f"rx:{process}"
@@ -488,6 +493,8 @@ class Service:
 
     def _source_ended(self, src: Node) -> None:
         self._active.discard(src)
+        if src in self._pushing:
+            self._pushing.remove(src)
         for meta in src.outputs.values():
             self._stream_ended(meta.name)
 
@@ -561,7 +568,8 @@ class Service:
         nid = src.ctx.node_id
         items = [("", out)] if type(out) is Chunk else out
         for port_name, ch in items:
-            ch.trace = [(nid, t_acq)]
+            if not ch.trace:  # live sources stamp the acquisition time themselves
+                ch.trace = [(nid, t_acq)]
             o = self._out_of[(nid, port_name)]
             if o.publish:
                 self.publisher.publish(o.kind, o.stream, o.topic, ch)  # type: ignore[union-attr]
@@ -573,9 +581,35 @@ class Service:
             o.chunks += 1
             o.samples += n
             o.next_index = ch.first + n
-            o.ages.append((lsl_clock() - t_acq) * 1e6)
+            o.ages.append((lsl_clock() - ch.trace[0][1]) * 1e6)
             if o.kind == "sig" and not np.isfinite(ch.data).all():
                 self._count_nonfinite(o, ch)
+
+    def _pull_once(self) -> None:
+        """Sources that are not paced (live inlets): take what arrived.
+
+        The first one is waited for with a blocking pull, which returns as
+        soon as its data arrives (LSL's cheapest strategy: no busy polling);
+        the others are polled without waiting. The sockets are served at
+        least every ``POLL_EVERY_S``; the wait is short when other inputs
+        need serving too.
+        """
+        first, *others = self._pushing
+        now = lsl_clock()
+        for src in others:
+            self._pull(src, 0.0, now)
+        alone = not others and not self.remote_streams
+        self._pull(first, PUSH_WAIT_S if alone else PUSH_WAIT_SHARED_S, now)
+        if lsl_clock() - self._polled_at > POLL_EVERY_S:
+            self._wait(0)
+
+    def _pull(self, src: Source, timeout_s: float, now: float) -> None:
+        try:
+            out = src.pull(timeout_s, now)
+        except Exception as exc:
+            self._fail(src, exc)
+        if out is not None:
+            self._emit_source(src, out, lsl_clock())
 
     def _wait_paced(self, seconds: float) -> None:
         """Wait for a source's next chunk; prepare pending chunks on the way.
@@ -611,10 +645,12 @@ class Service:
     def _begin_drain(self) -> None:
         if not self._draining:
             self._draining = True
-            for src in list(self._active):
+            for src in [*self._active, *self._pushing]:
                 self._source_ended(src)
 
     def _status(self, final: bool = False, ok: bool = True) -> None:
+        for node in self.nodes.values():
+            self._new_warnings.extend(node.take_notes())
         produced = {s: {"chunks": o.chunks, "samples": o.samples, "nonfinite": o.nonfinite, "next_index": o.next_index,
                         "sent": o.sent, "heartbeats": o.heartbeats, "kind": o.kind}
                     for s, o in self.outs.items()}
@@ -661,6 +697,7 @@ class Service:
             "positions": {src.ctx.node_id: src.position() for src in self.sources},
             "errors": self._new_errors,
             "warnings": self._new_warnings,
+            "node_status": {nid: line for nid, node in self.nodes.items() if (line := node.status())},
         }
         self._e2e = []
         self._hops = {}
@@ -750,14 +787,18 @@ class Service:
         origin_real = float(start["origin"])
         origin = float(start.get("origin_stream", origin_real))
         speed = parse_speed(start["speed"])
-        self.clock = make_clock(speed, origin, origin_real)
+        clock = self.clock = make_clock(speed, origin, origin_real)
+        lsl_time = (lambda t: lsl_clock()) if isinstance(clock, VirtualClock) else clock.real_time_of
         for ctx in self.ctx.values():
-            ctx.clock = self.clock
+            ctx.clock = clock
+            ctx.lsl_time = lsl_time
         resume = start.get("resume") or {}
         for src in self.sources:
             src.start(origin, int(resume.get(src.ctx.node_id, 0)))
-            src.prefetch()
-        self._active = set(self.sources)
+            if src.paced:
+                src.prefetch()
+        self._active = {s for s in self.sources if s.paced}
+        self._pushing = [s for s in self.sources if not s.paced]
         if self._draining:
             for src in self.sources:
                 self._source_ended(src)
@@ -800,6 +841,8 @@ class Service:
                             nxt = best.next_due()
                             gap = self.clock.real_time_of(nxt) - lsl_clock() if nxt is not None else 0.0
                             self._prefetch_at = lsl_clock() + min(PREFETCH_DELAY_S, gap / 2)
+            elif self._pushing:
+                self._pull_once()
             elif self.remote_streams <= self._ended:
                 break
             else:

@@ -681,6 +681,9 @@ class Supervisor:
                    if recent else " " * 30)
             self._recent_ages[name] = []
             lines.append(f"  {r['kind']}.{name:<18} {rate:9.1f}/s  {lat}  gaps {r['gaps']}  invalid {r['invalid']}")
+        for proc in self.procs.values():
+            for nid, line in (proc.current.status.get("node_status") or {}).items():
+                lines.append(f"  {nid}: {line}")
         if self._recent_e2e:
             e = self._recent_e2e
             lines.append(f"  end-to-end to stimulator: p50 {np.median(e) / 1e3:.2f} ms  p99 {np.percentile(e, 99) / 1e3:.2f} ms  (n={len(e)})")
