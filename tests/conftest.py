@@ -83,3 +83,31 @@ def children_of(pid: int) -> list[int]:
 
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def start_graph(path, **overrides):
+    """Run a graph file with the real supervisor in a thread: (supervisor, thread, box with 'code')."""
+    import io
+    import threading
+
+    from rtneuro.config import load_graph
+    from rtneuro.runtime.supervisor import Supervisor
+
+    graph = load_graph(path, overrides=overrides)
+    sup = Supervisor(graph, out=io.StringIO(), quiet=True)
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("code", sup.run()), daemon=True)
+    thread.start()
+    return sup, thread, box
+
+
+def wait_running(sup, timeout=60.0):
+    """Until every process of a supervisor's run has been started."""
+    import time
+
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if getattr(sup, "origin", None) is not None:
+            return
+        time.sleep(0.05)
+    raise AssertionError("graph did not start")

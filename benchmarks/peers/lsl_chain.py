@@ -85,9 +85,11 @@ That puts the stamps on our ``local_clock()``. On this host the correction only
 moves them by the estimate's error (see above). The main thread polls as the
 MNE-LSL docs show. While ``stream.n_new_samples < chunk`` it sleeps with
 ``time.sleep(0.001)`` between checks. It then calls
-``get_data(winsize=...)`` and keeps the samples whose timestamps are newer than
-the last one processed. This is race-free even if samples land between the
-check and the call. After that come plain SciPy/NumPy steps: ``sosfilt`` with
+``get_data(winsize=...)`` and keeps the samples after the last one it processed,
+which it finds in the window by its exact stamp. That is race-free even if
+samples land between the check and the call. It is also correct when the stamps
+are not monotonic, which happens without dejitter after a late push (see
+``mnelsl_main``). After that come plain SciPy/NumPy steps: ``sosfilt`` with
 carried ``zi`` (``butter(4, [1, 40], "bandpass", fs, output="sos")``), a
 periodic Hann window over the last 256 filtered samples, ``rfft``, one-sided
 density scaling ``2 / (fs * sum(w**2))``, and the sum over each band's bins
@@ -172,7 +174,7 @@ THRESHOLD_CHANNEL = 0
 # has its own value, set near the median for the pusher's unit-variance white
 # noise so that the decision really flips. Only the latency is compared, not
 # the decisions.
-ALPHA_THRESHOLD = {"ezmsg": 130.0, "mnelsl": 5e-3}
+ALPHA_THRESHOLD = {"ezmsg": 0.011, "mnelsl": 0.0055}
 PEER_NAME = {"ezmsg": "ezmsg-lsl", "mnelsl": "mne-lsl"}
 VERSION_DISTS = {
     "ezmsg": ("ezmsg", "ezmsg-sigproc", "ezmsg-baseproc", "ezmsg-lsl", "pylsl", "numpy", "scipy"),
@@ -270,7 +272,13 @@ def _percentile(sorted_vals: list[float], q: float) -> float:
     return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
 
 
+class _Fatal(RuntimeError):
+    """A run-ending condition whose message says it all (no type prefix)."""
+
+
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, _Fatal):
+        return " ".join(str(exc).split())
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
@@ -438,6 +446,12 @@ def push_main(args: argparse.Namespace) -> int:
     n, fs = args.chunk, args.sfreq
     info = pylsl.StreamInfo(args.stream, "EEG", args.n_ch, fs, pylsl.cf_float32,
                             f"rtneuro-bench-{args.stream}")
+    chans = info.desc().append_child("channels")  # as an EEG amplifier would
+    for i in range(args.n_ch):
+        ch = chans.append_child("channel")
+        ch.append_child_value("label", f"EEG{i + 1:03d}")
+        ch.append_child_value("unit", "microvolts")
+        ch.append_child_value("type", "EEG")
     outlet = pylsl.StreamOutlet(info)  # one transmitted chunk per push_chunk
     rng = np.random.default_rng(0)
     total_s = args.duration + PUSH_EXTRA_S
@@ -496,11 +510,11 @@ def mnelsl_main(args: argparse.Namespace) -> int:
             stream.connect(processing_flags=["clocksync"], timeout=args.resolve_timeout)
         except RuntimeError as exc:
             if "0 were found" in str(exc):
-                raise RuntimeError(f"LSL stream '{args.stream}' not found within "
-                                   f"{args.resolve_timeout:g} s") from None
+                raise _Fatal(f"LSL stream '{args.stream}' not found within "
+                             f"{args.resolve_timeout:g} s") from None
             raise
         if stream.info["sfreq"] != fs or stream.info["nchan"] != n_ch:
-            raise RuntimeError(
+            raise _Fatal(
                 f"stream '{args.stream}' has {stream.info['nchan']} ch at "
                 f"{stream.info['sfreq']:g} Hz; expected {n_ch} ch at {fs:g} Hz")
 
@@ -521,7 +535,7 @@ def mnelsl_main(args: argparse.Namespace) -> int:
 
         latencies_us: list[float] = []
         stamps: list[list[float]] = []
-        last_ts = 0.0  # the ring buffer starts with zero timestamps
+        last_ts: float | None = None  # stamp of the last sample processed
         t_first = t_rec_end = None
         t_last_data = time.monotonic()
         t_connected = t_last_data
@@ -539,25 +553,35 @@ def mnelsl_main(args: argparse.Namespace) -> int:
             if watch_until and n_new:
                 # New samples within a quarter of a chunk period after a
                 # decision: that decision was made in the middle of a chunk.
-                if time.monotonic() < watch_until and t_first is not None \
-                        and latencies_us:
+                if time.monotonic() < watch_until and latencies_us:
                     mid_burst += 1
                 watch_until = 0.0
             if n_new < chunk:
                 # Polling loop as in the MNE-LSL docs: 1 ms sleep between checks.
                 now_m = time.monotonic()
                 if t_first is None and now_m - t_connected > args.resolve_timeout + STALL_S:
-                    raise RuntimeError(f"connected to '{args.stream}' but no data "
-                                       f"for {args.resolve_timeout + STALL_S:g} s")
+                    raise _Fatal(f"connected to '{args.stream}' but no data "
+                                 f"for {args.resolve_timeout + STALL_S:g} s")
                 if t_first is not None and now_m - t_last_data > STALL_S:
-                    raise RuntimeError(f"stream '{args.stream}' stalled: no data for "
-                                       f"{STALL_S:g} s")
+                    raise _Fatal(f"stream '{args.stream}' stalled: no data for "
+                                 f"{STALL_S:g} s")
                 time.sleep(POLL_S)
                 continue
             data, ts = stream.get_data(winsize=MNE_WINSIZE_S)  # (n_ch, n), (n,)
-            first_new = int(np.searchsorted(ts, last_ts, side="right"))
-            if first_new == 0 and last_ts > 0.0:
-                overflow += 1  # fell behind by more than the get_data window
+            # The new samples are those after the last one processed, found by
+            # its exact stamp. Not "ts > last_ts": stamps are not monotonic
+            # (without dejitter, a chunk pushed late is back-computed from its
+            # late stamp, so its first samples can be stamped after the next
+            # chunk's first samples).
+            if last_ts is None:
+                first_new = int(np.argmax(ts > 0.0)) if (ts > 0.0).any() else ts.size
+            else:
+                hits = np.flatnonzero(ts == last_ts)
+                if hits.size:
+                    first_new = int(hits[-1]) + 1
+                else:
+                    overflow += 1  # fell behind by more than the get_data window
+                    first_new = 0
             x = data[:, first_new:].T.astype(np.float64)  # (n_new, n_ch)
             ts_new = ts[first_new:]
             if ts_new.size == 0:
@@ -686,6 +710,7 @@ class Decision:
     bp_finite: bool
     win_end_err_s: float  # window end stamp minus t_newest (must be ~0)
     mid_burst: int  # running count, see BandPowerSync
+    n_msgs: int  # inlet messages that made up this window's last chunk
 
 
 # --- settings ---------------------------------------------------------------
@@ -747,6 +772,7 @@ class BandPowerSync(ez.Unit):
         self.processor = BandPowerTransformer(settings=self.SETTINGS.bandpower)
         self.prev_decided_at: float | None = None
         self.mid_burst = 0
+        self.n_msgs = 0  # inlet messages since the last window completed
 
     @ez.subscriber(INPUT_SIGNAL)
     @ez.publisher(OUTPUT_SIGNAL)
@@ -759,6 +785,7 @@ class BandPowerSync(ez.Unit):
             if arrived - self.prev_decided_at < self.SETTINGS.chunk_period_s / 4:
                 self.mid_burst += 1
             self.prev_decided_at = None
+        self.n_msgs += 1
         result = self.processor(message)
         if result is None:
             return
@@ -770,8 +797,10 @@ class BandPowerSync(ez.Unit):
             win_end = win_start + (WINDOW_SAMPLES - 1) * ax.gain
             result = replace(result, attrs={**result.attrs, "t_newest": t_newest,
                                             "win_end_err_s": win_end - t_newest,
-                                            "mid_burst": self.mid_burst})
+                                            "mid_burst": self.mid_burst,
+                                            "n_msgs": self.n_msgs})
             self.prev_decided_at = arrived
+            self.n_msgs = 0
         yield self.OUTPUT_SIGNAL, result
 
 
@@ -806,6 +835,7 @@ class AlphaThreshold(ez.Unit):
             bp_finite=bool(np.isfinite(msg.data).all()),
             win_end_err_s=float(msg.attrs["win_end_err_s"]),
             mid_burst=int(msg.attrs["mid_burst"]),
+            n_msgs=int(msg.attrs["n_msgs"]),
         )
 
 
@@ -831,6 +861,7 @@ class LatencySink(ez.Unit):
         self.mid_burst_base: int | None = None  # running count at recording start
         self.band_sums = np.zeros(len(BANDS_HZ))
         self.bp_shapes: set[tuple[int, ...]] = set()
+        self.msgs_hist: collections.Counter[int] = collections.Counter()
         self.done = False
 
     def _finish(self, error: str | None) -> None:
@@ -847,6 +878,7 @@ class LatencySink(ez.Unit):
             "mean_band_power_ch0": dict(zip(BAND_NAMES, (self.band_sums / max(n, 1)).tolist(),
                                             strict=True)),
             "decisions_above_threshold": self.n_above,
+            "inlet_messages_per_decision": dict(sorted(self.msgs_hist.items())),
             "window_end_not_newest_sample": self.win_end_mismatch,
             "max_abs_window_end_err_us": round(self.max_win_end_err_us, 3),
             "decisions_mid_burst": mid_burst,
@@ -892,6 +924,7 @@ class LatencySink(ez.Unit):
         self.mid_burst = d.mid_burst
         self.band_sums += d.band_powers_ch0
         self.bp_shapes.add(d.bp_shape)
+        self.msgs_hist[d.n_msgs] += 1
         if now >= self.t_first + WARMUP_S + s.duration:
             self._finish(None)
             raise ez.NormalTermination  # ezmsg stops every unit

@@ -397,13 +397,14 @@ class LslInlet(Source):
         self.reconnects += 1
 
     def _measure_clock(self, now: float) -> None:
-        self._next_clock_check = now + self.params.clock_check_s
+        """Record LSL's clock offset estimate; never waits (LSL updates it in the background)."""
         if self._inlet is None:
             return
         try:
-            self.clock.add(now, self._inlet.time_correction(0.05))
+            self.clock.add(now, self._inlet.time_correction(0.0))
+            self._next_clock_check = now + self.params.clock_check_s
         except (LslTimeout, LostError):
-            pass
+            self._next_clock_check = now + 0.25  # the first estimate is not ready yet
 
     def status(self) -> str:
         if self._lost_since is not None:

@@ -80,6 +80,7 @@ class Console(Node):
 class JsonLinesParams:
     path: str = param(doc="output file; one JSON object per sample, frame, event or command")
     flush_every: int = param(1, ge=1, doc="flush after this many chunks")
+    chunks: bool = param(False, doc="add the chunk each row came in: 'chunk': [first index, length]")
 
 
 class JsonLines(Node):
@@ -110,7 +111,8 @@ class JsonLines(Node):
         if fh is None:
             raise RuntimeError("jsonl sink used before open()")
         meta = self.inputs[port]
-        lines = [json.dumps({"stream": meta.name, **row}) for row in _rows(chunk, meta)]
+        extra = {"chunk": [chunk.first, chunk.data.shape[0]]} if self.params.chunks else {}
+        lines = [json.dumps({"stream": meta.name, **row, **extra}) for row in _rows(chunk, meta)]
         fh.write("\n".join(lines) + "\n" if lines else "")
         self.rows += len(lines)
         self._pending += 1

@@ -97,6 +97,7 @@ class XdfReplayParams:
     chunk_size: int | None = param(None, ge=1, doc="samples per chunk (default: the sender's, when the timestamps show it, else 0.1 s)")
     dejitter: bool = param(True, doc="evenly spaced timestamps per segment, as pyxdf does")
     start_s: float = param(0.0, ge=0, doc="skip this much of the recording")
+    stop_s: float | None = param(None, gt=0, doc="end the replay this far into the recording")
 
 
 @dataclass
@@ -196,7 +197,10 @@ class XdfReplay(Source):
         if not keep.any():
             return None
         first = int(np.argmax(keep))
-        ts = ts[first:] - t_file0
+        last = len(ts) if self.params.stop_s is None else int(np.searchsorted(ts, t_file0 + self.params.stop_s))
+        if last <= first:
+            return None
+        ts = ts[first:last] - t_file0
         is_main = fmt != "string" and not any(st.kind == "sig" for st in getattr(self, "streams", []))
         port = "" if is_main else (alias or _port_name(name, used))
         if port and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", port):
@@ -205,12 +209,12 @@ class XdfReplay(Source):
         stream_name = ctx.stream_name(port)
         source = f"XDF {self.params.path}: '{name}'"
         if fmt == "string":
-            labels = ["|".join(str(v) for v in sample) for sample in s["time_series"][first:]]
+            labels = ["|".join(str(v) for v in sample) for sample in s["time_series"][first:last]]
             codes = {lab: i + 1 for i, lab in enumerate(sorted(set(labels)))}
             self.outputs[port] = StreamMeta(name=stream_name, kind="evt", sfreq=0.0, dtype="event", source=source,
                                             event_id=codes)
             return _Stream(port, name, "evt", labels, ts, 0.0, 1, codes=codes)
-        data = np.ascontiguousarray(np.asarray(s["time_series"])[first:], dtype=np.float64)
+        data = np.ascontiguousarray(np.asarray(s["time_series"])[first:last], dtype=np.float64)
         n_ch = data.shape[1]
         chans = _channels(info, n_ch)
         self.outputs[port] = StreamMeta(
