@@ -36,7 +36,11 @@ def test_the_demo_shows_alpha_rising_when_the_eyes_close(tmp_path):
     assert "latency, newest sample of the deciding window -> stimulator: p50" in r.stderr
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+REPLAYED = sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if "lsl_inlet" not in p.read_text())
+LIVE = sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if "lsl_inlet" in p.read_text())
+
+
+@pytest.mark.parametrize("config", REPLAYED)
 def test_every_shipped_config_runs_cleanly_as_fast_as_possible(config, tmp_path):
     report = tmp_path / "r.json"
     r = subprocess.run([sys.executable, "-m", "rtneuro", "run", f"configs/{config}", "--speed", "max", "--quiet",
@@ -47,3 +51,27 @@ def test_every_shipped_config_runs_cleanly_as_fast_as_possible(config, tmp_path)
     assert all(s["gaps"] == 0 and s["invalid"] == 0 and s["samples"] > 0 for s in rep["streams"].values())
     assert rep["commands"]["sent"] > 0 and rep["commands"]["refused"] == 0
     assert rep["latency_us"]["n"] > 0
+
+
+@pytest.mark.parametrize("config", LIVE)
+def test_every_live_config_runs_on_the_demo_recording_played_over_lsl(config, tmp_path):
+    """As its comment says: the demo recording played as a live stream in another process."""
+    import pylsl
+    import yaml
+
+    graph = yaml.safe_load((ROOT / "configs" / config).read_text())
+    name = next(n["params"]["name"] for n in graph["nodes"] if n["type"] == "lsl_inlet")
+    player = subprocess.Popen([sys.executable, "-m", "rtneuro", "replay", "replay_data/S003R02.edf", "--lsl", "--name", name,
+                               "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert pylsl.resolve_byprop("name", name, 1, 60), player.stderr
+        report = tmp_path / "r.json"
+        r = subprocess.run([sys.executable, "-m", "rtneuro", "run", f"configs/{config}", "--quiet", "--duration", "8",
+                            "--report", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    finally:
+        player.terminate()
+        player.wait(10)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(report.read_text())
+    assert rep["errors"] == [] and rep["streams"]["eeg"]["samples"] > 500
+    assert rep["latency_us"]["n"] > 10 and rep["streams"]["ctl"]["chunks"] > 10

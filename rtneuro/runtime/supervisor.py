@@ -463,6 +463,7 @@ class Supervisor:
                     self._send(proc, self._start_msg(proc))
                     proc.current.started_run = True
                 self._main_loop()
+                self.run_s = lsl_clock() - self.origin
             else:
                 code = EXIT_FAILED
         finally:
@@ -696,6 +697,13 @@ class Supervisor:
         self.out.write(text + "\n")
         self.out.flush()
 
+    def _data_done_s(self) -> float | None:
+        """From the start to the last service's final report: the time the data took, without process exits."""
+        finals = [i.final["t"] for p in self.procs.values() for i in p.incs if i.final and "t" in i.final]
+        if self.origin is None or not finals or not all(p.current.final for p in self.procs.values()):
+            return None
+        return round(max(finals) - self.origin, 3)
+
     def _make_report(self, code: int) -> dict:
         from .. import __version__
 
@@ -717,6 +725,8 @@ class Supervisor:
             "name": self.graph.name,
             "started": self.started_at.isoformat(timespec="seconds"),
             "wall_s": round(self.wall_s, 3),
+            "run_s": round(getattr(self, "run_s", 0.0), 3),
+            "data_done_s": self._data_done_s(),
             "shutdown_s": round(getattr(self, "shutdown_s", 0.0), 3),
             "speed": self.rt.speed,
             "exit_code": code,
