@@ -11,7 +11,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLAY = ROOT / "replay_data"
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture

@@ -30,8 +30,11 @@ def test_the_demo_graph_is_valid_and_placed_in_four_processes():
     assert g.remote_consumers("ctl") == ["stimulate"]
 
 
-def test_every_shipped_config_validates():
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
+def test_every_shipped_replay_config_validates():
+    """Configs reading live LSL streams resolve them while validating: tests/test_demo.py runs those against a player."""
+    paths = [p for p in sorted((ROOT / "configs").glob("*.yaml")) if "lsl_inlet" not in p.read_text()]
+    assert len(paths) >= 2
+    for path in paths:
         load_graph(path)
 
 

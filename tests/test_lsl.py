@@ -11,13 +11,14 @@ import numpy as np
 import pylsl
 import pytest
 
-from conftest import REPLAY, ROOT, start_graph, wait_running
-from lsl_helpers import OutletProcess, counter_outlet, marker_outlet, unique
 from rtneuro.config import load_graph
 from rtneuro.errors import ConfigError
 from rtneuro.nodes import NodeContext, build_params
 from rtneuro.nodes.lsl import LslInlet, LslInletParams
 from rtneuro.probe import ProbeOutlet, listen, summary
+
+from conftest import REPLAY, ROOT, start_graph
+from lsl_helpers import OutletProcess, counter_outlet, marker_outlet, unique
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +45,8 @@ def _counters(path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_a_stream_that_is_not_there_is_named_with_what_is_there():
     other = unique("other")
-    with OutletProcess(counter_outlet, other, None, 20.0):
-        with pytest.raises(ConfigError) as err:
-            _inlet(name=unique("absent"), resolve_timeout_s=0.5)
+    with OutletProcess(counter_outlet, other, None, 20.0), pytest.raises(ConfigError) as err:
+        _inlet(name=unique("absent"), resolve_timeout_s=0.5)
     msg = str(err.value)
     assert "no LSL stream with name=" in msg and "found within 0.5 s" in msg and f"'{other}'" in msg
     assert "start the outlet or fix name/type/source_id" in msg and "\n" not in msg

@@ -8,14 +8,14 @@ import mne
 import numpy as np
 import pytest
 
-from conftest import REPLAY, SHARED_DATA
 from rtneuro.errors import ConfigError
 from rtneuro.nodes import NodeContext, build_params
 from rtneuro.nodes.sources import FileReplay, FileReplayParams
 from rtneuro.nodes.xdf import XdfReplay, XdfReplayParams, _estimate_chunk, dejitter, load_streams
 
-XDF = SHARED_DATA / "xdf"
-needs_xdf = pytest.mark.skipif(not XDF.exists(), reason="the shared XDF files are not next to this checkout")
+from conftest import REPLAY
+
+XDF = REPLAY / "xdf"
 
 
 def _xdf(**params) -> XdfReplay:
@@ -36,7 +36,6 @@ def _play(node) -> dict[str, list]:
     return out
 
 
-@needs_xdf
 def test_a_clock_reset_recording_replays_whole_with_monotonic_times():
     node = _xdf(path=str(XDF / "clock_resets.xdf"))
     assert set(node.outputs) == {"", "mymarkerstream"}
@@ -59,7 +58,6 @@ def test_a_clock_reset_recording_replays_whole_with_monotonic_times():
     assert np.diff(starts).max() > 270
 
 
-@needs_xdf
 def test_the_minimal_file_and_its_integer_samples():
     node = _xdf(path=str(XDF / "minimal.xdf"))
     played = _play(node)
@@ -70,7 +68,6 @@ def test_the_minimal_file_and_its_integer_samples():
     assert labels[1:3] == ["Hello", "World"] and len(labels[0].encode()) <= 64  # the long XML marker, truncated
 
 
-@needs_xdf
 def test_empty_streams_are_skipped_or_refused_clearly():
     node = _xdf(path=str(XDF / "empty_streams.xdf"))
     assert node.report()["skipped_empty"] == ["Empty data stream: test stream 0 counter", "Empty marker stream: test stream 0 counter"]
@@ -143,7 +140,7 @@ def _replay_graph(source: dict, speed) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("source, fast", [
     ({"type": "file_replay", "params": {"path": str(REPLAY / "S003R02.edf"), "picks": ["O1", "Oz", "O2"], "stop_s": 20.0}}, 5),
-    pytest.param({"type": "xdf_replay", "params": {"path": str(XDF / "clock_resets.xdf"), "stop_s": 20.0}}, 5, marks=needs_xdf),
+    ({"type": "xdf_replay", "params": {"path": str(XDF / "clock_resets.xdf"), "stop_s": 20.0}}, 5),
 ], ids=["edf", "xdf"])
 def test_a_replay_gives_the_same_samples_chunks_timestamps_and_decisions_at_any_speed(write_graph, run_graph, tmp_path, source, fast):
     outputs = []
