@@ -40,9 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
+from benchmarks.common import stats
 from rtneuro.config import load_graph
 from rtneuro.runtime.supervisor import Supervisor, machine_info
 
@@ -92,13 +92,6 @@ def chain_config(layout: str, duration_s: float, *, sfreq: float = 1000.0, chunk
     }
 
 
-def _stats(values_us, **extra) -> dict:
-    v = np.asarray(values_us, dtype=float)
-    if v.size == 0:
-        return {"p50_us": None, "p99_us": None, "max_us": None, "n": 0, **extra}
-    return {"p50_us": round(float(np.median(v)), 1), "p99_us": round(float(np.percentile(v, 99)), 1),
-            "max_us": round(float(v.max()), 1), "mean_us": round(float(v.mean()), 1), "n": int(v.size), **extra}
-
 
 def run_rtneuro(layout: str, duration_s: float, **kw) -> dict:
     with tempfile.TemporaryDirectory(prefix="rtn-bench-") as d:
@@ -119,7 +112,7 @@ def run_rtneuro(layout: str, duration_s: float, **kw) -> dict:
     extra["hops_p50_us"] = {h: v["p50"] for h, v in rep.get("hops_us", {}).items()}
     if code != 0:
         extra["error"] = "; ".join(rep["errors"]) or f"exit code {code}"
-    return _stats(values[skip:], **extra)
+    return stats(values[skip:], **extra)
 
 
 def run_floor(duration_s: float) -> dict:
@@ -130,7 +123,7 @@ def run_floor(duration_s: float) -> dict:
         if not out.exists():
             return {"error": f"pyzmq floor failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}", "n": 0}
         res = json.loads(out.read_text())
-    return _stats(res["latencies_us"], hops=4, chunk_rate_hz=31.25)
+    return stats(res["latencies_us"], hops=4, chunk_rate_hz=31.25)
 
 
 def run_ezmsg(mode: str, duration_s: float) -> dict:
@@ -150,7 +143,7 @@ def run_ezmsg(mode: str, duration_s: float) -> dict:
         res = json.loads(out.read_text())
     if res.get("error"):
         return {"error": res["error"], "n": 0}
-    return _stats(res["latencies_us"], hops={"inproc": 0, "multiproc": 4}[mode], chunk_rate_hz=31.25,
+    return stats(res["latencies_us"], hops={"inproc": 0, "multiproc": 4}[mode], chunk_rate_hz=31.25,
                   versions=res.get("versions"))
 
 

@@ -37,9 +37,9 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import yaml
 
+from benchmarks.common import stats
 from rtneuro.config import load_graph
 from rtneuro.probe import ProbeOutlet, listen
 from rtneuro.runtime.supervisor import Supervisor, machine_info
@@ -49,13 +49,6 @@ VARIANTS = ("rtneuro", "rtneuro_loopback", "ezmsg", "mnelsl", "replay_max", "rep
 ROOT = Path(__file__).resolve().parent.parent
 N_CH, SFREQ, CHUNK = 64, 1000.0, 32
 
-
-def _stats(values_us, **extra) -> dict:
-    v = np.asarray(values_us, dtype=float)
-    if v.size == 0:
-        return {"p50_us": None, "p99_us": None, "max_us": None, "n": 0, **extra}
-    return {"p50_us": round(float(np.median(v)), 1), "p99_us": round(float(np.percentile(v, 99)), 1),
-            "max_us": round(float(v.max()), 1), "mean_us": round(float(v.mean()), 1), "n": int(v.size), **extra}
 
 
 def chain_graph(probe: str, decisions: str, duration_s: float) -> dict:
@@ -98,12 +91,12 @@ def run_rtneuro(duration_s: float) -> tuple[dict, dict]:
     values = sup.e2e._values
     skip = int(WARMUP_S * SFREQ / CHUNK)
     code = box.get("code")
-    inner = _stats(values[skip:], hops=0, chunk_rate_hz=SFREQ / CHUNK, exit_code=code,
+    inner = stats(values[skip:], hops=0, chunk_rate_hz=SFREQ / CHUNK, exit_code=code,
                    clock_offset_ms=rep["nodes"].get("eeg", {}).get("clock_offset_ms"),
                    gaps=rep["nodes"].get("eeg", {}).get("gaps"), stale_chunks=rep["nodes"].get("eeg", {}).get("stale_chunks"))
     if code != 0:
         inner["error"] = "; ".join(rep.get("errors", [])) or f"exit code {code}"
-    outer = _stats(ages, what="push -> graph -> lsl_outlet -> probe inlet")
+    outer = stats(ages, what="push -> graph -> lsl_outlet -> probe inlet")
     if err:
         outer["error"] = err
     return inner, outer
@@ -125,7 +118,7 @@ def run_peer(mode: str, duration_s: float) -> dict:
         res = json.loads(out.read_text())
     if res.get("error"):
         return {"error": res["error"], "n": 0, "versions": res.get("versions")}
-    return _stats(res["latencies_us"], peer=res.get("peer"), versions=res.get("versions"))
+    return stats(res["latencies_us"], peer=res.get("peer"), versions=res.get("versions"))
 
 
 def _demo_1khz(folder: Path) -> Path:
