@@ -39,7 +39,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError, did_you_mean
-from .messages import StreamMeta
+from .messages import SchemaError, StreamMeta
 from .nodes import NODE_TYPES, Node, NodeContext, build_params, node_class, param
 from .transport import TransportParams
 
@@ -415,6 +415,10 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
             continue
         spec.outputs = dict(node.outputs)
         for meta in node.outputs.values():
+            try:  # what receivers will check: a node that announces a bad stream fails here, not at start
+                StreamMeta.from_dict(meta.to_dict())
+            except SchemaError as exc:
+                errors.add(spec.line, f"{label}: output '{meta.name}': {exc}; this is a bug in node type '{spec.type}'")
             streams[meta.name] = meta
             producer[meta.name] = nid
         for k, s in enumerate(spec.inputs):

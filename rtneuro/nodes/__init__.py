@@ -23,6 +23,7 @@ NODE_TYPES: dict[str, str] = {
     # signal processing
     "bandpass": "rtneuro.nodes.filters:Bandpass",
     "bandpower": "rtneuro.nodes.spectral:Bandpower",
+    "quality": "rtneuro.nodes.quality:Quality",
     # controllers
     "threshold": "rtneuro.nodes.controllers:Threshold",
     # sinks

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import ConfigError, did_you_mean
 from ..messages import CMD_HOLD, CMD_LEVEL, CMD_OFF, COMMAND_DTYPE, Chunk, StreamMeta
 from .base import Node, NodeContext, param
+from .quality import GATE_COLUMN
 
 __all__ = ["Threshold", "ThresholdParams", "command_meta"]
 
@@ -34,6 +35,8 @@ class ThresholdParams:
     pulse_width_us: float = param(60.0, gt=0)
     frequency_hz: float = param(130.0, gt=0)
     deadline_ms: float = param(50.0, gt=0, doc="a command not applied within this long is refused")
+    gate_action: Literal["off", "hold"] = param(
+        "off", doc="with a quality stream as second input, on a flagged window: switch off, or hold the current state")
 
 
 class Threshold(Node):
@@ -44,11 +47,20 @@ class Threshold(Node):
     the stimulator's watchdog). A non-finite feature value holds the
     current state and is counted. Each command carries its cause: the
     feature stream, frame indices, input window and feature values.
+
+    An optional second input is a signal-quality stream (the ``quality``
+    node on the same signal): a frame whose input window overlaps a flagged
+    stretch never switches stimulation on; with ``gate_action: off`` it
+    switches it off (regardless of ``min_hold_s``). When the quality flags
+    have not yet covered a window's last sample (they run in parallel), the
+    most recent flag row decides, and the frame is counted as
+    ``gate_ahead``.
     """
 
     category = "controller"
     Params = ThresholdParams
-    input_kinds = ("feat",)
+    input_kinds = ("feat", "feat")
+    max_inputs = 2
 
     def __init__(self, params: ThresholdParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
@@ -61,6 +73,15 @@ class Threshold(Node):
             raise ConfigError(f"feature {params.feature!r} is not in stream '{src.name}'{did_you_mean(params.feature, src.ch_names)}; it has {list(src.ch_names)[:8]}")
         else:
             self.col = src.ch_names.index(params.feature)
+        self.gate_col: int | None = None
+        if len(inputs) > 1:
+            gate = inputs[1]
+            if GATE_COLUMN not in gate.ch_names or "step" not in gate.desc:
+                raise ConfigError(f"second input '{gate.name}' is not a signal-quality stream (no '{GATE_COLUMN}' column); connect a 'quality' node there or remove it")
+            self.gate_col = gate.ch_names.index(GATE_COLUMN)
+            self.gate_step = int(gate.desc["step"])
+        self.feat_window = int(src.desc.get("window", 0)) if src.desc else 0
+        self.feat_step = int(src.desc.get("step", 0)) if src.desc else 0
         self.outputs = {"": command_meta(ctx.stream_name(), f"threshold on {src.name}:{src.ch_names[self.col]}")}
         self.reset()
 
@@ -70,9 +91,48 @@ class Threshold(Node):
         self.switches = 0
         self.decisions = 0
         self.nonfinite = 0
+        self.gated = 0
+        self.gate_ahead = 0
+        self._bad: list[list[int]] = []  # flagged input-sample ranges [first, last], merged, in order
+        self._gate_known = -1  # last input sample the flags cover
+        self._gate_last_bad = False
 
-    def _decide(self, v: float, t: float) -> int:
+    def _gate(self, chunk: Chunk) -> None:
+        """Take quality flag rows: remember the flagged input-sample ranges."""
+        assert self.gate_col is not None
+        start = int(chunk.extra["window"][0]) if chunk.extra and "window" in chunk.extra else self._gate_known + 1
+        for j, flag in enumerate(chunk.data[:, self.gate_col].tolist()):
+            a = start + j * self.gate_step
+            b = a + self.gate_step - 1
+            bad = flag != 0
+            if bad:
+                if self._bad and self._bad[-1][1] >= a - 1:
+                    self._bad[-1][1] = max(self._bad[-1][1], b)
+                else:
+                    self._bad.append([a, b])
+            self._gate_known = max(self._gate_known, b)
+            self._gate_last_bad = bad
+
+    def _flagged(self, first: int, last: int) -> bool:
+        """Whether input samples [first, last] overlap flagged data (as far as the flags are known)."""
+        while self._bad and self._bad[0][1] < first:
+            self._bad.pop(0)  # before this window, hence before every later one
+        if any(a <= last and b >= first for a, b in self._bad):
+            return True
+        if last > self._gate_known:
+            self.gate_ahead += 1
+            return self._gate_last_bad
+        return False
+
+    def _decide(self, v: float, t: float, bad: bool = False) -> int:
         p = self.params
+        if bad:
+            self.gated += 1
+            if self.on and p.gate_action == "off":
+                self.on, self._t_change = False, t
+                self.switches += 1
+                return CMD_OFF
+            return CMD_HOLD
         if not math.isfinite(v):
             self.nonfinite += 1
             return CMD_HOLD
@@ -92,15 +152,28 @@ class Threshold(Node):
             return CMD_OFF
         return CMD_HOLD
 
-    def process(self, chunk: Chunk, port: int = 0) -> Chunk:
+    def process(self, chunk: Chunk, port: int = 0) -> Chunk | None:
+        if port == 1:
+            self._gate(chunk)
+            return None
         p = self.params
         values = chunk.data[:, self.col].tolist()
         n = len(values)
         dt = 1.0 / chunk.sfreq if chunk.sfreq > 0 else 0.0
         hold = (CMD_HOLD, p.channel, 0.0, 0.0, 0.0, 0.0)
         recs = []
+        win = chunk.extra.get("window") if chunk.extra else None
         for i, v in enumerate(values):
-            kind = self._decide(v, chunk.t0 + i * dt)
+            bad = False
+            if self.gate_col is not None:
+                if win is not None and self.feat_step and self.feat_window:
+                    last = int(win[1]) - (n - 1 - i) * self.feat_step
+                    bad = self._flagged(last - self.feat_window + 1, last)
+                elif win is not None:
+                    bad = self._flagged(int(win[0]), int(win[1]))
+                else:
+                    bad = self._flagged(self._gate_known + 1, self._gate_known + 1)
+            kind = self._decide(v, chunk.t0 + i * dt, bad)
             if kind == CMD_HOLD:
                 recs.append(hold)
             elif kind == CMD_LEVEL:
@@ -121,4 +194,7 @@ class Threshold(Node):
         return Chunk(np.array(recs, dtype=COMMAND_DTYPE), chunk.first, chunk.t0, chunk.sfreq, chunk.trace, extra)
 
     def report(self) -> dict:
-        return {"decisions": self.decisions, "switches": self.switches, "on": self.on, "nonfinite": self.nonfinite}
+        out = {"decisions": self.decisions, "switches": self.switches, "on": self.on, "nonfinite": self.nonfinite}
+        if self.gate_col is not None:
+            out.update(gated=self.gated, gate_ahead=self.gate_ahead)
+        return out
