@@ -47,7 +47,7 @@ def test_virtual_clock_jumps_and_never_goes_back():
     clk = VirtualClock(3.0)
     t0 = time.monotonic()
     clk.wait_until(1000.0)
-    assert time.monotonic() - t0 < 0.1
+    assert time.monotonic() - t0 < 2.0  # a real wait would take 1000 s
     assert clk.now() == 1000.0
     clk.advance(10.0)
     assert clk.now() == 1000.0
