@@ -31,6 +31,10 @@ def test_the_demo_shows_alpha_rising_when_the_eyes_close(tmp_path):
     assert closed["mean"]["alpha"] - open_["mean"]["alpha"] > 6.0  # dB: eyes closed, alpha up ~10x
     assert closed["stim_on_fraction"] > 0.5 > open_["stim_on_fraction"]
     assert rep["commands"]["refused"] == 0 and rep["commands"]["accepted"] == rep["commands"]["sent"] > 0
+    # each file ends with 0.8 s of zeros (the 60.2 s recorded, padded to 61 s): flagged flat on the
+    # three occipital channels of each file, and the controller switched off on it, with the flags in time
+    assert rep["nodes"]["quality"]["onsets"] == {"flat": 6, "clip": 0, "jump": 0, "nonfinite": 0}
+    assert rep["nodes"]["ctl"]["gated"] > 0 and rep["nodes"]["ctl"]["gate_ahead"] == 0 and not rep["nodes"]["ctl"]["on"]
     # the summary a user sees
     assert "alpha: file:S003R02.edf vs file:S003R01.edf: +" in r.stderr
     assert "latency, newest sample of the deciding window -> stimulator: p50" in r.stderr

@@ -1,0 +1,123 @@
+"""Every processing node, any split of its input: the same output.
+
+The table below must name every transform in the registry: a new node
+cannot land without saying how it is chunk-tested. Each case runs on real
+EEG (or the signal it needs), once whole and then split at random points
+and into single samples; outputs on every port must be identical (NaN
+equal to NaN), with the same sample indices and times.
+"""
+
+from __future__ import annotations
+
+import mne
+import numpy as np
+import pytest
+
+from rtneuro.messages import Chunk, StreamMeta
+from rtneuro.nodes import NODE_TYPES, NodeContext, build_params, node_class
+
+from conftest import REPLAY
+
+RNG = np.random.default_rng(2024)
+EEG_CHANNELS = ["FC3", "FCz", "FC4", "C3", "Cz", "C4", "CP3", "CPz", "CP4", "O1", "Oz", "O2"]
+
+
+def _eeg(seconds: float = 12.0) -> tuple[np.ndarray, StreamMeta]:
+    raw = mne.io.read_raw_edf(REPLAY / "S003R02.edf", verbose="error")
+    mne.datasets.eegbci.standardize(raw)
+    raw.pick(EEG_CHANNELS)
+    x = np.ascontiguousarray(raw.get_data(tmax=seconds).T * 1e6)
+    x[500:510, 3] = np.nan  # a short dropout: handled the same whatever the chunking
+    meta = StreamMeta(name="eeg", kind="sig", sfreq=raw.info["sfreq"], ch_names=tuple(raw.ch_names),
+                      ch_types=("eeg",) * len(raw.ch_names), units=("uV",) * len(raw.ch_names))
+    return x, meta
+
+
+def _spikeband(seconds: float = 1.0, n_ch: int = 16, fs: float = 30000.0) -> tuple[np.ndarray, StreamMeta]:
+    n = int(seconds * fs)
+    x = RNG.standard_normal((n, n_ch)) * 10.0
+    for t in RNG.integers(100, n - 100, size=80):
+        c = int(RNG.integers(0, n_ch))
+        x[t:t + 30, c] -= 120.0 * np.hanning(30)
+    meta = StreamMeta(name="ap", kind="sig", sfreq=fs, ch_names=tuple(f"ch{i}" for i in range(n_ch)), units=("uV",) * n_ch)
+    return x, meta
+
+
+#: node type -> list of (params, signal name); every transform in the registry must appear.
+CASES: dict[str, list[tuple[dict, str]]] = {
+    "bandpass": [({"l_freq": 1.0, "h_freq": 40.0}, "eeg"), ({"l_freq": 5.0}, "eeg")],
+    "bandpower": [({"window_s": 1.0, "step_s": 0.1, "mode": "db"}, "eeg"),
+                  ({"window_s": 1.0, "step_s": 0.1, "nperseg": 64, "mode": "rel"}, "eeg")],
+    "quality": [({"hold_s": 0.2, "flat_s": 0.1}, "eeg")],
+}
+#: nodes whose outputs may differ by rounding between splits, with the tolerance (absolute)
+TOLERANCE: dict[str, float] = {}
+EXEMPT = {"fault"}  # a supervision drill: fails after a number of chunks, by design
+
+
+def _signal(name: str):
+    return {"eeg": _eeg, "spikes": _spikeband}[name]()
+
+
+def _collect(node, x, fs, edges):
+    out: dict[str, list] = {}
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        res = node.process(Chunk(x[a:b], a, a / fs, fs, []))
+        if res is None:
+            continue
+        for port, ch in (res if isinstance(res, list) else [("", res)]):
+            out.setdefault(port, []).append(ch)
+    end = node.end()
+    for port, ch in (end if isinstance(end, list) else []):
+        out.setdefault(port, []).append(ch)
+    return out
+
+
+def _rows(chunks):
+    """Concatenated data, and per output row its index and time."""
+    data = np.concatenate([c.data for c in chunks])
+    if chunks[0].sfreq > 0:
+        index = np.concatenate([np.arange(c.first, c.first + len(c.data)) for c in chunks])
+        times = np.concatenate([c.t0 + np.arange(len(c.data)) / c.sfreq for c in chunks])
+    else:  # irregular (events, commands): each record carries its own sample index and time
+        index, times = data["index"], data["time"]
+    return data, index, times
+
+
+def test_every_transform_in_the_registry_has_a_chunking_case():
+    transforms = {t for t in NODE_TYPES if node_class(t).category == "transform"} - EXEMPT
+    assert transforms - set(CASES) == set(), "add the new node to CASES in tests/test_chunking.py"
+
+
+@pytest.mark.parametrize("type_name, k", [(t, k) for t, cases in CASES.items() for k in range(len(cases))])
+def test_any_split_gives_the_same_output(type_name, k):
+    params, signal = CASES[type_name][k]
+    x, meta = _signal(signal)
+    cls = node_class(type_name)
+
+    def build():
+        node = cls(build_params(cls.Params, params, f"node '{type_name}' params"), [meta], NodeContext(node_id="n"))
+        node.warmup()
+        node.reset()
+        return node
+
+    n = x.shape[0]
+    whole = _collect(build(), x, meta.sfreq, [0, n])
+    assert whole, f"{type_name} produced nothing on {n} samples"
+    splits = [sorted(RNG.choice(np.arange(1, n), size=s, replace=False).tolist()) for s in (3, 40)]
+    splits.append(list(range(1, min(n, 3000))))  # single samples at the start (state set-up)
+    tol = TOLERANCE.get(type_name, 0.0)
+    for cuts in splits:
+        got = _collect(build(), x, meta.sfreq, [0, *cuts, n])
+        assert set(got) == set(whole), type_name
+        for port in whole:
+            d0, i0, t0 = _rows(whole[port])
+            d1, i1, t1 = _rows(got[port])
+            assert np.array_equal(i0, i1), f"{type_name}:{port}: row indices differ"
+            np.testing.assert_allclose(t1, t0, rtol=0, atol=1e-9, err_msg=f"{type_name}:{port}: times differ")
+            if d0.dtype.names:
+                assert np.array_equal(d0, d1), f"{type_name}:{port}: records differ"
+            elif tol:
+                np.testing.assert_allclose(d1, d0, rtol=0, atol=tol, err_msg=f"{type_name}:{port}")
+            else:
+                assert np.array_equal(d0, d1, equal_nan=True), f"{type_name}:{port}: values differ"
