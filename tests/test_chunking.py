@@ -49,6 +49,12 @@ CASES: dict[str, list[tuple[dict, str]]] = {
     "bandpower": [({"window_s": 1.0, "step_s": 0.1, "mode": "db"}, "eeg"),
                   ({"window_s": 1.0, "step_s": 0.1, "nperseg": 64, "mode": "rel"}, "eeg")],
     "quality": [({"hold_s": 0.2, "flat_s": 0.1}, "eeg")],
+    "notch": [({"freq": 50.0}, "eeg"), ({"freq": 60.0, "harmonics": 1, "q": 10.0}, "eeg")],
+    "fir": [({"l_freq": 1.0, "h_freq": 40.0, "trans_bandwidth": 5.0}, "eeg")],
+    "reref": [({"method": "common_average", "exclude": ["Oz"]}, "eeg"),
+              ({"method": "bipolar", "pairs": ["C3-Cz", "O1-O2"]}, "eeg"),
+              ({"method": "laplacian", "n_neighbors": 4}, "eeg")],
+    "decimate": [({"q": 2}, "eeg"), ({"q": 3, "ftype": "fir"}, "eeg")],
 }
 #: nodes whose outputs may differ by rounding between splits, with the tolerance (absolute)
 TOLERANCE: dict[str, float] = {}

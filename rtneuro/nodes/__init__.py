@@ -22,6 +22,10 @@ NODE_TYPES: dict[str, str] = {
     "xdf_replay": "rtneuro.nodes.xdf:XdfReplay",
     # signal processing
     "bandpass": "rtneuro.nodes.filters:Bandpass",
+    "notch": "rtneuro.nodes.filters:Notch",
+    "fir": "rtneuro.nodes.filters:Fir",
+    "reref": "rtneuro.nodes.filters:Reref",
+    "decimate": "rtneuro.nodes.filters:Decimate",
     "bandpower": "rtneuro.nodes.spectral:Bandpower",
     "quality": "rtneuro.nodes.quality:Quality",
     # controllers
