@@ -26,10 +26,12 @@ NODE_TYPES: dict[str, str] = {
     "fir": "rtneuro.nodes.filters:Fir",
     "reref": "rtneuro.nodes.filters:Reref",
     "decimate": "rtneuro.nodes.filters:Decimate",
+    "phase": "rtneuro.nodes.phase:Phase",
     "bandpower": "rtneuro.nodes.spectral:Bandpower",
     "quality": "rtneuro.nodes.quality:Quality",
     # controllers
     "threshold": "rtneuro.nodes.controllers:Threshold",
+    "pulse": "rtneuro.nodes.controllers:Pulse",
     # sinks
     "console": "rtneuro.nodes.sinks:Console",
     "jsonl": "rtneuro.nodes.sinks:JsonLines",

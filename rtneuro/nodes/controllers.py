@@ -10,11 +10,11 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError, did_you_mean
-from ..messages import CMD_HOLD, CMD_LEVEL, CMD_OFF, COMMAND_DTYPE, Chunk, StreamMeta
+from ..messages import CMD_HOLD, CMD_LEVEL, CMD_OFF, CMD_PULSE, COMMAND_DTYPE, Chunk, StreamMeta
 from .base import Node, NodeContext, param
 from .quality import GATE_COLUMN
 
-__all__ = ["Threshold", "ThresholdParams", "command_meta"]
+__all__ = ["Threshold", "ThresholdParams", "Pulse", "PulseParams", "command_meta"]
 
 
 def command_meta(name: str, source: str) -> StreamMeta:
@@ -198,3 +198,79 @@ class Threshold(Node):
         if self.gate_col is not None:
             out.update(gated=self.gated, gate_ahead=self.gate_ahead)
         return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PulseParams:
+    """Parameters of :class:`Pulse`."""
+
+    labels: list[str] = param(["phase_trigger"], doc="event labels that fire a pulse ('*' for any)")
+    channel: int = param(0, ge=0)
+    amplitude_ma: float = param(1.0, ge=0)
+    pulse_width_us: float = param(100.0, gt=0)
+    deadline_ms: float = param(20.0, gt=0, doc="a pulse not delivered within this long is refused (a late pulse misses its phase)")
+
+
+class Pulse(Node):
+    """One stimulation pulse per trigger event (TMS/TTL-style phase-locked stimulation).
+
+    Input 0 is a regular stream (the trigger's source, e.g. the ``phase``
+    node's features): each of its chunks yields one ``hold`` command, the
+    heartbeat that keeps the stimulator's watchdog fed. Input 1 is an event
+    stream (e.g. ``<phase id>.events``): each event whose label matches
+    ``labels`` yields one ``pulse`` command carrying the event's sample
+    index and time as its cause. The deadline is short on purpose: a pulse
+    that cannot be delivered promptly is refused by the gate rather than
+    delivered at the wrong phase.
+    """
+
+    category = "controller"
+    Params = PulseParams
+    input_kinds = ("sig|feat", "evt")
+    min_inputs = 2
+    max_inputs = 2
+
+    def __init__(self, params: PulseParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
+        super().__init__(params, inputs, ctx)
+        if not params.labels:
+            raise ConfigError("labels must name at least one event label ('*' for any)")
+        self._any = "*" in params.labels
+        self._labels = {lbl.encode("utf-8") for lbl in params.labels}
+        self.outputs = {"": command_meta(ctx.stream_name(), f"pulses on {inputs[1].name} {list(params.labels)}")}
+        self.reset()
+
+    def reset(self) -> None:
+        self.pulses = 0
+        self.heartbeats = 0
+        self.ignored = 0
+
+    def process(self, chunk: Chunk, port: int = 0) -> Chunk | None:
+        p = self.params
+        deadline = self.ctx.real_clock() + p.deadline_ms / 1000.0
+        if port == 0:
+            if chunk.data.shape[0] == 0:
+                return None
+            self.heartbeats += 1
+            n = chunk.data.shape[0]
+            t_last = chunk.t0 + (n - 1) / chunk.sfreq if chunk.sfreq > 0 else chunk.t0
+            recs = np.array([(CMD_HOLD, p.channel, 0.0, 0.0, 0.0, 0.0)], dtype=COMMAND_DTYPE)
+            cause = {"stream": self.inputs[0].name, "frames": [chunk.first + n - 1, chunk.first + n - 1], "t_last": t_last}
+            return Chunk(recs, chunk.first + n - 1, t_last, 0.0, chunk.trace, {"cause": cause, "deadline": deadline})
+        ev = chunk.data
+        keep = np.ones(len(ev), dtype=bool) if self._any else np.array([lbl in self._labels for lbl in ev["label"]], dtype=bool)
+        self.ignored += int((~keep).sum())
+        ev = ev[keep]
+        if len(ev) == 0:
+            return None
+        self.pulses += len(ev)
+        recs = np.zeros(len(ev), dtype=COMMAND_DTYPE)
+        recs["kind"] = CMD_PULSE
+        recs["channel"] = p.channel
+        recs["amplitude_ma"] = p.amplitude_ma
+        recs["pulse_width_us"] = p.pulse_width_us
+        cause = {"stream": self.inputs[1].name, "events": ev["index"].tolist(), "t_last": float(ev["time"][-1]),
+                 "values": ev["value"].tolist()}
+        return Chunk(recs, int(ev["index"][0]), float(ev["time"][0]), 0.0, chunk.trace, {"cause": cause, "deadline": deadline})
+
+    def report(self) -> dict:
+        return {"pulses": self.pulses, "heartbeats": self.heartbeats, "ignored_events": self.ignored}
