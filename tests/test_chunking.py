@@ -57,6 +57,8 @@ CASES: dict[str, list[tuple[dict, str]]] = {
     "decimate": [({"q": 2}, "eeg"), ({"q": 3, "ftype": "fir"}, "eeg")],
     "phase": [({"method": "echt", "band": [8.0, 13.0], "picks": ["O1", "Oz", "O2"]}, "eeg"),
               ({"method": "ar", "band": [8.0, 13.0], "picks": ["Oz"], "window_s": 1.0, "hop": 4}, "eeg")],
+    "spike_detect": [({"noise_init_s": 0.2, "noise_tau_s": 1.0, "bin_s": 0.05}, "spikes"),
+                     ({"noise_init_s": 0.2, "sign": "both", "dedup_ms": None}, "spikes")],
 }
 #: event times computed from sample indices in a different order of operations may differ by rounding
 TIME_TOLERANCE = 1e-9
@@ -86,11 +88,13 @@ def _collect(node, x, fs, edges):
 def _rows(chunks):
     """Concatenated data, and per output row its index and time."""
     data = np.concatenate([c.data for c in chunks])
+    if data.dtype.names and "index" in data.dtype.names:  # events: each record carries its sample index and time
+        return data, data["index"], data["time"]
+    index = np.concatenate([np.arange(c.first, c.first + len(c.data)) for c in chunks])
     if chunks[0].sfreq > 0:
-        index = np.concatenate([np.arange(c.first, c.first + len(c.data)) for c in chunks])
         times = np.concatenate([c.t0 + np.arange(len(c.data)) / c.sfreq for c in chunks])
-    else:  # irregular (events, commands): each record carries its own sample index and time
-        index, times = data["index"], data["time"]
+    else:  # irregular rows numbered by chunk.first (e.g. spike snippets)
+        times = index.astype(float)
     return data, index, times
 
 

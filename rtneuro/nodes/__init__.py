@@ -20,6 +20,7 @@ NODE_TYPES: dict[str, str] = {
     "file_replay": "rtneuro.nodes.sources:FileReplay",
     "lsl_inlet": "rtneuro.nodes.lsl:LslInlet",
     "xdf_replay": "rtneuro.nodes.xdf:XdfReplay",
+    "synthetic_spikes": "rtneuro.nodes.spikes:SyntheticSpikes",
     # signal processing
     "bandpass": "rtneuro.nodes.filters:Bandpass",
     "notch": "rtneuro.nodes.filters:Notch",
@@ -27,6 +28,7 @@ NODE_TYPES: dict[str, str] = {
     "reref": "rtneuro.nodes.filters:Reref",
     "decimate": "rtneuro.nodes.filters:Decimate",
     "phase": "rtneuro.nodes.phase:Phase",
+    "spike_detect": "rtneuro.nodes.spikes:SpikeDetect",
     "bandpower": "rtneuro.nodes.spectral:Bandpower",
     "quality": "rtneuro.nodes.quality:Quality",
     # controllers
