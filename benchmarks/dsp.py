@@ -34,8 +34,8 @@ from rtneuro.runtime.supervisor import machine_info
 
 PARTS = {
     "benchmarks.dsp_filters": ("filter_rtneuro", "filter_scipy"),
-    "benchmarks.dsp_spectral": ("bandpower_rtneuro", "bandpower_scipy_welch", "bandpower_mne_multitaper"),
-    "benchmarks.dsp_connectivity": ("coherence_rtneuro",),
+    "benchmarks.dsp_spectral": ("bandpower_rtneuro", "bandpower_scipy_welch", "bandpower_mne_multitaper", "bandpower_rtneuro_multitaper"),
+    "benchmarks.dsp_connectivity": ("coherence_rtneuro", "coherence_rtneuro_5measures", "coherence_mne_connectivity"),
     "benchmarks.dsp_spikes": ("spikes_rtneuro", "spikes_spikeinterface"),
 }
 VARIANTS = tuple(v for names in PARTS.values() for v in names)
@@ -44,6 +44,7 @@ RATIOS = (
     ("filter_scipy", "filter_rtneuro", "core_fraction"),
     ("bandpower_scipy_welch", "bandpower_rtneuro", "p50_us"),
     ("bandpower_mne_multitaper", "bandpower_rtneuro", "p50_us"),
+    ("coherence_mne_connectivity", "coherence_rtneuro", "core_fraction"),
     ("spikes_spikeinterface", "spikes_rtneuro", "core_fraction"),
 )
 

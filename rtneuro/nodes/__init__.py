@@ -30,6 +30,7 @@ NODE_TYPES: dict[str, str] = {
     "phase": "rtneuro.nodes.phase:Phase",
     "spike_detect": "rtneuro.nodes.spikes:SpikeDetect",
     "bandpower": "rtneuro.nodes.spectral:Bandpower",
+    "envelope": "rtneuro.nodes.spectral:Envelope",
     "quality": "rtneuro.nodes.quality:Quality",
     # controllers
     "threshold": "rtneuro.nodes.controllers:Threshold",
