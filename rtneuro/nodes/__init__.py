@@ -22,15 +22,16 @@ NODE_TYPES: dict[str, str] = {
     "xdf_replay": "rtneuro.nodes.xdf:XdfReplay",
     "synthetic_spikes": "rtneuro.nodes.spikes:SyntheticSpikes",
     # signal processing
+    "spike_detect": "rtneuro.nodes.spikes:SpikeDetect",
+    "phase": "rtneuro.nodes.phase:Phase",
     "bandpass": "rtneuro.nodes.filters:Bandpass",
     "notch": "rtneuro.nodes.filters:Notch",
     "fir": "rtneuro.nodes.filters:Fir",
     "reref": "rtneuro.nodes.filters:Reref",
     "decimate": "rtneuro.nodes.filters:Decimate",
-    "phase": "rtneuro.nodes.phase:Phase",
-    "spike_detect": "rtneuro.nodes.spikes:SpikeDetect",
     "bandpower": "rtneuro.nodes.spectral:Bandpower",
     "envelope": "rtneuro.nodes.spectral:Envelope",
+    "coherence": "rtneuro.nodes.connectivity:Coherence",
     "quality": "rtneuro.nodes.quality:Quality",
     # controllers
     "threshold": "rtneuro.nodes.controllers:Threshold",
