@@ -292,3 +292,22 @@ def test_a_second_ctrl_c_skips_the_drain_but_still_stops_the_stimulator_safely(w
     # every service ended by itself: none was terminated or killed
     assert all(p["exit_codes"] == [0] for p in rep["processes"].values())
     assert rep["nodes"]["stim"]["driver"]["safe_states"] >= 2  # opened safe, closed safe
+
+
+def test_a_slow_consumer_gets_every_message_of_a_replay_as_fast_as_possible(write_graph, run_graph, tmp_path):
+    """Lossless to the end: the producer finishes long before its consumer and waits for it to leave."""
+    graph = {
+        "runtime": {"speed": "max"},
+        "nodes": [
+            {"id": "src", "type": "synthetic", "process": "acquire",
+             "params": {"n_channels": 4, "sfreq": 1000.0, "chunk_size": 1, "seed": 1, "duration_s": 3.0}},
+            {"id": "slow", "type": "fault", "inputs": ["src"], "process": "sink",
+             "params": {"mode": "slow", "slow_ms": 1.0, "after_chunks": 0}},
+            {"id": "rec", "type": "jsonl", "inputs": ["slow"], "process": "sink",
+             "params": {"path": str(tmp_path / "rows.jsonl"), "flush_every": 500}},
+        ],
+    }
+    code, rep, _ = run_graph(write_graph(graph))
+    assert code == 0 and rep["errors"] == []
+    assert rep["streams"]["src"]["samples"] == rep["streams"]["src"]["received"] == 3000
+    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 3000

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TextIO
@@ -244,8 +245,10 @@ class SegmentSummary(Node):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FaultParams:
     after_chunks: int = param(10, ge=0, doc="behave normally for this many chunks")
-    mode: Literal["raise", "exit", "nan"] = param("raise", doc="raise an exception, kill the process, or inject a NaN burst")
+    mode: Literal["raise", "exit", "nan", "slow"] = param(
+        "raise", doc="raise an exception, kill the process, inject a NaN burst, or become a slow consumer")
     nan_samples: int = param(5, ge=1)
+    slow_ms: float = param(1.0, ge=0, doc="mode 'slow': time spent on every chunk from then on")
 
 
 class Fault(Node):
@@ -253,7 +256,8 @@ class Fault(Node):
 
     ``raise`` raises ``RuntimeError`` in ``process``; ``exit`` ends the
     process abruptly (as a segmentation fault would); ``nan`` replaces
-    ``nan_samples`` samples of every channel by NaN once.
+    ``nan_samples`` samples of every channel by NaN once; ``slow`` spends
+    ``slow_ms`` on every chunk from then on (a consumer that falls behind).
     """
 
     Params = FaultParams
@@ -271,6 +275,10 @@ class Fault(Node):
 
     def process(self, chunk: Chunk, port: int = 0) -> Chunk:
         self.chunks += 1
+        if self.params.mode == "slow":
+            if self.chunks > self.params.after_chunks:
+                time.sleep(self.params.slow_ms / 1000.0)
+            return chunk
         if self.chunks == self.params.after_chunks + 1:
             if self.params.mode == "raise":
                 raise RuntimeError(f"fault injected by node '{self.ctx.node_id}' after {self.params.after_chunks} chunks")

@@ -58,8 +58,12 @@ EXIT_STARTUP = 3
 MAX_BLOCK_S = 0.05
 #: Chunks due more often than this keep the caches warm by themselves: no rehearsal.
 PREWARM_MIN_PERIOD_S = 0.004
-#: At a clean end, time allowed to deliver what is still queued.
+#: At a clean end, time allowed to deliver what is still queued ('latest' policy).
 FLUSH_S = 5.0
+#: ... with the 'lossless' policy, whose queues may hold thousands of messages for a
+#: slower consumer: everything is delivered unless the consumer is gone (its pipe
+#: closes) or stalls (the supervisor stops the run after 10 s without progress).
+LOSSLESS_FLUSH_S = 600.0
 #: Longest blocking pull of a live source when nothing else needs serving.
 PUSH_WAIT_S = 0.02
 #: ... and when other sources or inputs share the process.
@@ -780,6 +784,8 @@ class Service:
                 self._status(final=True, ok=code == 0)
             except Exception:  # the final report must not turn a clean end into a crash
                 log.error("could not send the final status:\n%s", traceback.format_exc())
+            if code == 0 and not self._stop:
+                self._await_consumers()
             self._close_sockets(clean=code == 0 and not self._stop)
         return code
 
@@ -873,11 +879,37 @@ class Service:
             for s in self.senders.values():
                 s.poll()
 
+    def _await_consumers(self) -> None:
+        """After a clean end, keep publishing sockets open until every subscriber has left.
+
+        Subscribers leave when they have received the end of every stream they
+        read (or when they die). Only then is everything this process sent
+        certainly delivered: a process that exits while a slower consumer's
+        queue is full can lose the tail of its streams, even with a linger,
+        once the connection drops. Bounded by ``FLUSH_S`` (``LOSSLESS_FLUSH_S``
+        with the lossless policy) and by a ``stop`` from the supervisor.
+        """
+        pub = self.publisher
+        if pub is None:
+            return
+        flush_s = LOSSLESS_FLUSH_S if self.transport.policy == "lossless" else FLUSH_S
+        deadline = lsl_clock() + flush_s
+        while not self._stop and lsl_clock() < deadline:
+            pub.poll_subscriptions()
+            if not any(n > 0 for n in pub.subscriptions.values()):
+                return
+            self._on_control()
+            time.sleep(0.002)
+        if not self._stop:
+            log.warning("subscribers of process '%s' still connected %.0f s after its end; closing", self.name, flush_s)
+
     def _close_sockets(self, clean: bool) -> None:
         """Close every socket. After a clean end, queued messages (the last
         chunks and the end-of-stream marks of a fast replay) are delivered
-        first, for at most ``FLUSH_S``; after a stop or a failure they are not."""
-        linger = int(FLUSH_S * 1000) if clean else 0
+        first, for at most ``FLUSH_S`` (``LOSSLESS_FLUSH_S`` with the lossless
+        policy); after a stop or a failure they are not."""
+        flush_s = LOSSLESS_FLUSH_S if self.transport.policy == "lossless" else FLUSH_S
+        linger = int(flush_s * 1000) if clean else 0
         for sender in (self.publisher, *self.senders.values()):
             if sender is not None:
                 sender.close(linger)
@@ -885,6 +917,9 @@ class Service:
             if receiver is not None:
                 receiver.close()
         self.control.close(linger=1000)
+        # Lingering happens in the context: without terminating it, a process that
+        # exits drops whatever is still queued (the tail of a fast lossless replay).
+        self.zctx.destroy(linger=linger)
 
 
 def _thin(values: list, cap: int = MAX_SAMPLES_PER_STATUS) -> list:

@@ -56,6 +56,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 #: After the sources ended, a process without progress for this long is stopped.
 STALL_S = 10.0
+#: Once every process has reported its end, those still waiting for subscribers are stopped after this long.
+LINGER_GRACE_S = 2.0
 
 
 def machine_info() -> dict:
@@ -125,6 +127,8 @@ class _Inc:
     ready: bool = False
     started_run: bool = False
     final: dict | None = None
+    #: told to stop after its final report (it was waiting for subscribers outside the graph)
+    released: bool = False
     status: dict = field(default_factory=dict)
     exit_code: int | None = None
     #: stream -> samples per second between the last two status messages
@@ -192,6 +196,9 @@ class Supervisor:
     quiet : bool
         No live status (the summary is still printed).
     """
+
+    #: when every process had reported its end (see _release_lingering)
+    _all_done_at: float | None = None
 
     def __init__(self, graph: Graph, *, report_path: str | Path | None = None, out: TextIO = sys.stderr,
                  live: bool | None = None, quiet: bool = False) -> None:
@@ -524,6 +531,8 @@ class Supervisor:
         for proc in self.procs.values():
             if proc.finished or not proc.alive:
                 continue
+            if proc.current.final is not None:
+                continue  # done, waiting for its consumers to leave (see Service._await_consumers)
             value = self._progress(proc)
             last = self._last_progress.get(proc.name)
             if last is None or last[0] != value:
@@ -535,11 +544,28 @@ class Supervisor:
                 return True
         return False
 
+    def _release_lingering(self, now: float) -> None:
+        """Every process has ended its work: stop those still waiting for subscribers
+        that are not part of the graph (they would otherwise wait for their flush time)."""
+        done = [p for p in self.procs.values()
+                if p.finished or (p.current.final is not None and p.current.final.get("ok"))]
+        if len(done) < len(self.procs):
+            self._all_done_at = None
+            return
+        if self._all_done_at is None:
+            self._all_done_at = now
+        elif now - self._all_done_at > LINGER_GRACE_S:
+            for p in done:
+                if not p.finished and p.alive and not p.current.released:
+                    p.current.released = True
+                    self._send(p, {"op": "stop"})
+
     def _main_loop(self) -> None:
         rt = self.rt
         deadline = None if rt.duration_s is None else lsl_clock() + rt.duration_s
         next_status = lsl_clock() + rt.status_interval_s
         self._last_progress: dict[str, tuple[int, float]] = {}
+        self._all_done_at = None
         while True:
             self._poll(0.05)
             now = lsl_clock()
@@ -554,6 +580,7 @@ class Supervisor:
                 break
             if all(p.finished for p in self.procs.values()):
                 return
+            self._release_lingering(now)
             if now >= next_status:
                 for proc in self.procs.values():  # services stop by themselves if these stop coming
                     self._send(proc, {"op": "ping"})
