@@ -5,15 +5,21 @@ Each part lives in its own module and exposes ``VARIANTS`` (names) and
 this one run, in the order below, on the same machine.
 
 ``filter_rtneuro`` / ``filter_scipy``
-    4-section (order-4 band-pass) IIR on 64 ch at 1 kHz, 32-sample chunks.
+    4-section (order-4 band-pass) IIR on 64 ch at 1 kHz, 32-sample chunks;
+    also ``notch_rtneuro``, ``fir_rtneuro`` / ``fir_scipy``, ``decimate_rtneuro``,
+    ``reref_rtneuro`` (see ``benchmarks/dsp_filters.py``).
 ``bandpower_rtneuro`` / ``bandpower_scipy_welch`` / ``bandpower_mne_multitaper``
-    64 ch at 1 kHz, 1 s window, one update every 32 samples; p50/p99 per update.
-``coherence_rtneuro``
+    64 ch at 1 kHz, 1 s window, one update every 32 samples; p50/p99 per
+    update; also ``bandpower_rtneuro_multitaper``.
+``coherence_rtneuro`` / ``coherence_rtneuro_5measures`` / ``coherence_mne_connectivity``
     all 2016 pairs of 64 ch, 5 bands, 1 s window, one update every 100 ms;
     ``core_fraction`` (CPU s per s of signal).
 ``spikes_rtneuro`` / ``spikes_spikeinterface``
     384 ch at 30 kHz in 1 ms chunks: band-pass + threshold detection;
     ``core_fraction``.
+``phase_echt_rtneuro`` / ``phase_echt_numpy`` / ``phase_ar_rtneuro`` / ``phase_ar_scipy``
+    one channel at 1 kHz, a phase estimate per sample (ecHT) or every 4
+    samples (AR), triggers and scoring included; p50/p99 per call.
 
 Latency variants report ``p50_us``, ``p99_us``, ``max_us``, ``n``;
 throughput variants report ``core_fraction`` (best of three passes, CPU
@@ -33,19 +39,24 @@ from pathlib import Path
 from rtneuro.runtime.supervisor import machine_info
 
 PARTS = {
-    "benchmarks.dsp_filters": ("filter_rtneuro", "filter_scipy"),
+    "benchmarks.dsp_filters": ("filter_rtneuro", "filter_scipy", "notch_rtneuro", "fir_rtneuro", "fir_scipy",
+                               "decimate_rtneuro", "reref_rtneuro"),
     "benchmarks.dsp_spectral": ("bandpower_rtneuro", "bandpower_scipy_welch", "bandpower_mne_multitaper", "bandpower_rtneuro_multitaper"),
     "benchmarks.dsp_connectivity": ("coherence_rtneuro", "coherence_rtneuro_5measures", "coherence_mne_connectivity"),
     "benchmarks.dsp_spikes": ("spikes_rtneuro", "spikes_spikeinterface"),
+    "benchmarks.dsp_phase": ("phase_echt_rtneuro", "phase_echt_numpy", "phase_ar_rtneuro", "phase_ar_scipy"),
 }
 VARIANTS = tuple(v for names in PARTS.values() for v in names)
 #: (peer, rtneuro, metric): the ratios reported (peer / rtneuro, > 1 means rtneuro is faster)
 RATIOS = (
     ("filter_scipy", "filter_rtneuro", "core_fraction"),
+    ("fir_scipy", "fir_rtneuro", "core_fraction"),
     ("bandpower_scipy_welch", "bandpower_rtneuro", "p50_us"),
     ("bandpower_mne_multitaper", "bandpower_rtneuro", "p50_us"),
     ("coherence_mne_connectivity", "coherence_rtneuro", "core_fraction"),
     ("spikes_spikeinterface", "spikes_rtneuro", "core_fraction"),
+    ("phase_echt_numpy", "phase_echt_rtneuro", "p50_us"),
+    ("phase_ar_scipy", "phase_ar_rtneuro", "p50_us"),
 )
 
 
