@@ -48,7 +48,7 @@ from ..errors import ConfigError, did_you_mean
 from ..messages import Chunk, StreamMeta
 from ..runtime.clock import lsl_clock
 
-__all__ = ["Node", "Source", "NodeContext", "build_params", "param"]
+__all__ = ["Node", "Source", "NodeContext", "build_params", "param", "regular_rate", "resolve_picks"]
 
 
 def _same_time(t: float) -> float:
@@ -195,6 +195,26 @@ class Source(Node):
     def pull(self, timeout_s: float, now: float) -> Chunk | list | None:
         """Sources that are not paced: what arrived, waiting up to ``timeout_s``."""
         raise NotImplementedError  # pragma: no cover - interface
+
+
+# -- checks shared by nodes ------------------------------------------------------
+
+
+def regular_rate(src: StreamMeta, what: str) -> float:
+    """The sampling rate of ``src``; a ConfigError when it has none (``what`` needs one)."""
+    if not src.sfreq > 0:
+        raise ConfigError(f"stream '{src.name}' has no regular sampling rate; {what} needs one")
+    return float(src.sfreq)
+
+
+def resolve_picks(picks: Sequence[str] | None, src: StreamMeta) -> list[int]:
+    """Column indices of the channels named in ``picks`` (all channels when None)."""
+    if picks is None:
+        return list(range(src.n_channels))
+    missing = [p for p in picks if p not in src.ch_names]
+    if missing:
+        raise ConfigError(f"picks {missing} are not channels of stream '{src.name}'{did_you_mean(missing[0], src.ch_names)}")
+    return [src.ch_names.index(p) for p in picks]
 
 
 # -- parameters ---------------------------------------------------------------

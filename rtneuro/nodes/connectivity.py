@@ -13,7 +13,7 @@ from scipy.signal import get_window
 from ..errors import ConfigError, did_you_mean
 from ..kernels.connectivity import MEASURE_CODES, pair_connectivity, tapered_segments
 from ..messages import Chunk, StreamMeta
-from .base import Node, NodeContext, param
+from .base import Node, NodeContext, param, regular_rate
 from .buffers import RingBuffer
 from .spectral import DEFAULT_BANDS
 
@@ -94,9 +94,7 @@ class Coherence(Node):
     def __init__(self, params: CoherenceParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
         src = inputs[0]
-        fs = src.sfreq
-        if fs <= 0:
-            raise ConfigError(f"stream '{src.name}' has no regular sampling rate")
+        fs = regular_rate(src, "coherence")
         self.window = int(round(params.window_s * fs))
         self.step = int(round(params.step_s * fs))
         if self.window < 32 or self.step < 1:

@@ -31,7 +31,7 @@ from ..kernels.fir import fir_hold
 from ..kernels.iir import sosfilt_hold, sosfilt_hold_decimate
 from ..kernels.reref import common_average, neighbor_reference
 from ..messages import Chunk, StreamMeta
-from .base import Node, NodeContext, param
+from .base import Node, NodeContext, param, regular_rate
 
 __all__ = [
     "Bandpass",
@@ -53,9 +53,7 @@ FIR_LENGTH_FACTORS = {"hann": 3.1, "hamming": 3.3, "blackman": 5.0}
 
 
 def _regular_rate(src: StreamMeta) -> float:
-    if not src.sfreq > 0:
-        raise ConfigError(f"stream '{src.name}' has no regular sampling rate; filters need one")
-    return float(src.sfreq)
+    return regular_rate(src, "filtering")
 
 
 def _band_desc(src: StreamMeta, l_freq: float | None, h_freq: float | None) -> dict:

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 from scipy.signal import butter, freqz, hilbert, sosfilt_zi, sosfiltfilt
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError
 from ..kernels.phase import (
     AR_BURG,
     AR_YULE_WALKER,
@@ -20,7 +20,7 @@ from ..kernels.phase import (
     phase_triggers,
 )
 from ..messages import Chunk, StreamMeta, make_events
-from .base import Node, NodeContext, param
+from .base import Node, NodeContext, param, regular_rate, resolve_picks
 
 __all__ = ["Phase", "PhaseParams", "echt_weights", "analytic_weights", "true_phase", "TRIGGER_CODE", "SCORE_CODE"]
 
@@ -170,9 +170,7 @@ class Phase(Node):
     def __init__(self, params: PhaseParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
         src = inputs[0]
-        fs = src.sfreq
-        if fs <= 0:
-            raise ConfigError(f"stream '{src.name}' has no regular sampling rate; phase needs one")
+        fs = regular_rate(src, "phase")
         lo, hi = params.band
         work_fs = fs / params.decimate if params.method == "ar" else fs
         if hi >= work_fs / 2:
@@ -181,13 +179,7 @@ class Phase(Node):
         cycles = params.window_s * lo
         if cycles < 3.0:
             raise ConfigError(f"window_s={params.window_s} holds {cycles:.3g} cycles of {lo:g} Hz; need at least 3: set window_s >= {3.0 / lo:.3g}")
-        if params.picks is None:
-            picks = list(range(src.n_channels))
-        else:
-            missing = [p for p in params.picks if p not in src.ch_names]
-            if missing:
-                raise ConfigError(f"picks {missing} are not channels of stream '{src.name}'{did_you_mean(missing[0], src.ch_names)}")
-            picks = [src.ch_names.index(p) for p in params.picks]
+        picks = resolve_picks(params.picks, src)
         if not picks:
             raise ConfigError(f"stream '{src.name}' has no channels to pick")
         self.sfreq = fs

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError
 from ..kernels.quality import FLAG_NAMES, quality_flags
 from ..messages import Chunk, StreamMeta, make_events
-from .base import Node, NodeContext, param
+from .base import Node, NodeContext, param, regular_rate, resolve_picks
 
 __all__ = ["Quality", "QualityParams", "GATE_COLUMN"]
 
@@ -64,16 +64,8 @@ class Quality(Node):
     def __init__(self, params: QualityParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
         src = inputs[0]
-        fs = src.sfreq
-        if fs <= 0:
-            raise ConfigError(f"stream '{src.name}' has no regular sampling rate; quality flags need one")
-        if params.picks is None:
-            picks = list(range(src.n_channels))
-        else:
-            missing = [p for p in params.picks if p not in src.ch_names]
-            if missing:
-                raise ConfigError(f"picks {missing} are not channels of stream '{src.name}'{did_you_mean(missing[0], src.ch_names)}")
-            picks = [src.ch_names.index(p) for p in params.picks]
+        fs = regular_rate(src, "quality flags")
+        picks = resolve_picks(params.picks, src)
         if params.min_bad_channels > len(picks):
             raise ConfigError(f"min_bad_channels={params.min_bad_channels} exceeds the {len(picks)} channels checked; lower it")
         self.picks = np.array(picks, dtype=np.int64)

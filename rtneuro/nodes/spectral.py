@@ -33,7 +33,7 @@ from ..kernels.spectral import (
     sliding_bandpower,
 )
 from ..messages import Chunk, StreamMeta
-from .base import Node, NodeContext, param
+from .base import Node, NodeContext, param, regular_rate, resolve_picks
 from .buffers import RingBuffer
 
 __all__ = ["Bandpower", "BandpowerParams", "Envelope", "EnvelopeParams", "DEFAULT_BANDS"]
@@ -139,9 +139,7 @@ class Bandpower(Node):
     def __init__(self, params: BandpowerParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
         src = inputs[0]
-        fs = src.sfreq
-        if fs <= 0:
-            raise ConfigError(f"stream '{src.name}' has no regular sampling rate")
+        fs = regular_rate(src, "band power")
         self.window = int(round(params.window_s * fs))
         self.step = int(round(params.step_s * fs))
         if self.window < 8 or self.step < 1:
@@ -154,13 +152,7 @@ class Bandpower(Node):
         for name, (lo, hi) in params.bands.items():
             if hi > nyq:
                 raise ConfigError(f"band {name!r} [{lo}, {hi}] Hz goes beyond the Nyquist frequency {nyq:g} Hz of stream '{src.name}'")
-        if params.picks is None:
-            self.picks = np.arange(src.n_channels)
-        else:
-            missing = [p for p in params.picks if p not in src.ch_names]
-            if missing:
-                raise ConfigError(f"picks {missing} are not channels of stream '{src.name}'{did_you_mean(missing[0], src.ch_names)}")
-            self.picks = np.array([src.ch_names.index(p) for p in params.picks])
+        self.picks = np.array(resolve_picks(params.picks, src), dtype=np.int64)
         freqs = scipy.fft.rfftfreq(self.nperseg, 1 / fs)
         self.df = fs / self.nperseg
         self._band_matrix = np.zeros((len(params.bands), freqs.size))
@@ -482,9 +474,7 @@ class Envelope(Node):
     def __init__(self, params: EnvelopeParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
         src = inputs[0]
-        fs = src.sfreq
-        if fs <= 0:
-            raise ConfigError(f"stream '{src.name}' has no regular sampling rate")
+        fs = regular_rate(src, "an envelope")
         nyq = fs / 2
         for name, (lo, hi) in params.bands.items():
             if hi >= nyq:
@@ -492,13 +482,7 @@ class Envelope(Node):
         self.step = int(round(params.step_s * fs))
         if self.step < 1:
             raise ConfigError(f"step_s={params.step_s} is shorter than one sample at {fs:g} Hz")
-        if params.picks is None:
-            self.picks = np.arange(src.n_channels)
-        else:
-            missing = [p for p in params.picks if p not in src.ch_names]
-            if missing:
-                raise ConfigError(f"picks {missing} are not channels of stream '{src.name}'{did_you_mean(missing[0], src.ch_names)}")
-            self.picks = np.array([src.ch_names.index(p) for p in params.picks])
+        self.picks = np.array(resolve_picks(params.picks, src), dtype=np.int64)
         self._sos = np.ascontiguousarray(np.stack([
             butter(params.order, (lo, hi), "bandpass", fs=fs, output="sos") for lo, hi in params.bands.values()]))
         self._zi0 = np.stack([sosfilt_zi(s) for s in self._sos])  # (B, n_sections, 2)

@@ -28,7 +28,7 @@ from ..kernels.spikes import (
     detect_spikes,
 )
 from ..messages import EVENT_DTYPE, Chunk, StreamMeta, make_events
-from .base import Node, NodeContext, Source, param
+from .base import Node, NodeContext, Source, param, regular_rate
 
 __all__ = ["SpikeDetect", "SpikeDetectParams", "SyntheticSpikes", "SyntheticSpikesParams", "EVENT_ID"]
 
@@ -137,9 +137,7 @@ class SpikeDetect(Node):
     def __init__(self, params: SpikeDetectParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
         src = inputs[0]
-        fs = float(src.sfreq)
-        if fs <= 0:
-            raise ConfigError(f"stream '{src.name}' has no regular sampling rate; spike detection needs one")
+        fs = regular_rate(src, "spike detection")
         C = src.n_channels
         if C < 1:
             raise ConfigError(f"stream '{src.name}' has no channels")
