@@ -8,6 +8,17 @@ from numba import njit
 __all__ = ["sosfilt_hold", "sosfilt_hold_decimate"]
 
 
+@njit(inline="always", cache=True, nogil=True)
+def _cascade(sos, zi, c, v):  # pragma: no cover - compiled
+    """One sample of channel ``c`` through every section (transposed direct form II)."""
+    for s in range(sos.shape[0]):
+        y = sos[s, 0] * v + zi[s, 0, c]
+        zi[s, 0, c] = sos[s, 1] * v - sos[s, 4] * y + zi[s, 1, c]
+        zi[s, 1, c] = sos[s, 2] * v - sos[s, 5] * y
+        v = y
+    return v
+
+
 @njit(cache=True, nogil=True, fastmath=False)
 def sosfilt_hold(sos, x, zi, last, out):  # pragma: no cover - compiled
     """Filter ``x`` through cascaded biquads, carrying state across calls.
@@ -39,7 +50,6 @@ def sosfilt_hold(sos, x, zi, last, out):  # pragma: no cover - compiled
     gives the same output.
     """
     n_times, n_ch = x.shape
-    n_sec = sos.shape[0]
     n_bad = 0
     for n in range(n_times):
         for c in range(n_ch):
@@ -49,11 +59,7 @@ def sosfilt_hold(sos, x, zi, last, out):  # pragma: no cover - compiled
             else:
                 v = last[c]
                 n_bad += 1
-            for s in range(n_sec):
-                y = sos[s, 0] * v + zi[s, 0, c]
-                zi[s, 0, c] = sos[s, 1] * v - sos[s, 4] * y + zi[s, 1, c]
-                zi[s, 1, c] = sos[s, 2] * v - sos[s, 5] * y
-                v = y
+            v = _cascade(sos, zi, c, v)
             out[n, c] = v
     return n_bad
 
@@ -94,7 +100,6 @@ def sosfilt_hold_decimate(sos, x, zi, last, q, phase, out):  # pragma: no cover 
     ``sosfilt_hold(...)[phase::q]``.
     """
     n_times, n_ch = x.shape
-    n_sec = sos.shape[0]
     n_bad = 0
     keep = phase
     j = 0
@@ -107,11 +112,7 @@ def sosfilt_hold_decimate(sos, x, zi, last, q, phase, out):  # pragma: no cover 
             else:
                 v = last[c]
                 n_bad += 1
-            for s in range(n_sec):
-                y = sos[s, 0] * v + zi[s, 0, c]
-                zi[s, 0, c] = sos[s, 1] * v - sos[s, 4] * y + zi[s, 1, c]
-                zi[s, 1, c] = sos[s, 2] * v - sos[s, 5] * y
-                v = y
+            v = _cascade(sos, zi, c, v)
             if store:
                 out[j, c] = v
         if store:

@@ -48,7 +48,7 @@ from ..errors import ConfigError, did_you_mean
 from ..messages import Chunk, StreamMeta
 from ..runtime.clock import lsl_clock
 
-__all__ = ["Node", "Source", "NodeContext", "build_params", "param", "regular_rate", "resolve_picks"]
+__all__ = ["Node", "Source", "GeneratorSource", "NodeContext", "build_params", "param", "regular_rate", "resolve_picks"]
 
 
 def _same_time(t: float) -> float:
@@ -195,6 +195,40 @@ class Source(Node):
     def pull(self, timeout_s: float, now: float) -> Chunk | list | None:
         """Sources that are not paced: what arrived, waiting up to ``timeout_s``."""
         raise NotImplementedError  # pragma: no cover - interface
+
+
+class GeneratorSource(Source):
+    """A paced source that computes fixed-size chunks from the sample index.
+
+    Subclasses set ``sfreq``, ``_end`` (total samples, or None for endless)
+    and ``_index`` (next sample) and use ``params.chunk_size``; a restart
+    resumes at the chunk boundary before the sample it stopped at.
+    """
+
+    sfreq: float
+    _end: int | None
+    _index: int
+    _origin: float = 0.0
+    _prepared: Any = None
+
+    def start(self, origin: float, resume: int = 0) -> None:
+        self._origin = origin
+        if resume:
+            self._index = resume - resume % self.params.chunk_size
+            self._prepared = None
+
+    def position(self) -> int:
+        return self._index
+
+    def _remaining(self) -> int:
+        n = self.params.chunk_size
+        return n if self._end is None else min(n, self._end - self._index)
+
+    def next_due(self) -> float | None:
+        n = self._remaining()
+        if n <= 0:
+            return None
+        return self._origin + (self._index + n - 1) / self.sfreq
 
 
 # -- checks shared by nodes ------------------------------------------------------

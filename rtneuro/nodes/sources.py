@@ -23,7 +23,7 @@ from scipy.signal import sosfreqz
 from ..errors import ConfigError, did_you_mean
 from ..kernels.iir import sosfilt_hold
 from ..messages import Chunk, StreamMeta, make_events
-from .base import NodeContext, Source, param
+from .base import GeneratorSource, NodeContext, Source, param
 
 __all__ = ["Synthetic", "SyntheticParams", "FileReplay", "FileReplayParams", "aperiodic_sos"]
 
@@ -75,7 +75,7 @@ def aperiodic_sos(exponent: float, sfreq: float, f_min: float = 0.5) -> np.ndarr
     return np.array(rows)
 
 
-class Synthetic(Source):
+class Synthetic(GeneratorSource):
     """Seeded synthetic signal: oscillations, 1/f background, bursts, white noise.
 
     Deterministic for a given seed and independent of the chunk size: random
@@ -128,26 +128,6 @@ class Synthetic(Source):
     def warmup(self) -> None:
         x = np.zeros((4, self.n_channels))
         sosfilt_hold(self._sos, x, np.zeros_like(self._zi), np.zeros(self.n_channels), np.empty_like(x))
-
-    def start(self, origin: float, resume: int = 0) -> None:
-        self._origin = origin
-        if resume:
-            # Resuming after a restart: the background filter restarts from rest.
-            self._index = resume - resume % self.params.chunk_size
-            self._prepared = None
-
-    def position(self) -> int:
-        return self._index
-
-    def _remaining(self) -> int:
-        n = self.params.chunk_size
-        return n if self._end is None else min(n, self._end - self._index)
-
-    def next_due(self) -> float | None:
-        n = self._remaining()
-        if n <= 0:
-            return None
-        return self._origin + (self._index + n - 1) / self.sfreq
 
     def _block(self, purpose: int, b: int) -> np.ndarray:
         key = (purpose, b)

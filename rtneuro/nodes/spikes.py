@@ -28,7 +28,7 @@ from ..kernels.spikes import (
     detect_spikes,
 )
 from ..messages import EVENT_DTYPE, Chunk, StreamMeta, make_events
-from .base import Node, NodeContext, Source, param, regular_rate
+from .base import GeneratorSource, Node, NodeContext, param, regular_rate
 
 __all__ = ["SpikeDetect", "SpikeDetectParams", "SyntheticSpikes", "SyntheticSpikesParams", "EVENT_ID"]
 
@@ -423,7 +423,7 @@ class SyntheticSpikesParams:
             raise ConfigError(f"amplitude={list(self.amplitude)} must be [low, high]")
 
 
-class SyntheticSpikes(Source):
+class SyntheticSpikes(GeneratorSource):
     """A linear probe with units, Poisson spike trains and Gaussian noise.
 
     Channels sit on a line every ``pitch_um``. Each unit has a position
@@ -503,25 +503,6 @@ class SyntheticSpikes(Source):
         self._n_events = 0
         self._cache: dict[tuple[int, int], Any] = {}
         self._prepared: list | None = None
-
-    def start(self, origin: float, resume: int = 0) -> None:
-        self._origin = origin
-        if resume:
-            self._index = resume - resume % self.params.chunk_size
-            self._prepared = None
-
-    def position(self) -> int:
-        return self._index
-
-    def _remaining(self) -> int:
-        n = self.params.chunk_size
-        return n if self._end is None else min(n, self._end - self._index)
-
-    def next_due(self) -> float | None:
-        n = self._remaining()
-        if n <= 0:
-            return None
-        return self._origin + (self._index + n - 1) / self.sfreq
 
     def _cached(self, purpose: int, b: int) -> Any:
         """Noise (purpose 0) or spikes (purpose 1) of block ``b``, kept for the next chunks."""
