@@ -63,7 +63,8 @@ class SimulatedDriver:
             self.pulses[ch] = self.pulses.get(ch, 0.0) + n
             self.charge_uc[ch] = self.charge_uc.get(ch, 0.0) + n * amp * pw / 1000.0
         entry = {"t": now, "t_stream": t_stream, "kind": KINDS.get(kind, str(kind)), "channel": ch,
-                 "amplitude_ma": amp, "pulse_width_us": pw, "frequency_hz": freq, "duration_s": dur}
+                 "amplitude_ma": amp, "pulse_width_us": pw, "frequency_hz": freq, "duration_s": dur,
+                 "phase_shape": int(command["phase_shape"])}
         self.log.append(entry)
         if self._fh is not None:
             self._fh.write(json.dumps(entry) + "\n")

@@ -72,6 +72,11 @@ __all__ = [
     "CMD_OFF",
     "CMD_PULSE",
     "CMD_TRAIN",
+    "SHAPE_BIPHASIC_CATHODIC_FIRST",
+    "SHAPE_BIPHASIC_ANODIC_FIRST",
+    "SHAPE_MONOPHASIC_CATHODIC",
+    "SHAPE_MONOPHASIC_ANODIC",
+    "SHAPE_NAMES",
     "Chunk",
     "Message",
     "StreamMeta",
@@ -85,7 +90,7 @@ __all__ = [
     "unpack_control",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: commands carry phase_shape and ramp_s
 KINDS = ("sig", "feat", "evt", "cmd", "ctl")
 MESSAGE_TYPES = ("data", "meta", "eos", "ack")
 #: Default upper bound on the total size of one message (all frames).
@@ -134,7 +139,16 @@ CMD_OFF = 2  # stop continuous stimulation
 CMD_PULSE = 3  # one pulse or trigger (TMS / TTL style)
 CMD_TRAIN = 4  # a finite train of pulses
 
-#: One stimulation command. Units are in the field names.
+#: Pulse shapes (``phase_shape``). Biphasic pulses are charge-balanced (two equal phases).
+SHAPE_BIPHASIC_CATHODIC_FIRST = 0
+SHAPE_BIPHASIC_ANODIC_FIRST = 1
+SHAPE_MONOPHASIC_CATHODIC = 2
+SHAPE_MONOPHASIC_ANODIC = 3
+SHAPE_NAMES = {0: "biphasic cathodic-first", 1: "biphasic anodic-first", 2: "monophasic cathodic", 3: "monophasic anodic"}
+
+#: One stimulation command. Units are in the field names; ``pulse_width_us``
+#: is per phase; ``ramp_s`` asks the gate to reach a new level over that long
+#: (the profile's ramp rates apply in any case).
 COMMAND_DTYPE = np.dtype(
     [
         ("kind", "u1"),
@@ -143,6 +157,8 @@ COMMAND_DTYPE = np.dtype(
         ("pulse_width_us", "<f8"),
         ("frequency_hz", "<f8"),
         ("duration_s", "<f8"),
+        ("phase_shape", "u1"),
+        ("ramp_s", "<f8"),
     ]
 )
 

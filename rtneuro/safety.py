@@ -24,11 +24,21 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .errors import ConfigError, SafetyError
-from .messages import CMD_HOLD, CMD_LEVEL, CMD_OFF, CMD_PULSE, CMD_TRAIN, COMMAND_DTYPE
+from .errors import ConfigError, DeviceError, SafetyError
+from .messages import (
+    CMD_HOLD,
+    CMD_LEVEL,
+    CMD_OFF,
+    CMD_PULSE,
+    CMD_TRAIN,
+    COMMAND_DTYPE,
+    SHAPE_MONOPHASIC_ANODIC,
+    SHAPE_MONOPHASIC_CATHODIC,
+    SHAPE_NAMES,
+)
 from .nodes.base import build_params, param
 
-__all__ = ["ChannelLimits", "DeviceProfile", "load_profile", "Gate", "Decision", "PROFILE_DIR"]
+__all__ = ["ChannelLimits", "DeviceProfile", "load_profile", "Gate", "Decision", "PROFILE_DIR", "waveform_violation"]
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +66,54 @@ class ChannelLimits:
     max_train_s: float = param(3600.0, gt=0)
     min_interval_s: float = param(0.0, ge=0, doc="lockout after a change of level")
     clip_amplitude: bool = param(False, doc="clip amplitude (and charge) to the limit instead of refusing")
+    max_duty_cycle: float = param(1.0, gt=0, le=1, doc="largest fraction of time a pulse phase is on (phases x width x rate)")
+    ramp_up_ma_per_s: float | None = param(None, gt=0, doc="fastest rise of the amplitude (null: a step)")
+    ramp_down_ma_per_s: float | None = param(None, gt=0, doc="fastest fall of the amplitude, watchdog included (null: a step)")
+    blanking_ms: float = param(0.0, ge=0, doc="refuse decisions on data from this long after a delivered change (stimulation artifact)")
+    allow_monophasic: bool = param(False, doc="monophasic pulses are not charge-balanced: refused unless allowed")
+    safe_amplitude_ma: float = param(0.0, ge=0, doc="safe state: 0 is off; above 0, continuous stimulation at the safe waveform")
+    safe_pulse_width_us: float = param(60.0, gt=0)
+    safe_frequency_hz: float = param(130.0, gt=0)
 
     def __post_init__(self) -> None:
         lo, hi = self.pulse_width_us
         if not 0 < lo <= hi:
             raise ConfigError(f"pulse_width_us must be [min, max] with 0 < min <= max, got {list(self.pulse_width_us)}")
+        if self.safe_amplitude_ma > 0:
+            why = waveform_violation(self, self.safe_amplitude_ma, self.safe_pulse_width_us, self.safe_frequency_hz, 0)
+            if why:
+                raise ConfigError(f"the safe waveform of channel {self.channel} is outside its own limits ({why})")
+
+    def charge_limit_uc(self) -> float:
+        """Largest charge per phase: the profile's, and the Shannon limit for the electrode area."""
+        q = self.max_charge_per_phase_uc
+        if self.electrode_area_cm2 is not None:
+            # Shannon: log10(Q/A) = k - log10(Q)  ->  Q_max = sqrt(10^k * A)
+            q = min(q, math.sqrt(10 ** self.shannon_k * self.electrode_area_cm2))
+        return q
+
+
+def waveform_violation(lim: ChannelLimits, amp: float, pw: float, freq: float, shape: int) -> str:
+    """Why a continuous waveform breaks a channel's limits ("" when it does not).
+
+    Amplitude and charge are checked here only as hard ceilings; the gate
+    decides about clipping before.
+    """
+    lo, hi = lim.pulse_width_us
+    if not lo <= pw <= hi:
+        return f"pulse_width: {pw} us outside [{lo}, {hi}] us"
+    if not 0 < freq <= lim.max_frequency_hz:
+        return f"frequency: {freq} Hz outside (0, {lim.max_frequency_hz}] Hz"
+    if amp > lim.max_amplitude_ma + 1e-12:
+        return f"amplitude: {amp} mA exceeds the profile maximum {lim.max_amplitude_ma} mA"
+    q = lim.charge_limit_uc()
+    if amp * pw / 1000.0 > q + 1e-12:
+        return f"charge: {amp * pw / 1000:.3f} uC/phase exceeds the limit {q:.3f} uC/phase"
+    phases = 1 if shape in (SHAPE_MONOPHASIC_CATHODIC, SHAPE_MONOPHASIC_ANODIC) else 2
+    duty = phases * pw * 1e-6 * freq
+    if duty > lim.max_duty_cycle + 1e-12:
+        return f"duty_cycle: {duty:.4f} ({phases} phases x {pw} us x {freq} Hz) exceeds {lim.max_duty_cycle}"
+    return ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +171,17 @@ _ACCEPTED = Decision("accepted", "", None)
 class Gate:
     """Checks commands against a profile; the only caller of a driver.
 
+    Every command is accepted, clipped (only where the profile allows it) or
+    refused, with a reason. A new level is reached along a ramp no steeper
+    than the profile's rates (or the command's ``ramp_s``), one step per
+    :meth:`tick`. The watchdog ramps every channel down to its safe state
+    when no fresh valid command or heartbeat arrived within the profile's
+    ``watchdog_s``; the output is safe at the latest ``safe_deadline_s``
+    after the last valid input. An emergency stop puts every channel in its
+    safe state at once, without a ramp, and refuses every stimulating
+    command until it is cleared. A driver that fails (``DeviceError``) is
+    put in its safe state and the command is refused with the reason.
+
     Parameters
     ----------
     profile : DeviceProfile
@@ -129,17 +193,34 @@ class Gate:
         self.profile = profile
         self.driver = driver
         self.counts = {"accepted": 0, "clipped": 0, "refused": 0, "heartbeats": 0, "heartbeats_refused": 0,
-                       "expired": 0, "watchdog": 0}
+                       "expired": 0, "watchdog": 0, "ramp_steps": 0, "device_errors": 0, "estops": 0}
         self.reasons: dict[str, int] = {}
         self._last_valid: float | None = None
         self._last_change: dict[int, float] = {}
-        self._active: set[int] = set()
+        self._last_delivery_stream: dict[int, float] = {}
+        #: channel -> delivered waveform [amplitude, pulse width, frequency, shape] while stimulating
+        self.level: dict[int, list] = {}
+        #: channel -> ramp in progress: [from amp, to amp, rate mA/s, t0, pw, freq, shape, off at the end]
+        self._ramps: dict[int, list] = {}
         self.tripped = False
+        self.estopped = False
+        self.estop_reason = ""
+        self.last_error = ""
+        #: Latest time the output is safe after the last valid input.
+        self.safe_deadline_s = profile.watchdog_s + max(
+            (lim.max_amplitude_ma / lim.ramp_down_ma_per_s if lim.ramp_down_ma_per_s else 0.0)
+            for lim in profile.limits.values())
+
+    @property
+    def _active(self) -> set[int]:
+        return set(self.level)
+
+    # -- life cycle ---------------------------------------------------------
 
     def open(self, now: float) -> None:
         """Open the driver in its safe state. The watchdog arms at the first valid command."""
         self.driver.open()
-        self.driver.safe_state(now)
+        self._to_safe(now, 0.0)
         self._last_valid = None
 
     def heartbeat(self, now: float, deadline: float | None) -> Decision:
@@ -147,40 +228,111 @@ class Gate:
         if deadline is not None and now > deadline:
             self.counts["expired"] += 1
             self.counts["heartbeats_refused"] += 1
-            self.reasons["expired"] = self.reasons.get("expired", 0) + 1
+            self._count_reason("expired")
             return Decision("refused", f"expired: arrived {1e3 * (now - deadline):.1f} ms after its deadline", None)
-        self._last_valid = now
-        self.tripped = False
+        self._fed(now)
         self.counts["heartbeats"] += 1
         return _ACCEPTED
 
+    def _fed(self, now: float) -> None:
+        self._last_valid = now
+        self.tripped = False
+
+    def _count_reason(self, key: str) -> None:
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+
+    # -- commands -----------------------------------------------------------
+
     def submit(self, cmd: np.void, now: float, deadline: float | None, t_stream: float) -> Decision:
-        """Check one command record and deliver it if allowed."""
-        dec = self._check(cmd, now, deadline)
+        """Check one command record and deliver it (or start its ramp) if allowed."""
+        dec = self._check(cmd, now, deadline, t_stream)
         kind = int(cmd["kind"])
         if dec.status == "refused":
             # A refused heartbeat (expired) is counted apart: 'refused' counts commands.
             self.counts["heartbeats_refused" if kind == CMD_HOLD else "refused"] += 1
-            key = dec.reason.split(":")[0]
-            self.reasons[key] = self.reasons.get(key, 0) + 1
+            self._count_reason(dec.reason.split(":")[0])
             return dec
-        self._last_valid = now
-        self.tripped = False
+        self._fed(now)
         if kind == CMD_HOLD:
             self.counts["heartbeats"] += 1
             return dec
+        assert dec.command is not None
+        try:
+            self._apply(dec.command, now, t_stream)
+        except DeviceError as exc:
+            self._device_failed(exc, now, t_stream)
+            self.counts["refused"] += 1
+            self._count_reason("device")
+            return Decision("refused", f"device: {exc}", None)
         self.counts[dec.status] += 1
-        ch = int(cmd["channel"])
-        self.driver.deliver(dec.command, now, t_stream)
-        if kind == CMD_LEVEL:
-            self._active.add(ch)
-            self._last_change[ch] = now
-        elif kind == CMD_OFF:
-            self._active.discard(ch)
-            self._last_change[ch] = now
         return dec
 
-    def _check(self, cmd: np.void, now: float, deadline: float | None) -> Decision:
+    def _apply(self, cmd: np.void, now: float, t_stream: float) -> None:
+        kind = int(cmd["kind"])
+        ch = int(cmd["channel"])
+        lim = self.profile.limits[ch]
+        if kind in (CMD_PULSE, CMD_TRAIN):
+            self.driver.deliver(cmd, now, t_stream)
+            self._last_delivery_stream[ch] = t_stream
+            return
+        self._last_change[ch] = now
+        self._last_delivery_stream[ch] = t_stream
+        cur = self.level.get(ch)
+        cur_amp = cur[0] if cur is not None else 0.0
+        target: float
+        pw: float
+        freq: float
+        shape: int
+        if kind == CMD_OFF:
+            target = 0.0
+            pw, freq, shape = (cur[1], cur[2], cur[3]) if cur is not None else (0.0, 0.0, 0)
+        else:
+            target, pw, freq, shape = (float(cmd["amplitude_ma"]), float(cmd["pulse_width_us"]),
+                                       float(cmd["frequency_hz"]), int(cmd["phase_shape"]))
+        rate = lim.ramp_up_ma_per_s if target > cur_amp else lim.ramp_down_ma_per_s
+        ramp_s = float(cmd["ramp_s"])
+        if ramp_s > 0 and target != cur_amp:
+            asked = abs(target - cur_amp) / ramp_s
+            rate = asked if rate is None else min(rate, asked)
+        self._ramps.pop(ch, None)
+        if rate is None or target == cur_amp:
+            self._set(ch, target, pw, freq, shape, now, t_stream)
+            return
+        if cur is not None and (pw, freq, shape) != tuple(cur[1:]) and kind == CMD_LEVEL:
+            # a new waveform takes effect at the current amplitude, where it is within limits
+            if not waveform_violation(lim, cur_amp, pw, freq, shape):
+                self._set(ch, cur_amp, pw, freq, shape, now, t_stream)
+            else:
+                pw, freq, shape = cur[1], cur[2], cur[3]
+        self._ramps[ch] = [cur_amp, target, rate, now, pw, freq, shape, kind == CMD_OFF]
+        self._step_ramp(ch, now, t_stream)
+
+    def _set(self, ch: int, amp: float, pw: float, freq: float, shape: int, now: float, t_stream: float) -> None:
+        """Deliver a level (``amp`` > 0) or off."""
+        if amp <= 0.0:
+            if ch in self.level:
+                rec = make_command(CMD_OFF, ch)[0]
+                self.driver.deliver(rec, now, t_stream)
+                self.level.pop(ch, None)
+            return
+        rec = make_command(CMD_LEVEL, ch, amp, pw, freq, 0.0, shape)[0]
+        self.driver.deliver(rec, now, t_stream)
+        self.level[ch] = [amp, pw, freq, shape]
+
+    def _step_ramp(self, ch: int, now: float, t_stream: float) -> None:
+        a0, a1, rate, t0, pw, freq, shape, _off = self._ramps[ch]
+        step = rate * max(0.0, now - t0)
+        amp = min(a1, a0 + step) if a1 > a0 else max(a1, a0 - step)
+        cur = self.level.get(ch)
+        if amp == a1:
+            del self._ramps[ch]
+        if cur is None and amp <= 0.0:
+            return
+        if cur is None or abs(cur[0] - amp) > 1e-9 or amp == a1:
+            self._set(ch, amp, pw, freq, shape, now, t_stream)
+            self.counts["ramp_steps"] += 1
+
+    def _check(self, cmd: np.void, now: float, deadline: float | None, t_stream: float) -> Decision:
         kind = int(cmd["kind"])
         if kind not in KIND_NAMES:
             return Decision("refused", f"unknown: command kind {kind} is not one of {sorted(KIND_NAMES)}", None)
@@ -195,14 +347,25 @@ class Gate:
             return Decision("refused", f"channel: {ch} is not in profile '{self.profile.device}' (channels {sorted(self.profile.limits)})", None)
         if kind == CMD_OFF:
             return Decision("accepted", "", cmd)
-        amp, pw, freq, dur = (float(cmd[k]) for k in ("amplitude_ma", "pulse_width_us", "frequency_hz", "duration_s"))
-        if not all(math.isfinite(v) for v in (amp, pw, freq, dur)):
+        if self.estopped:
+            return Decision("refused", f"estop: the emergency stop is latched ({self.estop_reason}); clear it with 'rtneuro stop --clear'", None)
+        amp, pw, freq, dur, ramp_s = (float(cmd[k]) for k in ("amplitude_ma", "pulse_width_us", "frequency_hz", "duration_s", "ramp_s"))
+        shape = int(cmd["phase_shape"])
+        if not all(math.isfinite(v) for v in (amp, pw, freq, dur, ramp_s)):
             return Decision("refused", "nonfinite: a command field is NaN or infinite", None)
-        if amp < 0 or dur < 0:
-            return Decision("refused", f"negative: amplitude {amp} mA and duration {dur} s must be >= 0", None)
+        if amp < 0 or dur < 0 or ramp_s < 0:
+            return Decision("refused", f"negative: amplitude {amp} mA, duration {dur} s and ramp {ramp_s} s must be >= 0", None)
+        if shape not in SHAPE_NAMES:
+            return Decision("refused", f"shape: phase_shape {shape} is not one of {sorted(SHAPE_NAMES)}", None)
+        if shape in (SHAPE_MONOPHASIC_CATHODIC, SHAPE_MONOPHASIC_ANODIC) and not lim.allow_monophasic:
+            return Decision("refused", f"charge_balance: {SHAPE_NAMES[shape]} pulses are not charge-balanced and profile '{self.profile.device}' does not allow them on channel {ch}", None)
         last = self._last_change.get(ch)
         if kind == CMD_LEVEL and lim.min_interval_s > 0 and last is not None and now - last < lim.min_interval_s:
             return Decision("refused", f"lockout: {now - last:.3f} s since the last change, profile requires {lim.min_interval_s} s", None)
+        if lim.blanking_ms > 0:
+            t_del = self._last_delivery_stream.get(ch)
+            if t_del is not None and 0 <= t_stream - t_del < lim.blanking_ms / 1000.0:
+                return Decision("refused", f"blanking: decided on data {1e3 * (t_stream - t_del):.1f} ms after the stimulation it follows (blanking {lim.blanking_ms} ms)", None)
         lo, hi = lim.pulse_width_us
         if not lo <= pw <= hi:
             return Decision("refused", f"pulse_width: {pw} us outside [{lo}, {hi}] us", None)
@@ -210,12 +373,14 @@ class Gate:
             return Decision("refused", f"frequency: {freq} Hz outside (0, {lim.max_frequency_hz}] Hz", None)
         if kind == CMD_TRAIN and dur > lim.max_train_s:
             return Decision("refused", f"train: {dur} s exceeds {lim.max_train_s} s", None)
+        if kind in (CMD_LEVEL, CMD_TRAIN):
+            phases = 1 if shape in (SHAPE_MONOPHASIC_CATHODIC, SHAPE_MONOPHASIC_ANODIC) else 2
+            duty = phases * pw * 1e-6 * freq
+            if duty > lim.max_duty_cycle + 1e-12:
+                return Decision("refused", f"duty_cycle: {duty:.4f} ({phases} phases x {pw} us x {freq} Hz) exceeds {lim.max_duty_cycle}", None)
         allowed = lim.max_amplitude_ma
         why = f"amplitude: {amp} mA exceeds the profile maximum {lim.max_amplitude_ma} mA"
-        q_limit = lim.max_charge_per_phase_uc
-        if lim.electrode_area_cm2 is not None:
-            # Shannon: log10(Q/A) = k - log10(Q)  ->  Q_max = sqrt(10^k * A)
-            q_limit = min(q_limit, math.sqrt(10 ** lim.shannon_k * lim.electrode_area_cm2))
+        q_limit = lim.charge_limit_uc()
         amp_q = q_limit * 1000.0 / pw  # mA giving the charge limit at this width
         if amp_q < allowed:
             allowed = amp_q
@@ -229,32 +394,99 @@ class Gate:
             return Decision("clipped", f"{why}; clipped to {allowed:.3f} mA", out)
         return Decision("accepted", "", cmd)
 
-    def tick(self, now: float) -> bool:
-        """Watchdog: safe state when nothing valid arrived in time. True if it tripped."""
-        if self.tripped or self._last_valid is None:
-            return False
-        if now - self._last_valid > self.profile.watchdog_s:
+    # -- time, failures, stops ---------------------------------------------
+
+    def tick(self, now: float, t_stream: float | None = None) -> bool:
+        """Advance ramps; watchdog: ramp to the safe state when nothing valid arrived in time.
+
+        Returns True when the watchdog tripped on this call.
+        """
+        t_s = now if t_stream is None else t_stream
+        tripped = False
+        try:
+            if not self.tripped and self._last_valid is not None and now - self._last_valid > self.profile.watchdog_s:
+                self.counts["watchdog"] += 1
+                self.tripped = tripped = True
+                log.error("watchdog: no valid command or heartbeat for %.0f ms; every channel of '%s' goes to its safe state",
+                          1e3 * (now - self._last_valid), self.profile.device)
+                self._begin_safe(now, t_s)
+            for ch in list(self._ramps):
+                self._step_ramp(ch, now, t_s)
+            if self.tripped and not self._ramps and self._needs_safe:
+                self._to_safe(now, t_s)
+        except DeviceError as exc:
+            self._device_failed(exc, now, t_s)
+        return tripped
+
+    _needs_safe = False
+
+    def _begin_safe(self, now: float, t_stream: float) -> None:
+        """Ramp every stimulating channel down at its profile rate; safe state at the end."""
+        self._needs_safe = True
+        for ch, (amp, pw, freq, shape) in list(self.level.items()):
+            rate = self.profile.limits[ch].ramp_down_ma_per_s
+            if rate is None:
+                self._ramps.pop(ch, None)
+                self._set(ch, 0.0, pw, freq, shape, now, t_stream)  # no ramp: off now
+                continue
+            ramp = self._ramps.get(ch)
+            if ramp is not None and ramp[1] == 0.0 and ramp[2] >= rate:
+                continue  # already going down to 0 at least this fast
+            self._ramps[ch] = [amp, 0.0, rate, now, pw, freq, shape, True]
+        if not self._ramps:
+            self._to_safe(now, t_stream)
+
+    def _to_safe(self, now: float, t_stream: float) -> None:
+        """The driver's safe state, then the profile's safe waveform where it is not off."""
+        self._ramps.clear()
+        self.level.clear()
+        self._needs_safe = False
+        self.driver.safe_state(now)
+        for ch, lim in self.profile.limits.items():
+            if lim.safe_amplitude_ma > 0:
+                self._set(ch, lim.safe_amplitude_ma, lim.safe_pulse_width_us, lim.safe_frequency_hz, 0, now, t_stream)
+
+    def _device_failed(self, exc: Exception, now: float, t_stream: float) -> None:
+        self.counts["device_errors"] += 1
+        self.last_error = str(exc)
+        log.error("driver '%s' failed: %s; putting the device in its safe state", getattr(self.driver, "name", "?"), exc)
+        self._ramps.clear()
+        self.level.clear()
+        try:
             self.driver.safe_state(now)
-            self._active.clear()
-            self.counts["watchdog"] += 1
-            self.tripped = True
-            log.error("watchdog: no valid command or heartbeat for %.0f ms; all channels of '%s' are in their safe state",
-                      1e3 * (now - self._last_valid), self.profile.device)
-            return True
-        return False
+        except DeviceError as exc2:
+            log.error("driver '%s' could not reach its safe state: %s", getattr(self.driver, "name", "?"), exc2)
 
     def safe_state(self, now: float) -> None:
-        """Every channel to its safe state; the watchdog disarms until the next valid command."""
-        self.driver.safe_state(now)
-        self._active.clear()
+        """Every channel to its safe state now; the watchdog disarms until the next valid command."""
+        try:
+            self._to_safe(now, now)
+        except DeviceError as exc:
+            self._device_failed(exc, now, now)
         self._last_valid = None
+
+    def emergency_stop(self, now: float, reason: str = "operator") -> None:
+        """Safe state at once (no ramp), latched: stimulating commands are refused until cleared."""
+        self.estopped = True
+        self.estop_reason = reason
+        self.counts["estops"] += 1
+        log.error("emergency stop (%s): every channel of '%s' is in its safe state until cleared", reason, self.profile.device)
+        self.safe_state(now)
+
+    def clear_emergency_stop(self, now: float) -> None:
+        """Accept stimulating commands again; channels stay in their safe state until the next one."""
+        if self.estopped:
+            log.warning("emergency stop of '%s' cleared", self.profile.device)
+        self.estopped = False
+        self.estop_reason = ""
 
 
 def make_command(kind: int, channel: int = 0, amplitude_ma: float = 0.0, pulse_width_us: float = 0.0,
-                 frequency_hz: float = 0.0, duration_s: float = 0.0) -> np.ndarray:
+                 frequency_hz: float = 0.0, duration_s: float = 0.0, phase_shape: int = 0,
+                 ramp_s: float = 0.0) -> np.ndarray:
     """One command record as a length-1 array of :data:`COMMAND_DTYPE`."""
     rec = np.zeros(1, dtype=COMMAND_DTYPE)
-    rec[0] = (kind, channel, amplitude_ma, pulse_width_us, frequency_hz, duration_s)
+    rec[0] = (kind, channel, amplitude_ma, pulse_width_us, frequency_hz, duration_s, phase_shape, ramp_s)
     return rec
 
 

@@ -174,10 +174,12 @@ values = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64), st.
 DELIVERED = {"level": 0, "pulse": 0, "train": 0}
 
 
-wild = st.tuples(kinds, st.integers(-3, 4), values, values, values, values, st.floats(0, 2))
+wild = st.tuples(kinds, st.integers(-3, 4), values, values, values, values, st.floats(0, 2),
+                 st.integers(0, 6), values)
 # commands near the limits, on both sides of every one of them
 plausible = st.tuples(st.sampled_from([CMD_LEVEL, CMD_PULSE, CMD_TRAIN]), st.integers(0, 1), st.floats(0, 7),
-                      st.floats(20, 500), st.floats(0, 300), st.floats(0, 700), st.floats(0, 0.3))
+                      st.floats(20, 500), st.floats(0, 300), st.floats(0, 700), st.floats(0, 0.3),
+                      st.sampled_from([0, 0, 1, 2]), st.just(0.0))
 
 
 @settings(max_examples=400, deadline=None)
@@ -185,10 +187,10 @@ plausible = st.tuples(st.sampled_from([CMD_LEVEL, CMD_PULSE, CMD_TRAIN]), st.int
 def test_no_command_outside_the_limits_ever_reaches_the_driver(cmds):
     g = _gate()
     now = 0.0
-    for kind, ch, amp, pw, freq, dur, dt in cmds:
+    for kind, ch, amp, pw, freq, dur, dt, shape, ramp in cmds:
         now += dt
         rec = np.zeros(1, dtype=COMMAND_DTYPE)
-        rec[0] = (kind, ch, amp, pw, freq, dur)
+        rec[0] = (kind, ch, amp, pw, freq, dur, shape, ramp)
         g.submit(rec[0], now, now + 0.05 if dt < 1.5 else now - 0.01, now)
         g.tick(now)
     _check_log(g.driver.log)
@@ -207,8 +209,10 @@ def _check_log(log):
         assert lim.pulse_width_us[0] <= pw <= lim.pulse_width_us[1]
         q_limit = min(lim.max_charge_per_phase_uc, math.sqrt(10**lim.shannon_k * lim.electrode_area_cm2))
         assert amp * pw / 1000 <= q_limit * (1 + 1e-9)
+        assert entry["phase_shape"] in (0, 1)  # monophasic is not allowed by this profile
         if entry["kind"] in ("level", "train"):
             assert 0 < freq <= lim.max_frequency_hz
+            assert 2 * pw * 1e-6 * freq <= lim.max_duty_cycle + 1e-12
         if entry["kind"] == "train":
             assert dur <= lim.max_train_s
 

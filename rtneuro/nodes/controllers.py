@@ -35,6 +35,7 @@ class ThresholdParams:
     pulse_width_us: float = param(60.0, gt=0)
     frequency_hz: float = param(130.0, gt=0)
     deadline_ms: float = param(50.0, gt=0, doc="a command not applied within this long is refused")
+    ramp_s: float = param(0.0, ge=0, doc="reach a new level (or off) over this long; the profile's ramp rates apply in any case")
     gate_action: Literal["off", "hold"] = param(
         "off", doc="with a quality stream as second input, on a flagged window: switch off, or hold the current state")
 
@@ -160,7 +161,7 @@ class Threshold(Node):
         values = chunk.data[:, self.col].tolist()
         n = len(values)
         dt = 1.0 / chunk.sfreq if chunk.sfreq > 0 else 0.0
-        hold = (CMD_HOLD, p.channel, 0.0, 0.0, 0.0, 0.0)
+        hold = (CMD_HOLD, p.channel, 0.0, 0.0, 0.0, 0.0, 0, 0.0)
         recs = []
         win = chunk.extra.get("window") if chunk.extra else None
         for i, v in enumerate(values):
@@ -177,9 +178,9 @@ class Threshold(Node):
             if kind == CMD_HOLD:
                 recs.append(hold)
             elif kind == CMD_LEVEL:
-                recs.append((CMD_LEVEL, p.channel, p.amplitude_ma, p.pulse_width_us, p.frequency_hz, 0.0))
+                recs.append((CMD_LEVEL, p.channel, p.amplitude_ma, p.pulse_width_us, p.frequency_hz, 0.0, 0, p.ramp_s))
             else:
-                recs.append((kind, p.channel, 0.0, 0.0, 0.0, 0.0))
+                recs.append((kind, p.channel, 0.0, 0.0, 0.0, 0.0, 0, p.ramp_s))
         self.decisions += n
         cause = {
             "stream": self.inputs[0].name,
@@ -253,7 +254,7 @@ class Pulse(Node):
             self.heartbeats += 1
             n = chunk.data.shape[0]
             t_last = chunk.t0 + (n - 1) / chunk.sfreq if chunk.sfreq > 0 else chunk.t0
-            recs = np.array([(CMD_HOLD, p.channel, 0.0, 0.0, 0.0, 0.0)], dtype=COMMAND_DTYPE)
+            recs = np.array([(CMD_HOLD, p.channel, 0.0, 0.0, 0.0, 0.0, 0, 0.0)], dtype=COMMAND_DTYPE)
             cause = {"stream": self.inputs[0].name, "frames": [chunk.first + n - 1, chunk.first + n - 1], "t_last": t_last}
             return Chunk(recs, chunk.first + n - 1, t_last, 0.0, chunk.trace, {"cause": cause, "deadline": deadline})
         ev = chunk.data

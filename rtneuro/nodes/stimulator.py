@@ -80,6 +80,23 @@ class Stimulator(Node):
             out.append((d.status, d.reason))
         return out
 
+    def emergency_stop(self, now: float, reason: str = "operator") -> None:
+        """Safe state at once, latched until :meth:`clear_emergency_stop` (``rtneuro stop --now``)."""
+        if self.gate is not None:
+            self.gate.emergency_stop(now, reason)
+
+    def clear_emergency_stop(self, now: float) -> None:
+        """Accept stimulating commands again (``rtneuro stop --clear``)."""
+        if self.gate is not None:
+            self.gate.clear_emergency_stop(now)
+
+    def status(self) -> str:
+        if self.gate is None:
+            return ""
+        if self.gate.estopped:
+            return "EMERGENCY STOP latched"
+        return "watchdog tripped" if self.gate.tripped else ""
+
     def end(self) -> None:
         """Every command input has ended: safe state now, not after the watchdog deadline."""
         if self.gate is not None:
@@ -92,7 +109,10 @@ class Stimulator(Node):
     def report(self) -> dict:
         if self.gate is None:
             return {}
-        return {"gate": dict(self.gate.counts), "refusals": dict(self.gate.reasons), "driver": self.gate.driver.report()}
+        g = self.gate
+        return {"gate": dict(g.counts), "refusals": dict(g.reasons), "driver": g.driver.report(),
+                "estop": {"latched": g.estopped, "count": g.counts["estops"], "reason": g.estop_reason},
+                "safe_deadline_s": round(g.safe_deadline_s, 6), "last_device_error": g.last_error}
 
     def close(self) -> None:
         if self.gate is not None:
