@@ -206,6 +206,9 @@ class Gate:
         self.estopped = False
         self.estop_reason = ""
         self.last_error = ""
+        #: per watchdog trip: (seconds from the last valid input to the safe state, seconds beyond the deadline)
+        self.trips: list[tuple[float, float]] = []
+        self._trip_from: float | None = None
         #: Latest time the output is safe after the last valid input.
         self.safe_deadline_s = profile.watchdog_s + max(
             (lim.max_amplitude_ma / lim.ramp_down_ma_per_s if lim.ramp_down_ma_per_s else 0.0)
@@ -407,6 +410,7 @@ class Gate:
             if not self.tripped and self._last_valid is not None and now - self._last_valid > self.profile.watchdog_s:
                 self.counts["watchdog"] += 1
                 self.tripped = tripped = True
+                self._trip_from = self._last_valid
                 log.error("watchdog: no valid command or heartbeat for %.0f ms; every channel of '%s' goes to its safe state",
                           1e3 * (now - self._last_valid), self.profile.device)
                 self._begin_safe(now, t_s)
@@ -438,6 +442,10 @@ class Gate:
 
     def _to_safe(self, now: float, t_stream: float) -> None:
         """The driver's safe state, then the profile's safe waveform where it is not off."""
+        if self.tripped and self._trip_from is not None:
+            # measured: from the last valid input to the safe state, and beyond the deadline
+            self.trips.append((now - self._trip_from, now - self._trip_from - self.safe_deadline_s))
+            self._trip_from = None
         self._ramps.clear()
         self.level.clear()
         self._needs_safe = False

@@ -250,3 +250,16 @@ def test_a_profile_with_a_safe_level_returns_to_it(tmp_path):
 
 def test_commands_have_shape_and_ramp_fields():
     assert COMMAND_DTYPE.names[-2:] == ("phase_shape", "ramp_s")
+
+
+def test_each_watchdog_trip_is_measured_from_the_last_valid_input_to_the_safe_state(ramp_profile):
+    g = _gate(ramp_profile)
+    g.submit(make_command(CMD_LEVEL, 1, 1.0, 100.0, 100.0)[0], 1.0, 2.0, 1.0)
+    t = 1.0
+    while t < 4.0:
+        t += TICK
+        g.tick(t)
+    (to_safe, over), = g.trips
+    # tripped after 0.3 s, then 1 mA down at 1.5 mA/s: safe 0.967 s after the last command, to the tick
+    assert 0.3 + 1.0 / 1.5 <= to_safe <= 0.3 + 1.0 / 1.5 + 2 * TICK
+    assert over == pytest.approx(to_safe - g.safe_deadline_s) and over < 0

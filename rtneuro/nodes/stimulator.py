@@ -112,7 +112,9 @@ class Stimulator(Node):
         g = self.gate
         return {"gate": dict(g.counts), "refusals": dict(g.reasons), "driver": g.driver.report(),
                 "estop": {"latched": g.estopped, "count": g.counts["estops"], "reason": g.estop_reason},
-                "safe_deadline_s": round(g.safe_deadline_s, 6), "last_device_error": g.last_error}
+                "safe_deadline_s": round(g.safe_deadline_s, 6), "last_device_error": g.last_error,
+                "watchdog_to_safe_ms": [round(1e3 * a, 3) for a, _ in g.trips],
+                "watchdog_over_deadline_ms": [round(1e3 * b, 3) for _, b in g.trips]}
 
     def close(self) -> None:
         if self.gate is not None:
