@@ -16,6 +16,9 @@ from rtneuro.errors import ConfigError, did_you_mean
 
 DRIVERS: dict[str, str] = {
     "simulated": "rtneuro.hardware.simulated:SimulatedDriver",
+    "lsl_markers": "rtneuro.hardware.lsl_markers:LslMarkerDriver",
+    "serial": "rtneuro.hardware.serial_driver:SerialDriver",
+    "zmq": "rtneuro.hardware.zmq_driver:ZmqDriver",
 }
 
 

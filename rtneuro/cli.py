@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import sys
+import time
 import typing
 
 from .errors import ConfigError, RtneuroError
@@ -98,7 +99,96 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .runtime.service import serve
 
-    return serve(args.endpoint, args.process, timeout_s=args.timeout)
+    return serve(args.endpoint, args.process, timeout_s=args.timeout, keys=args.keys)
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from .security import AUTHORIZED_FILE, PUBLIC_FILE, SECRET_FILE, create_keys
+
+    keys = create_keys(args.dir, force=args.force)
+    d = keys.directory
+    print(f"{d}: public key {PUBLIC_FILE} ({keys.public.decode()}), secret {SECRET_FILE} (mode 0600), "
+          f"{AUTHORIZED_FILE} lists {len(keys.authorized)} key(s); use it with transport: {{scheme: tcp, keys: {d}}}")
+    return 0
+
+
+def _find_runs(run: str | None) -> list[dict]:
+    """The running supervisors ``rtneuro stop`` talks to: ``--run``, or every one of this user."""
+    import json
+    from pathlib import Path
+
+    from .runtime.supervisor import running_supervisors
+
+    if run is not None:
+        p = Path(run).expanduser()
+        f = p / "control.json" if p.is_dir() else p
+        try:
+            return [json.loads(f.read_text())]
+        except (OSError, ValueError) as exc:
+            raise RtneuroError(f"--run {run}: no running rtneuro there ({exc.__class__.__name__}); "
+                               "pass the run folder 'rtneuro run' printed, or leave --run out") from None
+    runs = running_supervisors()
+    if not runs:
+        raise RtneuroError("no running rtneuro found: start one with 'rtneuro run CONFIG', or pass --run RUN_FOLDER")
+    return runs
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    """Emergency stop (``--now``) or its clear (``--clear``) of running graphs; one line per run."""
+    import zmq
+
+    from .messages import pack_control, unpack_control
+    from .runtime.clock import lsl_clock
+    from .security import curve_client, load_keys
+
+    if args.now == args.clear:
+        raise RtneuroError("say what to do: 'rtneuro stop --now' (emergency stop) or 'rtneuro stop --clear'")
+    op = "estop" if args.now else "estop_clear"
+    runs = _find_runs(args.run)
+    if op == "estop_clear" and len(runs) > 1:
+        names = ", ".join(f"{r.get('name')} ({r.get('run_dir')})" for r in runs)
+        raise RtneuroError(f"{len(runs)} runs are going: {names}; clear one at a time with --run RUN_FOLDER")
+    ctx: zmq.Context = zmq.Context.instance()
+    socks = []
+    for run in runs:  # send to every run first: an emergency stop does not wait for the first answer
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if run.get("keys") and str(run["control"]).startswith("tcp://"):
+            curve_client(sock, load_keys(args.keys or run["keys"]))
+        sock.connect(run["control"])
+        t_sent = lsl_clock()
+        t0 = time.perf_counter()
+        sock.send(pack_control({"op": op, "t_sent": t_sent, "reason": args.reason}))
+        socks.append((run, sock, t_sent, t0))
+    code = 0
+    what = "emergency stop" if op == "estop" else "emergency stop cleared"
+    for run, sock, t_sent, t0 in socks:
+        name = run.get("name", "?")
+        left = max(0.0, args.timeout - (time.perf_counter() - t0))
+        if not sock.poll(int(left * 1000)):
+            print(f"{what}: run '{name}' (pid {run.get('pid')}) did not answer within {args.timeout:g} s; "
+                  "if it is still running, stop it (Ctrl-C in its terminal, or kill -TERM its pid): "
+                  "that also puts every stimulator in its safe state")
+            code = 1
+            sock.close()
+            continue
+        rtt_ms = (time.perf_counter() - t0) * 1e3
+        reply = unpack_control(sock.recv())
+        sock.close()
+        expected = reply.get("expected") or []
+        ok = reply.get("confirmed") or []
+        t_conf = reply.get("t_confirmed")
+        lat = f"in {(t_conf - t_sent) * 1e3:.2f} ms (send -> stimulator confirmation; " if isinstance(t_conf, (int, float)) else "(no confirmation time; "
+        line = f"{what}: run '{name}': {len(ok)} of {len(expected)} stimulators confirmed {lat}round trip {rtt_ms:.2f} ms)"
+        problems = [f"{nid} {why}" for nid, why in (reply.get("failed") or {}).items()]
+        problems += [f"process '{p}' did not confirm" for p in reply.get("missing") or []]
+        if problems or len(ok) < len(expected):
+            line += "; " + "; ".join(problems) + "; stop the run (Ctrl-C) to put every device in its safe state"
+            code = 1
+        elif op == "estop":
+            line += "; latched until 'rtneuro stop --clear'"
+        print(line)
+    return code
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -172,15 +262,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("endpoint", help="the supervisor's control endpoint, as printed by 'rtneuro run' (tcp://host:port)")
     s.add_argument("process", help="the process to run (launch: remote in the graph)")
     s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the supervisor")
+    s.add_argument("--keys", default=None, help="this host's copy of the run's transport.keys folder (rtneuro keys)")
     s.set_defaults(func=_cmd_serve)
+
+    st = sub.add_parser("stop", help="emergency stop of running graphs (--now), or clear it (--clear)")
+    st.add_argument("--now", action="store_true", help="every stimulator to its safe state at once, latched")
+    st.add_argument("--clear", action="store_true", help="release the latched emergency stop (one run)")
+    st.add_argument("--run", default=None, help="the run folder printed by 'rtneuro run' (default: every run of this user)")
+    st.add_argument("--keys", default=None, help="CURVE keys folder for a tcp control socket (default: the run's)")
+    st.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the confirmation")
+    st.add_argument("--reason", default="operator (rtneuro stop)", help="recorded in the run report")
+    st.set_defaults(func=_cmd_stop)
+
+    k = sub.add_parser("keys", help="create a CURVE keypair and its authorized list for tcp transport")
+    k.add_argument("dir", help="folder to create (mode 0700); name it in the graph as transport.keys")
+    k.add_argument("--force", action="store_true", help="replace an existing keypair")
+    k.set_defaults(func=_cmd_keys)
 
     pr = sub.add_parser("probe", help="time a running graph over LSL, from a probe outlet to one of its outlets",
                         add_help=False)
     pr.add_argument("probe_args", nargs=argparse.REMAINDER)
     pr.set_defaults(func=_cmd_probe)
 
-    b = sub.add_parser("bench", help="run a benchmark (latency, lsl, dsp)")
-    b.add_argument("name", choices=["latency", "lsl", "dsp"])
+    b = sub.add_parser("bench", help="run a benchmark (latency, lsl, dsp, safety)")
+    b.add_argument("name", choices=["latency", "lsl", "dsp", "safety"])
     b.add_argument("--json", default=None, help="write results here")
     b.add_argument("--duration", type=float, default=20.0, help="seconds measured per variant")
     b.add_argument("--variants", default=None, help="comma-separated subset of variants")

@@ -455,6 +455,11 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
         if pp.launch == "remote" and transport.scheme != "tcp":
             errors.add(_line(proc_raw, name), f"process '{name}' runs on another host: set transport.scheme: tcp "
                        "and transport.host to the address of this host")
+    if transport.keys is not None:  # relative to the graph file, like every other path
+        transport = replace(transport, keys=str((base / Path(transport.keys).expanduser()).resolve()))
+    problem = transport.security_problem(pp.host for pp in proc_params.values() if pp.host)
+    if problem:
+        errors.add(_line(doc, "transport"), problem)
     errors.raise_if_any()
 
     processes: dict[str, ProcessSpec] = {}

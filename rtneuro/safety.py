@@ -399,6 +399,12 @@ class Gate:
 
     # -- time, failures, stops ---------------------------------------------
 
+    def next_due(self) -> float | None:
+        """The LSL time at which the watchdog trips unless a valid input arrives (None: not armed)."""
+        if self.tripped or self._last_valid is None:
+            return None
+        return self._last_valid + self.profile.watchdog_s + 1e-4
+
     def tick(self, now: float, t_stream: float | None = None) -> bool:
         """Advance ramps; watchdog: ramp to the safe state when nothing valid arrived in time.
 

@@ -34,14 +34,24 @@ Commands
 Endpoints
     ``ipc://`` on one host (files in the run directory, removed at exit) and
     ``tcp://`` across hosts.
+
+Security (see :mod:`rtneuro.security`)
+    ``ipc://`` socket files are made ``0600`` when bound, in a ``0700`` run
+    folder. Over ``tcp://`` with ``transport.keys``, every bound socket is a
+    CURVE server accepting only the keys of the folder's ``authorized`` file
+    and every connecting socket a CURVE client. Without keys, tcp is refused
+    at validation unless every address is a loopback one (then a warning:
+    any local user can connect) or ``transport.insecure: true`` says the
+    network is an isolated lab network.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,6 +69,16 @@ from .messages import (
     encode_ack,
     encode_eos,
     encode_meta,
+)
+from .security import (
+    Keys,
+    curve_client,
+    curve_server,
+    is_loopback,
+    keys_problem,
+    load_keys,
+    release_server,
+    secure_ipc,
 )
 
 __all__ = [
@@ -103,6 +123,14 @@ class TransportParams:
     ack_timeout_ms : float
         A command without acknowledgement after this long is re-sent (until
         its deadline).
+    keys : str or None
+        tcp: folder made by ``rtneuro keys DIR``; every socket then uses
+        CURVE authentication and encryption (ignored with ipc, whose socket
+        files are owner-only). Relative to the graph file.
+    insecure : bool
+        tcp without keys on addresses other hosts can reach: anyone on the
+        network could send stimulation commands. Only for an isolated lab
+        network; refused at validation unless set.
     """
 
     scheme: Literal["ipc", "tcp"] = "ipc"
@@ -114,6 +142,8 @@ class TransportParams:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     copy_threshold: int = 65536
     ack_timeout_ms: float = 100.0
+    keys: str | None = None
+    insecure: bool = False
 
     def check(self) -> None:
         if self.scheme not in ("ipc", "tcp"):
@@ -127,6 +157,54 @@ class TransportParams:
             raise ConfigError(f"transport.base_port={self.base_port} must be in [0, 65000]")
         if self.ack_timeout_ms <= 0:
             raise ConfigError(f"transport.ack_timeout_ms={self.ack_timeout_ms} must be > 0")
+        if self.keys is not None and not str(self.keys).strip():
+            raise ConfigError("transport.keys is empty; name the folder made by 'rtneuro keys DIR'")
+
+    def security_problem(self, hosts: Iterable[str] = ()) -> str | None:
+        """Why this transport may not carry commands (one line naming the fix), or None.
+
+        Parameters
+        ----------
+        hosts : iterable of str
+            The addresses processes bind to besides ``host``.
+        """
+        if self.scheme != "tcp":
+            return None
+        if self.keys is not None:
+            return keys_problem(self.keys)
+        if self.insecure:
+            return None
+        exposed = [h for h in (self.host, *hosts) if not is_loopback(h)]
+        if not exposed:
+            return None
+        return (f"transport.scheme: tcp on {exposed[0]} without keys would let anyone on that network send stimulation "
+                "commands; create keys with 'rtneuro keys DIR' and set transport.keys: DIR "
+                "(or transport.insecure: true, on an isolated lab network only)")
+
+    def security_warning(self) -> str | None:
+        """A one-line warning for tcp without keys (loopback, or ``insecure``), or None."""
+        if self.scheme != "tcp" or self.keys is not None:
+            return None
+        if self.insecure:
+            return ("transport.insecure: tcp sockets accept commands from anyone who can reach them; "
+                    "use transport.keys unless this network is isolated")
+        return ("transport.scheme: tcp on loopback without keys: any user of this machine can send commands; "
+                "use ipc, or transport.keys (rtneuro keys DIR)")
+
+    def curve_keys(self) -> Keys | None:
+        """The CURVE keys tcp sockets use (None: ipc, or no keys configured)."""
+        if self.scheme != "tcp" or self.keys is None:
+            return None
+        return _load_keys(str(self.keys))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_keys(directory: str) -> Keys:
+    return load_keys(directory)
+
+
+def _server_keys(params: TransportParams, endpoint: str) -> Keys | None:
+    return params.curve_keys() if endpoint.startswith("tcp://") else None
 
 
 @dataclass(slots=True)
@@ -217,9 +295,13 @@ class Publisher:
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         if self.lossless:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self._keys = _server_keys(params, endpoint)
+        if self._keys is not None:
+            curve_server(sock, self._keys)
         sock.bind(endpoint)
         self.socket = sock
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        secure_ipc(self.endpoint)
         self._meta_frames: dict[bytes, list] = {}
         self._seq: dict[bytes, int] = {}
         #: subscription messages seen per topic (one per subscribing socket)
@@ -291,7 +373,11 @@ class Publisher:
 
     def close(self, linger_ms: int = 0) -> None:
         """Close; with ``linger_ms`` > 0, first try that long to deliver what is queued."""
+        ctx = self.socket.context
         self.socket.close(linger=linger_ms)
+        if self._keys is not None:
+            release_server(ctx, self._keys)
+            self._keys = None
 
 
 class Subscriber:
@@ -309,6 +395,9 @@ class Subscriber:
         sock = ctx.socket(zmq.SUB)
         _configure(sock, params)
         sock.setsockopt(zmq.RCVHWM, params.hwm)
+        keys = params.curve_keys()
+        if keys is not None:
+            curve_client(sock, keys)
         self.socket = sock
         self.streams: dict[bytes, _StreamState] = {}
         self.rejections = Rejections()
@@ -490,6 +579,9 @@ class CommandSender:
         _configure(sock, params)
         sock.setsockopt(zmq.SNDHWM, params.hwm)
         sock.setsockopt(zmq.RCVHWM, params.hwm)
+        keys = params.curve_keys() if endpoint.startswith("tcp://") else None
+        if keys is not None:
+            curve_client(sock, keys)
         sock.connect(endpoint)
         self.socket = sock
         self.inc = inc
@@ -581,9 +673,13 @@ class CommandReceiver:
         _configure(sock, params)
         sock.setsockopt(zmq.RCVHWM, params.hwm)
         sock.setsockopt(zmq.SNDHWM, params.hwm)
+        self._keys = _server_keys(params, endpoint)
+        if self._keys is not None:
+            curve_server(sock, self._keys)
         sock.bind(endpoint)
         self.socket = sock
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        secure_ipc(self.endpoint)
         self.inc = inc
         self.max_bytes = params.max_message_bytes
         self.rejections = Rejections()
@@ -659,4 +755,8 @@ class CommandReceiver:
 
     def close(self, linger_ms: int = 0) -> None:
         """Close; with ``linger_ms`` > 0, first try that long to deliver what is queued."""
+        ctx = self.socket.context
         self.socket.close(linger=linger_ms)
+        if self._keys is not None:
+            release_server(ctx, self._keys)
+            self._keys = None

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def _remote_graph(host_supervisor: str, host_remote: str, **kw) -> dict:
     graph = synthetic_chain(speed=5, duration_s=5.0, **kw)
-    graph["transport"] = {"scheme": "tcp", "host": host_supervisor}
+    graph["transport"] = {"scheme": "tcp", "host": host_supervisor, "insecure": True}  # an isolated test network
     graph["processes"] = {"stimulate": {"launch": "remote", "host": host_remote}}
     return graph
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..messages import CMD_HOLD, Chunk, StreamMeta
 from ..safety import Gate, load_profile
 from .base import Node, NodeContext, param
@@ -20,6 +21,7 @@ class StimulatorParams:
     driver: str = param("simulated", doc="a driver registered in rtneuro.hardware.DRIVERS")
     profile: str = param("simulated", doc="shipped profile name or path to a profile YAML")
     log_path: str | None = param(None, doc="simulated driver: append delivered commands to this JSON-lines file")
+    driver_args: dict[str, Any] = param({}, doc="the driver's own settings (serial: port, baudrate; zmq: endpoint; lsl_markers: stream_name)")
 
 
 class Stimulator(Node):
@@ -48,11 +50,22 @@ class Stimulator(Node):
         self._driver_cls = driver_class(params.driver)
         if params.driver != self.profile.device:
             raise ConfigError(f"profile '{params.profile}' is for device '{self.profile.device}', not driver '{params.driver}'")
+        import inspect
+
+        sig = inspect.signature(self._driver_cls)
+        accepted = [n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        for key in params.driver_args:
+            if key not in accepted:
+                raise ConfigError(f"driver_args: driver '{params.driver}' takes no {key!r}{did_you_mean(key, accepted)}; it takes {accepted}")
+        missing = [n for n, p in sig.parameters.items()
+                   if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in params.driver_args]
+        if missing:
+            raise ConfigError(f"driver_args: driver '{params.driver}' needs {missing}")
         self.outputs = {}
         self.gate: Gate | None = None
 
     def open(self) -> None:
-        kwargs = {}
+        kwargs = dict(self.params.driver_args)
         if self.params.log_path:
             kwargs["log_path"] = self.ctx.resolve(self.params.log_path)
         self.gate = Gate(self.profile, self._driver_cls(**kwargs))
@@ -79,6 +92,10 @@ class Stimulator(Node):
                 d = gate.submit(data[i], now, deadline, chunk.t0 + i * dt)
             out.append((d.status, d.reason))
         return out
+
+    def next_tick_due(self) -> float | None:
+        """When the watchdog must next be checked (the service wakes up for it)."""
+        return None if self.gate is None else self.gate.next_due()
 
     def emergency_stop(self, now: float, reason: str = "operator") -> None:
         """Safe state at once, latched until :meth:`clear_emergency_stop` (``rtneuro stop --now``)."""

@@ -15,6 +15,11 @@ runs the loop:
 * every ``status_interval_s`` the service reports its counters and new
   latency samples to the supervisor.
 
+An ``estop`` from the supervisor calls ``emergency_stop(now)`` at once on
+every node that has it (the stimulators: safe state, latched in their gate),
+``estop_clear`` calls ``clear_emergency_stop(now)``; the service answers
+with each node's outcome.
+
 It ends when its sources are exhausted and every input has ended (``drain``),
 when told to ``stop``, or on SIGTERM. A node that raises ends the service
 with exit code 1 after its stimulators are put in their safe state; the
@@ -45,6 +50,7 @@ from ..config import parse_speed
 from ..errors import RtneuroError, SchemaError
 from ..messages import CMD_HOLD, Chunk, StreamMeta, encode, pack_control, unpack_control
 from ..nodes import Node, NodeContext, Source, build_params, node_class
+from ..security import curve_client, load_keys, stop_authenticator
 from ..transport import CommandReceiver, CommandSender, Publisher, Subscriber, TransportParams
 from .clock import COARSE_S, Clock, VirtualClock, lsl_clock, make_clock, sleep_until
 
@@ -159,6 +165,8 @@ class Service:
         self._spun = True
         self._start_msg: dict | None = None
         self._last_ping = 0.0
+        #: an emergency stop is latched (the nodes hold the latch; this is for the report)
+        self._estopped = False
 
     # -- construction -------------------------------------------------------
 
@@ -180,6 +188,8 @@ class Service:
         self.sources: list[Source] = [n for n in self.nodes.values() if isinstance(n, Source)]
         self.stimulators = {nid for nid, n in self.nodes.items() if n.category == "stimulator"}
         self.tickers: list[Any] = [n for n in self.nodes.values() if callable(getattr(n, "tick", None))]
+        #: tickers that name the moment they must next be ticked (a stimulator's watchdog deadline)
+        self._deadline_tickers: list[Any] = [n for n in self.tickers if callable(getattr(n, "next_tick_due", None))]
         #: stream -> ids of the nodes of this process that consume it
         self.local_consumers: dict[str, list[str]] = {}
         for s in specs:
@@ -259,6 +269,9 @@ class Service:
         self.control = self.zctx.socket(zmq.DEALER)
         self.control.setsockopt(zmq.LINGER, 1000)
         self.control.setsockopt(zmq.IDENTITY, f"{self.name}:{self.inc}".encode())
+        keys = tp.curve_keys()
+        if keys is not None and plan["control"].startswith("tcp://"):
+            curve_client(self.control, keys)
         self.control.connect(plan["control"])
         self.poller = zmq.Poller()
         self._handlers: dict[zmq.Socket, Callable[[], None]] = {}
@@ -304,6 +317,37 @@ class Service:
                 self._stop = True
             elif op == "ping":
                 self._last_ping = lsl_clock()
+            elif op in ("estop", "estop_clear"):
+                self._emergency(msg, clear=op == "estop_clear")
+
+    def _emergency(self, msg: dict, clear: bool) -> None:
+        """Call ``emergency_stop(now)`` (or ``clear_emergency_stop(now)``) on every node that has it; confirm.
+
+        A stimulator node without the method but with a gate that has it
+        gets the gate's. Each node's outcome (``"ok"`` or the error) goes
+        back to the supervisor at once, with the time the last one returned.
+        """
+        name = "clear_emergency_stop" if clear else "emergency_stop"
+        results: dict[str, str] = {}
+        for nid, node in self.nodes.items():
+            fn = getattr(node, name, None)
+            if fn is None and node.category == "stimulator":
+                fn = getattr(getattr(node, "gate", None), name, None)
+            if fn is None:
+                if node.category == "stimulator":
+                    results[nid] = f"failed: {type(node).__name__} has no {name}()"
+                continue
+            try:
+                fn(node.ctx.real_clock())
+                results[nid] = "ok"
+            except Exception as exc:  # report it: the operator must know this stimulator did not confirm
+                log.error("%s on node '%s' failed:\n%s", name, nid, traceback.format_exc())
+                results[nid] = f"failed: {type(exc).__name__}: {exc}"
+        t = lsl_clock()
+        self._estopped = not clear
+        if results:
+            log.warning("%s: %s", "emergency stop cleared" if clear else "emergency stop", results)
+        self._send_control({"op": "estop_done", "id": msg.get("id"), "clear": clear, "results": results, "t": t})
 
     def request_stop(self) -> None:
         """Stop at the next loop turn (signal handlers call this)."""
@@ -392,6 +436,11 @@ class Service:
                 encode(last[0].kind, last[0].stream, 0, self.inc, last[1], last[0].topic)
         except Exception:  # a rehearsal must never disturb the run
             log.debug("rehearsal failed", exc_info=True)
+
+    def _tick_due(self) -> float | None:
+        """The earliest LSL time a node asked to be ticked at (None: the regular 20 ms ticks will do)."""
+        dues = [d for n in self._deadline_tickers if (d := n.next_tick_due()) is not None]
+        return min(dues) if dues else None
 
     def _wait(self, seconds: float) -> None:
         """Serve sockets for up to ``seconds`` (returns after the first batch)."""
@@ -716,6 +765,7 @@ class Service:
                     reports[nid] = {"error": f"report failed: {exc!r}"}
             msg["nodes"] = reports
             msg["ok"] = ok  # False: the service is ending because it failed
+            msg["estop_latched"] = self._estopped
         self._send_control(msg)
 
     def _wait_subscribers(self) -> None:
@@ -852,9 +902,11 @@ class Service:
             elif self.remote_streams <= self._ended:
                 break
             else:
-                self._wait(MAX_BLOCK_S)
+                tick_due = self._tick_due()
+                self._wait(MAX_BLOCK_S if tick_due is None else min(MAX_BLOCK_S, max(0.0, tick_due - lsl_clock())))
             now = lsl_clock()
-            if now >= next_tick:
+            tick_due = self._tick_due() if self._deadline_tickers else None
+            if now >= next_tick or (tick_due is not None and now >= tick_due):
                 for node in self.tickers:
                     node.tick(now)
                 for s in self.senders.values():
@@ -917,6 +969,7 @@ class Service:
             if receiver is not None:
                 receiver.close()
         self.control.close(linger=1000)
+        stop_authenticator(self.zctx)  # its sockets belong to the context
         # Lingering happens in the context: without terminating it, a process that
         # exits drops whatever is still queued (the tail of a fast lossless replay).
         self.zctx.destroy(linger=linger)
@@ -964,7 +1017,7 @@ def _build(plan: dict, process: str, inc: int, restart: bool, stop_signals: tupl
     return service
 
 
-def serve(control: str, process: str, timeout_s: float = 120.0) -> int:
+def serve(control: str, process: str, timeout_s: float = 120.0, keys: str | None = None) -> int:
     """Run one process of a graph whose supervisor runs on another host.
 
     ``rtneuro run`` prints the command for every process with
@@ -972,7 +1025,10 @@ def serve(control: str, process: str, timeout_s: float = 120.0) -> int:
     PROCESS`` asks the supervisor for the plan and runs the process as if
     the supervisor had started it. Device profiles and files named in the
     plan must exist on this host at the same paths (shipped profiles are
-    found by name). Ctrl-C stops it; so does losing the supervisor.
+    found by name). Ctrl-C stops it; so does losing the supervisor. With
+    ``keys`` (the run's ``transport.keys`` folder, copied to this host) the
+    request for the plan is CURVE-authenticated, as the supervisor requires
+    when its graph names keys.
     """
     import socket as _socket
 
@@ -981,11 +1037,19 @@ def serve(control: str, process: str, timeout_s: float = 120.0) -> int:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.IDENTITY, f"{process}:hello:{os.getpid()}".encode())
+    if keys is not None and control.startswith("tcp://"):
+        try:
+            curve_client(sock, load_keys(keys))
+        except RtneuroError as exc:
+            log.error("%s", exc)
+            sock.close()
+            return EXIT_STARTUP
     sock.connect(control)
     sock.send(pack_control({"op": "hello", "process": process, "host": _socket.gethostname()}))
     if not sock.poll(int(timeout_s * 1000)):
-        log.error("no answer from the supervisor at %s within %.0f s; is 'rtneuro run' running and waiting for '%s'?",
-                  control, timeout_s, process)
+        log.error("no answer from the supervisor at %s within %.0f s; is 'rtneuro run' running and waiting for '%s'?%s",
+                  control, timeout_s, process,
+                  "" if keys else " (if its graph sets transport.keys, pass --keys with that folder)")
         return EXIT_STARTUP
     try:
         reply = unpack_control(sock.recv())
@@ -997,7 +1061,10 @@ def serve(control: str, process: str, timeout_s: float = 120.0) -> int:
     if reply["op"] != "plan":
         log.error("the supervisor refused: %s", reply.get("reason", reply))
         return EXIT_STARTUP
-    service = _build(reply["plan"], process, int(reply["inc"]), bool(reply.get("restart")), (signal.SIGTERM, signal.SIGINT))
+    plan = reply["plan"]
+    if keys is not None:  # this host's copy of the keys folder, wherever it is here
+        plan["transport"]["keys"] = str(Path(keys).expanduser().resolve())
+    service = _build(plan, process, int(reply["inc"]), bool(reply.get("restart")), (signal.SIGTERM, signal.SIGINT))
     return EXIT_STARTUP if service is None else service.run()
 
 

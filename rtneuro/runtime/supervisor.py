@@ -19,6 +19,20 @@
 6. writes the JSON report and returns the exit code: 0 when every process
    finished cleanly, 1 when any process failed (even if a restart recovered
    it), 2 when the configuration was invalid.
+
+Emergency stop
+    While it runs, the supervisor is listed in a per-user folder
+    (:func:`runs_dir`: ``$RTNEURO_RUNTIME_DIR``, else
+    ``$XDG_RUNTIME_DIR/rtneuro``, else ``/tmp/rtneuro-UID``; mode ``0700``)
+    as ``rtn-XXXX.json`` with its control endpoint; the run folder holds the
+    same ``control.json``. ``rtneuro stop --now`` sends ``{"op": "estop"}``
+    to the control socket; the supervisor forwards it at once to every
+    process, each service calls ``emergency_stop(now)`` on its nodes that
+    have it, and answers; the supervisor answers the sender when every
+    process holding a stimulator has confirmed (or after
+    ``ESTOP_TIMEOUT_S``, naming those that did not). The stop is latched:
+    a process (re)started while it holds gets it before it starts, until
+    ``{"op": "estop_clear"}`` (``rtneuro stop --clear``).
 """
 
 from __future__ import annotations
@@ -43,12 +57,13 @@ import numpy as np
 import zmq
 
 from ..config import Graph
-from ..errors import SchemaError
+from ..errors import RtneuroError, SchemaError
 from ..messages import pack_control, unpack_control
+from ..security import curve_server, private_dir, release_server, secure_ipc
 from .clock import lsl_clock
 from .latency import LatencyStats
 
-__all__ = ["Supervisor", "machine_info", "CpuLatencyRequest"]
+__all__ = ["Supervisor", "machine_info", "CpuLatencyRequest", "runs_dir", "running_supervisors", "ESTOP_TIMEOUT_S"]
 
 log = logging.getLogger("rtneuro.supervisor")
 
@@ -58,6 +73,57 @@ EXIT_FAILED = 1
 STALL_S = 10.0
 #: Once every process has reported its end, those still waiting for subscribers are stopped after this long.
 LINGER_GRACE_S = 2.0
+#: An emergency stop (or clear) is answered after this long even if a stimulating process did not confirm.
+ESTOP_TIMEOUT_S = 1.0
+#: Control operations any local client of the control socket may send (rtneuro stop).
+OPERATOR_OPS = ("estop", "estop_clear", "estop_status")
+
+
+def runs_dir() -> Path:
+    """The per-user folder listing running supervisors (created ``0700``).
+
+    ``$RTNEURO_RUNTIME_DIR`` if set, else ``$XDG_RUNTIME_DIR/rtneuro``, else
+    ``/tmp/rtneuro-UID``.
+    """
+    env = os.environ.get("RTNEURO_RUNTIME_DIR")
+    if env:
+        return private_dir(env)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return private_dir(Path(xdg) / "rtneuro")
+    return private_dir(Path(tempfile.gettempdir()) / f"rtneuro-{os.getuid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_supervisors() -> list[dict]:
+    """Entries of the supervisors of this user that are running (stale ones are removed).
+
+    Each is the ``control.json`` of a run: ``pid``, ``run_dir``,
+    ``control`` (endpoint), ``keys`` (folder or None), ``name``, ``config``,
+    ``started``.
+    """
+    out = []
+    d = runs_dir()
+    for f in sorted(d.glob("rtn-*.json")):
+        try:
+            entry = json.loads(f.read_text())
+            pid = int(entry["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not _alive(pid) or not Path(str(entry.get("run_dir"))).is_dir():  # killed (its pid may be reused)
+            f.unlink(missing_ok=True)
+            continue
+        out.append(entry)
+    return out
 
 
 def machine_info() -> dict:
@@ -199,6 +265,11 @@ class Supervisor:
 
     #: when every process had reported its end (see _release_lingering)
     _all_done_at: float | None = None
+    #: the run folder (plan, ipc socket files, control.json), set by run()
+    run_dir: Path
+    control_endpoint: str
+    #: this run's entry in runs_dir(), removed at the end
+    _registry_entry: Path | None = None
 
     def __init__(self, graph: Graph, *, report_path: str | Path | None = None, out: TextIO = sys.stderr,
                  live: bool | None = None, quiet: bool = False) -> None:
@@ -223,6 +294,11 @@ class Supervisor:
         self._interrupted = 0
         self._lines_drawn = 0
         self.report: dict = {}
+        #: the latched emergency stop ({"reason", "since"}), None when clear
+        self._estop_latched: dict | None = None
+        self._estop_seq = 0
+        self._estop_events: list[dict] = []
+        self._estop_pending: dict[int, dict] = {}
 
     # -- processes ----------------------------------------------------------
 
@@ -265,6 +341,8 @@ class Supervisor:
         self._by_ident[f"{proc.name}:{inc}".encode()] = (proc, proc.incs[-1])
 
     def _send(self, proc: _Proc, msg: dict) -> None:
+        if not proc.incs:
+            return
         cur = proc.current
         if cur.exit_code is not None:
             return
@@ -298,12 +376,19 @@ class Supervisor:
             if entry is None:
                 if msg["op"] == "hello":
                     self._hello(ident, msg)
+                elif msg["op"] in OPERATOR_OPS:
+                    self._operator(ident, msg)
                 continue
             proc, inc = entry
             inc.last_seen = lsl_clock()
             op = msg["op"]
-            if op == "ready":
+            if op == "estop_done":
+                self._estop_confirmed(proc, msg)
+            elif op == "ready":
                 inc.ready = True
+                if self._estop_latched is not None:
+                    # latched: a process (re)started meanwhile stops before it starts
+                    self._send(proc, {"op": "estop", "id": None, "reason": self._estop_latched["reason"]})
                 if self.origin is not None and not inc.started_run and not self._stopping:
                     self._send(proc, self._start_msg(proc))
                     inc.started_run = True
@@ -342,6 +427,125 @@ class Supervisor:
             self.ctl.send_multipart([ident, pack_control(reply)], flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
+
+    # -- emergency stop -----------------------------------------------------
+
+    def _register(self) -> None:
+        """List this run where ``rtneuro stop`` finds it (run folder and per-user folder)."""
+        keys = self.graph.transport.curve_keys()
+        entry = {"pid": os.getpid(), "run_dir": str(self.run_dir), "control": self.control_endpoint,
+                 "keys": str(keys.directory) if keys is not None else None, "name": self.graph.name,
+                 "config": str(self.graph.path), "started": self.started_at.isoformat(timespec="seconds")}
+        text = json.dumps(entry)
+        (self.run_dir / "control.json").write_text(text)
+        try:
+            path = runs_dir() / f"{self.run_dir.name}.json"
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+            self._registry_entry = path
+        except (OSError, RtneuroError) as exc:
+            msg = f"cannot list this run for 'rtneuro stop' ({exc}); use 'rtneuro stop --run {self.run_dir}'"
+            self.warnings.append(msg)
+            log.warning("%s", msg)
+        if not self.quiet:
+            self.out.write(f"run folder {self.run_dir}; emergency stop from another terminal: rtneuro stop --now\n")
+            self.out.flush()
+
+    def _stim_procs(self) -> list[_Proc]:
+        """Processes holding a stimulator that are running now (those whose confirmation is awaited)."""
+        names = {spec.process for spec in self.graph.nodes.values() if spec.category == "stimulator"}
+        return [p for n, p in self.procs.items() if n in names and p.alive
+                and (p.current.popen is not None or p.current.registered)]
+
+    def _operator(self, ident: bytes, msg: dict) -> None:
+        """``estop`` / ``estop_clear`` / ``estop_status`` from ``rtneuro stop`` (or a monitor)."""
+        op = msg["op"]
+        now = lsl_clock()
+        if op == "estop_status":
+            self._reply(ident, {"op": "estop_status", "latched": self._estop_latched is not None,
+                                "name": self.graph.name})
+            return
+        clear = op == "estop_clear"
+        reason = str(msg.get("reason") or "operator")[:200]
+        self._estop_seq += 1
+        rid = self._estop_seq
+        if clear:
+            self._estop_latched = None
+        else:
+            self._estop_latched = {"reason": reason, "since": now}
+        log.warning("%s requested (%s): forwarding to every process", "emergency stop clear" if clear else "emergency stop", reason)
+        for proc in self.procs.values():
+            self._send(proc, {"op": op, "id": rid, "reason": reason})
+        t_forwarded = lsl_clock()
+        waiting = {p.name for p in self._stim_procs()}
+        expected = [nid for nid, spec in self.graph.nodes.items() if spec.category == "stimulator" and spec.process in waiting]
+        event = {"op": op, "id": rid, "reason": reason, "t_received": now, "t_forwarded": t_forwarded,
+                 "t_sent": msg.get("t_sent"), "expected": expected, "results": {}, "t_confirmed": None,
+                 "peer": ident, "waiting": waiting}
+        self._estop_events.append(event)
+        self._estop_pending[rid] = event
+        self._answer_estops()
+
+    def _estop_confirmed(self, proc: _Proc, msg: dict) -> None:
+        rid = msg.get("id")
+        event = self._estop_pending.get(rid) if isinstance(rid, int) else None
+        if event is None:
+            return
+        event["results"].update(msg.get("results") or {})
+        event["waiting"].discard(proc.name)
+        t = msg.get("t")
+        if isinstance(t, (int, float)) and msg.get("results"):
+            event["t_confirmed"] = max(event["t_confirmed"] or t, t)
+        self._answer_estops()
+
+    def _answer_estops(self, force: bool = False) -> None:
+        """Answer every pending stop whose stimulating processes all confirmed, or that timed out."""
+        if not self._estop_pending:
+            return
+        now = lsl_clock()
+        for rid, ev in list(self._estop_pending.items()):
+            for name in list(ev["waiting"]):  # a process that died cannot confirm any more
+                if not self.procs[name].alive:
+                    ev["waiting"].discard(name)
+                    ev.setdefault("lost", []).append(name)
+            if ev["waiting"] and not force and now - ev["t_received"] < ESTOP_TIMEOUT_S:
+                continue
+            del self._estop_pending[rid]
+            ok = [n for n, r in ev["results"].items() if r == "ok"]
+            failed = {n: r for n, r in ev["results"].items() if r != "ok"}
+            missing = sorted(ev["waiting"] | set(ev.get("lost", [])))
+            ev["confirmed"] = len(ok)
+            ev["missing"] = missing
+            ev["failed"] = failed
+            if ev["waiting"]:
+                self._error(f"{ev['op']}: processes {sorted(ev['waiting'])} did not confirm within {ESTOP_TIMEOUT_S:g} s")
+            self._reply(ev["peer"], {"op": f"{ev['op']}_result", "name": self.graph.name, "expected": ev["expected"],
+                                     "confirmed": ok, "failed": failed,
+                                     "missing": missing, "t_confirmed": ev["t_confirmed"],
+                                     "t_forwarded": ev["t_forwarded"], "latched": self._estop_latched is not None})
+
+    def _reply(self, ident: bytes, msg: dict) -> None:
+        try:
+            self.ctl.send_multipart([ident, pack_control(msg)], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def _estop_report(self) -> dict:
+        events = []
+        t0 = self.origin
+        for ev in self._estop_events:
+            row = {"op": ev["op"], "reason": ev["reason"], "expected": ev["expected"],
+                   "confirmed": ev.get("confirmed", 0), "missing": ev.get("missing", []), "failed": ev.get("failed", {}),
+                   "at_s": round(ev["t_received"] - t0, 4) if t0 is not None else None}
+            if ev["t_confirmed"] is not None:
+                row["forward_to_confirm_ms"] = round((ev["t_confirmed"] - ev["t_forwarded"]) * 1e3, 3)
+                if isinstance(ev["t_sent"], (int, float)):
+                    row["send_to_confirm_ms"] = round((ev["t_confirmed"] - ev["t_sent"]) * 1e3, 3)
+            events.append(row)
+        return {"latched": self._estop_latched is not None, "events": events}
 
     def _absorb(self, inc: _Inc, msg: dict) -> None:
         prev_t, prev = inc.status.get("t"), inc.status.get("produced") or {}
@@ -429,6 +633,12 @@ class Supervisor:
         self._stopping = False
         self._aborted = False
         self._by_ident: dict[bytes, tuple[_Proc, _Inc]] = {}
+        self._ctl_keys = None
+        self._registry_entry = None
+        warning = self.graph.transport.security_warning()
+        if warning and warning not in self.warnings:
+            self.warnings.append(warning)
+            log.warning("%s", warning)
         # Ctrl-C and SIGTERM start an orderly stop (only the main thread may install handlers;
         # a supervisor run from another thread is stopped with stop()).
         old = {}
@@ -457,8 +667,13 @@ class Supervisor:
             else:
                 port = tp.base_port + 2 * len(self.procs) if tp.base_port else _free_port(tp.host)
                 plan["control"] = f"tcp://{tp.host}:{port}"
+            self._ctl_keys = tp.curve_keys()
+            if self._ctl_keys is not None:
+                curve_server(self.ctl, self._ctl_keys)
             self.ctl.bind(plan["control"])
+            secure_ipc(plan["control"])
             self.control_endpoint = plan["control"]
+            self._register()
             self.plan = plan
             self.plan_path = self.run_dir / "plan.json"
             self.plan_path.write_text(json.dumps(plan))
@@ -477,7 +692,12 @@ class Supervisor:
             self._shutdown()
             if qos is not None:
                 qos.__exit__(None, None, None)
+            self._answer_estops(force=True)
             self.ctl.close(linger=0)
+            if self._ctl_keys is not None:
+                release_server(zctx, self._ctl_keys)
+            if self._registry_entry is not None:
+                self._registry_entry.unlink(missing_ok=True)
             shutil.rmtree(self.run_dir, ignore_errors=True)
             for s, h in old.items():
                 signal.signal(s, h)
@@ -516,6 +736,8 @@ class Supervisor:
     def _poll(self, timeout_s: float) -> None:
         if self.ctl.poll(int(timeout_s * 1000)):
             self._on_control()
+        if self._estop_pending:
+            self._answer_estops()
 
     def _progress(self, proc: _Proc) -> int:
         st = proc.current.status if proc.current else {}
@@ -791,6 +1013,7 @@ class Supervisor:
             "invalid_messages": self._sum_flat("rejections"),
             "errors": list(self.errors),
             "warnings": list(self.warnings),
+            "estop": self._estop_report(),
             "nodes": nodes,
         }
 
@@ -812,6 +1035,11 @@ class Supervisor:
                     f"  (heartbeats {c['heartbeats']}, watchdog trips {c['watchdog_trips']})\n")
         if r["restarts"]:
             w.write(f"  restarts: {r['restarts']}\n")
+        for ev in r["estop"]["events"]:
+            lat = f", {ev['send_to_confirm_ms']:.2f} ms from request to confirmation" if "send_to_confirm_ms" in ev else ""
+            w.write(f"  {ev['op']}: {ev['confirmed']} of {len(ev['expected'])} stimulators confirmed{lat}\n")
+        if r["estop"]["latched"]:
+            w.write("  emergency stop still latched at the end of the run\n")
         for nid, rep in r["nodes"].items():
             for line in rep.get("summary", []) if isinstance(rep, dict) else []:
                 w.write(f"  {nid}: {line}\n")
