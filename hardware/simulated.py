@@ -37,6 +37,7 @@ class SimulatedDriver:
         self.charge_uc: dict[int, float] = {}
         self.safe_states = 0
         self._t_stream = 0.0
+        self._offset: float | None = None
 
     def open(self) -> None:
         self._fh = self.log_path.open("a") if self.log_path else None
@@ -54,6 +55,7 @@ class SimulatedDriver:
         ch = int(command["channel"])
         amp, pw, freq, dur = (float(command[k]) for k in ("amplitude_ma", "pulse_width_us", "frequency_hz", "duration_s"))
         self._t_stream = max(self._t_stream, t_stream)
+        self._offset = now - t_stream  # LSL time minus stream time, to date a safe state
         if ch in self._on:
             self._accrue(ch, t_stream)
         if kind == CMD_LEVEL:
@@ -70,8 +72,12 @@ class SimulatedDriver:
             self._fh.write(json.dumps(entry) + "\n")
 
     def safe_state(self, now: float) -> None:
+        # a safe state comes with LSL time only: date it on the stream clock by the last
+        # delivery's offset (exact in real time; never before the last delivery)
+        t_end = max(self._t_stream, now - self._offset) if self._offset is not None else self._t_stream
+        self._t_stream = t_end
         for ch in list(self._on):
-            self._accrue(ch, self._t_stream)
+            self._accrue(ch, t_end)
         self.safe_states += 1
         if self._fh is not None:
             self._fh.write(json.dumps({"t": now, "kind": "safe_state"}) + "\n")
