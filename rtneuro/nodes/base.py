@@ -48,7 +48,7 @@ from ..errors import ConfigError, did_you_mean
 from ..messages import Chunk, StreamMeta
 from ..runtime.clock import lsl_clock
 
-__all__ = ["Node", "Source", "GeneratorSource", "NodeContext", "build_params", "param", "regular_rate", "resolve_picks"]
+__all__ = ["Node", "Source", "GeneratorSource", "NodeContext", "build_params", "param", "regular_rate", "resolve_picks", "window_and_step"]
 
 
 def _same_time(t: float) -> float:
@@ -239,6 +239,15 @@ def regular_rate(src: StreamMeta, what: str) -> float:
     if not src.sfreq > 0:
         raise ConfigError(f"stream '{src.name}' has no regular sampling rate; {what} needs one")
     return float(src.sfreq)
+
+
+def window_and_step(window_s: float, step_s: float, fs: float, min_window: int) -> tuple[int, int]:
+    """Sliding-window length and hop in samples; a ConfigError when too short."""
+    window, step = int(round(window_s * fs)), int(round(step_s * fs))
+    if window < min_window or step < 1:
+        raise ConfigError(f"window_s={window_s} and step_s={step_s} give {window} and {step} samples at {fs:g} Hz; "
+                          f"need a window of at least {min_window} samples")
+    return window, step
 
 
 def resolve_picks(picks: Sequence[str] | None, src: StreamMeta) -> list[int]:

@@ -13,7 +13,7 @@ from scipy.signal import get_window
 from ..errors import ConfigError, did_you_mean
 from ..kernels.connectivity import MEASURE_CODES, pair_connectivity, tapered_segments
 from ..messages import Chunk, StreamMeta
-from .base import Node, NodeContext, param, regular_rate
+from .base import Node, NodeContext, param, regular_rate, window_and_step
 from .buffers import RingBuffer
 from .spectral import DEFAULT_BANDS
 
@@ -95,10 +95,7 @@ class Coherence(Node):
         super().__init__(params, inputs, ctx)
         src = inputs[0]
         fs = regular_rate(src, "coherence")
-        self.window = int(round(params.window_s * fs))
-        self.step = int(round(params.step_s * fs))
-        if self.window < 32 or self.step < 1:
-            raise ConfigError(f"window_s={params.window_s} and step_s={params.step_s} give {self.window} and {self.step} samples at {fs:g} Hz; need a window of at least 32 samples")
+        self.window, self.step = window_and_step(params.window_s, params.step_s, fs, 32)
         self.nperseg = params.nperseg or self.window // 4
         if self.nperseg > self.window:
             raise ConfigError(f"nperseg={self.nperseg} exceeds the window of {self.window} samples (window_s={params.window_s} at {fs:g} Hz); lower nperseg or lengthen window_s")

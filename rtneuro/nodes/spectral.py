@@ -33,7 +33,7 @@ from ..kernels.spectral import (
     sliding_bandpower,
 )
 from ..messages import Chunk, StreamMeta
-from .base import Node, NodeContext, param, regular_rate, resolve_picks
+from .base import Node, NodeContext, param, regular_rate, resolve_picks, window_and_step
 from .buffers import RingBuffer
 
 __all__ = ["Bandpower", "BandpowerParams", "Envelope", "EnvelopeParams", "DEFAULT_BANDS"]
@@ -140,10 +140,7 @@ class Bandpower(Node):
         super().__init__(params, inputs, ctx)
         src = inputs[0]
         fs = regular_rate(src, "band power")
-        self.window = int(round(params.window_s * fs))
-        self.step = int(round(params.step_s * fs))
-        if self.window < 8 or self.step < 1:
-            raise ConfigError(f"window_s={params.window_s} and step_s={params.step_s} give {self.window} and {self.step} samples at {fs:g} Hz; need a window of at least 8 samples")
+        self.window, self.step = window_and_step(params.window_s, params.step_s, fs, 8)
         self.nperseg = params.nperseg or self.window
         if self.nperseg > self.window:
             raise ConfigError(f"nperseg={self.nperseg} exceeds the window of {self.window} samples")
