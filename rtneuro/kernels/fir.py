@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
+
+from .hold import held
 
 __all__ = ["fir_hold"]
 
@@ -54,12 +55,8 @@ def fir_hold(taps, x, work, last, q, phase, out):  # pragma: no cover - compiled
     n_bad = 0
     for n in range(n_times):
         for c in range(n_ch):
-            v = x[n, c]
-            if np.isfinite(v):
-                last[c] = v
-            else:
-                v = last[c]
-                n_bad += 1
+            v, bad = held(x[n, c], last, c)
+            n_bad += bad
             work[hist + n, c] = v
     for j, n in enumerate(range(phase, n_times, q)):
         newest = hist + n

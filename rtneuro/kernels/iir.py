@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
+
+from .hold import held
 
 __all__ = ["sosfilt_hold", "sosfilt_hold_decimate"]
 
@@ -53,12 +54,8 @@ def sosfilt_hold(sos, x, zi, last, out):  # pragma: no cover - compiled
     n_bad = 0
     for n in range(n_times):
         for c in range(n_ch):
-            v = x[n, c]
-            if np.isfinite(v):
-                last[c] = v
-            else:
-                v = last[c]
-                n_bad += 1
+            v, bad = held(x[n, c], last, c)
+            n_bad += bad
             v = _cascade(sos, zi, c, v)
             out[n, c] = v
     return n_bad
@@ -106,12 +103,8 @@ def sosfilt_hold_decimate(sos, x, zi, last, q, phase, out):  # pragma: no cover 
     for n in range(n_times):
         store = n == keep
         for c in range(n_ch):
-            v = x[n, c]
-            if np.isfinite(v):
-                last[c] = v
-            else:
-                v = last[c]
-                n_bad += 1
+            v, bad = held(x[n, c], last, c)
+            n_bad += bad
             v = _cascade(sos, zi, c, v)
             if store:
                 out[j, c] = v

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .hold import held
+
 __all__ = [
     "hold_average",
     "echt_stream",
@@ -54,12 +56,8 @@ def hold_average(x, picks, last, out):  # pragma: no cover - compiled
     for n in range(n_times):
         acc = 0.0
         for j in range(n_p):
-            v = x[n, picks[j]]
-            if np.isfinite(v):
-                last[j] = v
-            else:
-                v = last[j]
-                n_bad += 1
+            v, bad = held(x[n, picks[j]], last, j)
+            n_bad += bad
             acc += v
         out[n] = acc / n_p
     return n_bad

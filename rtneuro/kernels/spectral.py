@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .hold import held
+
 __all__ = [
     "sliding_bandpower",
     "hold_nonfinite",
@@ -137,12 +139,8 @@ def hold_nonfinite(x, picks, last, out):  # pragma: no cover - compiled
     n_bad = 0
     for n in range(x.shape[0]):
         for c in range(picks.shape[0]):
-            v = x[n, picks[c]]
-            if np.isfinite(v):
-                last[c] = v
-            else:
-                v = last[c]
-                n_bad += 1
+            v, bad = held(x[n, picks[c]], last, c)
+            n_bad += bad
             out[n, c] = v
     return n_bad
 
@@ -249,12 +247,8 @@ def sliding_bandpower(x, picks, ring, S, W, E, state, last, step, resync, band_l
         count = state[0]
         r = count % N
         for c in range(C):
-            v = x[n, picks[c]]
-            if np.isfinite(v):
-                last[c] = v
-            else:
-                v = last[c]
-                state[3] += 1
+            v, bad = held(x[n, picks[c]], last, c)
+            state[3] += bad
             d = v - ring[r, c]
             ring[r, c] = v
             for k in range(K):
