@@ -77,6 +77,8 @@ __all__ = [
     "SHAPE_MONOPHASIC_CATHODIC",
     "SHAPE_MONOPHASIC_ANODIC",
     "SHAPE_NAMES",
+    "DECISION_DTYPE",
+    "DECISION_STATUS",
     "Chunk",
     "Message",
     "StreamMeta",
@@ -162,7 +164,28 @@ COMMAND_DTYPE = np.dtype(
     ]
 )
 
-NAMED_DTYPES: dict[str, np.dtype] = {"event": EVENT_DTYPE, "command": COMMAND_DTYPE}
+#: What the safety gate decided (``status`` of a :data:`DECISION_DTYPE` record).
+DECISION_STATUS = {0: "accepted", 1: "clipped", 2: "refused", 3: "ramp", 4: "watchdog", 5: "estop", 6: "safe",
+                   7: "device", 8: "estop_clear"}
+DECISION_REASON_BYTES = 96
+
+#: One decision of the safety gate: what it did, to which command (as delivered,
+#: or as requested when refused), when, and why. ``cause_index`` is the index of
+#: the command in its stream (-1 for the gate's own actions: ramp steps,
+#: watchdog, safe state, emergency stop).
+DECISION_DTYPE = np.dtype(
+    [
+        ("index", "<i8"),
+        ("time", "<f8"),
+        ("t_stream", "<f8"),
+        ("status", "u1"),
+        *[(n, COMMAND_DTYPE[n].str) for n in COMMAND_DTYPE.names or ()],
+        ("cause_index", "<i8"),
+        ("reason", f"S{DECISION_REASON_BYTES}"),
+    ]
+)
+
+NAMED_DTYPES: dict[str, np.dtype] = {"event": EVENT_DTYPE, "command": COMMAND_DTYPE, "decision": DECISION_DTYPE}
 SIMPLE_DTYPES = frozenset(
     ["<f4", "<f8", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "|b1"]
 )

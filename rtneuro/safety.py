@@ -32,6 +32,7 @@ from .messages import (
     CMD_PULSE,
     CMD_TRAIN,
     COMMAND_DTYPE,
+    DECISION_DTYPE,
     SHAPE_MONOPHASIC_ANODIC,
     SHAPE_MONOPHASIC_CATHODIC,
     SHAPE_NAMES,
@@ -49,6 +50,8 @@ def _profile_dir() -> Path:
 
 
 PROFILE_DIR = _profile_dir()
+STATUS_ACCEPTED, STATUS_CLIPPED, STATUS_REFUSED, STATUS_RAMP, STATUS_WATCHDOG, STATUS_ESTOP, STATUS_SAFE, STATUS_DEVICE, \
+    STATUS_ESTOP_CLEAR = range(9)  # rtneuro.messages.DECISION_STATUS
 KIND_NAMES = {CMD_HOLD: "hold", CMD_LEVEL: "level", CMD_OFF: "off", CMD_PULSE: "pulse", CMD_TRAIN: "train"}
 
 
@@ -206,6 +209,10 @@ class Gate:
         self.estopped = False
         self.estop_reason = ""
         self.last_error = ""
+        #: decisions not yet taken by the stimulator node (rows of DECISION_DTYPE, as tuples)
+        self.records: list[tuple] = []
+        self._n_records = 0
+        self._t_stream_last = 0.0
         #: per watchdog trip: (seconds from the last valid input to the safe state, seconds beyond the deadline)
         self.trips: list[tuple[float, float]] = []
         self._trip_from: float | None = None
@@ -226,16 +233,33 @@ class Gate:
         self._to_safe(now, 0.0)
         self._last_valid = None
 
-    def heartbeat(self, now: float, deadline: float | None) -> Decision:
-        """A ``hold`` decision: no change; feeds the watchdog unless it expired."""
+    def heartbeat(self, now: float, deadline: float | None, t_stream: float | None = None, cause: int = -1) -> Decision:
+        """A ``hold`` decision: no change; feeds the watchdog unless it expired (only refusals are recorded)."""
         if deadline is not None and now > deadline:
             self.counts["expired"] += 1
             self.counts["heartbeats_refused"] += 1
             self._count_reason("expired")
-            return Decision("refused", f"expired: arrived {1e3 * (now - deadline):.1f} ms after its deadline", None)
+            reason = f"expired: arrived {1e3 * (now - deadline):.1f} ms after its deadline"
+            self._record(STATUS_REFUSED, now, now if t_stream is None else t_stream, make_command(CMD_HOLD)[0], cause, reason)
+            return Decision("refused", reason, None)
         self._fed(now)
         self.counts["heartbeats"] += 1
         return _ACCEPTED
+
+    def _record(self, status: int, now: float, t_stream: float, cmd: np.void | None, cause: int, reason: str) -> None:
+        """One decision record (see :data:`rtneuro.messages.DECISION_DTYPE`)."""
+        fields = tuple(cmd[n].item() for n in COMMAND_DTYPE.names or ()) if cmd is not None else (CMD_OFF, -1, 0.0, 0.0, 0.0, 0.0, 0, 0.0)
+        self.records.append((self._n_records, now, t_stream, status, *fields, cause, reason.encode("utf-8")[:96]))
+        self._n_records += 1
+        self._t_stream_last = max(self._t_stream_last, t_stream)
+
+    def take_records(self) -> np.ndarray | None:
+        """The decisions since the last call, as a DECISION_DTYPE array (None when there are none)."""
+        if not self.records:
+            return None
+        out = np.array(self.records, dtype=DECISION_DTYPE)
+        self.records = []
+        return out
 
     def _fed(self, now: float) -> None:
         self._last_valid = now
@@ -246,14 +270,18 @@ class Gate:
 
     # -- commands -----------------------------------------------------------
 
-    def submit(self, cmd: np.void, now: float, deadline: float | None, t_stream: float) -> Decision:
-        """Check one command record and deliver it (or start its ramp) if allowed."""
+    def submit(self, cmd: np.void, now: float, deadline: float | None, t_stream: float, cause: int = -1) -> Decision:
+        """Check one command record and deliver it (or start its ramp) if allowed; record the decision.
+
+        ``cause`` is the command's index in its stream, for the record.
+        """
         dec = self._check(cmd, now, deadline, t_stream)
         kind = int(cmd["kind"])
         if dec.status == "refused":
             # A refused heartbeat (expired) is counted apart: 'refused' counts commands.
             self.counts["heartbeats_refused" if kind == CMD_HOLD else "refused"] += 1
             self._count_reason(dec.reason.split(":")[0])
+            self._record(STATUS_REFUSED, now, t_stream, cmd if kind in KIND_NAMES else None, cause, dec.reason)
             return dec
         self._fed(now)
         if kind == CMD_HOLD:
@@ -266,8 +294,10 @@ class Gate:
             self._device_failed(exc, now, t_stream)
             self.counts["refused"] += 1
             self._count_reason("device")
+            self._record(STATUS_REFUSED, now, t_stream, cmd, cause, f"device: {exc}")
             return Decision("refused", f"device: {exc}", None)
         self.counts[dec.status] += 1
+        self._record(STATUS_CLIPPED if dec.status == "clipped" else STATUS_ACCEPTED, now, t_stream, dec.command, cause, dec.reason)
         return dec
 
     def _apply(self, cmd: np.void, now: float, t_stream: float) -> None:
@@ -334,6 +364,8 @@ class Gate:
         if cur is None or abs(cur[0] - amp) > 1e-9 or amp == a1:
             self._set(ch, amp, pw, freq, shape, now, t_stream)
             self.counts["ramp_steps"] += 1
+            step_cmd = make_command(CMD_LEVEL if amp > 0 else CMD_OFF, ch, amp, pw, freq, 0.0, shape)[0]
+            self._record(STATUS_RAMP, now, t_stream, step_cmd, -1, f"ramp: {amp:.4g} mA on the way to {a1:.4g} mA at {rate:.4g} mA/s")
 
     def _check(self, cmd: np.void, now: float, deadline: float | None, t_stream: float) -> Decision:
         kind = int(cmd["kind"])
@@ -419,6 +451,8 @@ class Gate:
                 self._trip_from = self._last_valid
                 log.error("watchdog: no valid command or heartbeat for %.0f ms; every channel of '%s' goes to its safe state",
                           1e3 * (now - self._last_valid), self.profile.device)
+                self._record(STATUS_WATCHDOG, now, max(t_s, self._t_stream_last), None, -1,
+                             f"watchdog: no valid command or heartbeat for {1e3 * (now - self._last_valid):.0f} ms (limit {1e3 * self.profile.watchdog_s:.0f} ms)")
                 self._begin_safe(now, t_s)
             for ch in list(self._ramps):
                 self._step_ramp(ch, now, t_s)
@@ -456,6 +490,7 @@ class Gate:
         self.level.clear()
         self._needs_safe = False
         self.driver.safe_state(now)
+        self._record(STATUS_SAFE, now, max(t_stream, self._t_stream_last), None, -1, "safe state")
         for ch, lim in self.profile.limits.items():
             if lim.safe_amplitude_ma > 0:
                 self._set(ch, lim.safe_amplitude_ma, lim.safe_pulse_width_us, lim.safe_frequency_hz, 0, now, t_stream)
@@ -463,6 +498,7 @@ class Gate:
     def _device_failed(self, exc: Exception, now: float, t_stream: float) -> None:
         self.counts["device_errors"] += 1
         self.last_error = str(exc)
+        self._record(STATUS_DEVICE, now, t_stream, None, -1, f"device: {exc}")
         log.error("driver '%s' failed: %s; putting the device in its safe state", getattr(self.driver, "name", "?"), exc)
         self._ramps.clear()
         self.level.clear()
@@ -474,9 +510,9 @@ class Gate:
     def safe_state(self, now: float) -> None:
         """Every channel to its safe state now; the watchdog disarms until the next valid command."""
         try:
-            self._to_safe(now, now)
+            self._to_safe(now, self._t_stream_last)
         except DeviceError as exc:
-            self._device_failed(exc, now, now)
+            self._device_failed(exc, now, self._t_stream_last)
         self._last_valid = None
 
     def emergency_stop(self, now: float, reason: str = "operator") -> None:
@@ -485,12 +521,14 @@ class Gate:
         self.estop_reason = reason
         self.counts["estops"] += 1
         log.error("emergency stop (%s): every channel of '%s' is in its safe state until cleared", reason, self.profile.device)
+        self._record(STATUS_ESTOP, now, self._t_stream_last, None, -1, f"estop: {reason}")
         self.safe_state(now)
 
     def clear_emergency_stop(self, now: float) -> None:
         """Accept stimulating commands again; channels stay in their safe state until the next one."""
         if self.estopped:
             log.warning("emergency stop of '%s' cleared", self.profile.device)
+            self._record(STATUS_ESTOP_CLEAR, now, self._t_stream_last, None, -1, "estop cleared")
         self.estopped = False
         self.estop_reason = ""
 

@@ -266,3 +266,37 @@ def test_only_the_gate_calls_a_driver_and_only_the_stimulator_builds_one():
     submit = gate_src[gate_src.index("def submit"):gate_src.index("def _check")]
     assert submit.index("self._check(") < submit.index("self.driver.deliver(")
     assert 'if dec.status == "refused":' in submit
+
+
+def test_the_gates_decisions_are_a_stream_any_process_can_record(write_graph, run_graph, tmp_path):
+    """Two controllers, one asking for too much: each decision, with its reason, reaches a sink in another process."""
+    import json
+
+    graph = {
+        "runtime": {"speed": "max"},
+        "nodes": [
+            {"id": "src", "type": "synthetic", "process": "acquire",
+             "params": {"n_channels": 4, "sfreq": 250.0, "chunk_size": 25, "seed": 3, "duration_s": 6.0}},
+            {"id": "bpow", "type": "bandpower", "inputs": ["src"], "process": "acquire",
+             "params": {"bands": {"alpha": [8.0, 12.0]}, "window_s": 0.5, "step_s": 0.1, "average": True}},
+            {"id": "big", "type": "threshold", "inputs": ["bpow"], "process": "control",
+             "params": {"threshold": -1.0e9, "amplitude_ma": 9.0, "deadline_ms": 2000.0}},
+            {"id": "ok", "type": "threshold", "inputs": ["bpow"], "process": "control",
+             "params": {"threshold": -1.0e9, "amplitude_ma": 1.0, "channel": 1, "deadline_ms": 2000.0}},
+            {"id": "stim", "type": "stimulator", "inputs": ["big", "ok"], "process": "stimulate"},
+            {"id": "rec", "type": "jsonl", "inputs": ["stim.decisions"], "process": "sink",
+             "params": {"path": str(tmp_path / "decisions.jsonl")}},
+        ],
+    }
+    code, rep, _ = run_graph(write_graph(graph))
+    assert code == 0 and rep["errors"] == []
+    rows = [json.loads(x) for x in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    by_status = {r["status"]: r for r in rows}
+    refused, accepted = by_status[2], by_status[0]
+    assert refused["reason"] == "amplitude: 9.0 mA exceeds the profile maximum 5.0 mA" and refused["channel"] == 0
+    assert accepted["channel"] == 1 and accepted["amplitude_ma"] == 1.0 and accepted["cause_index"] == 0
+    assert [r["status"] for r in rows][0] == 6 and [r["status"] for r in rows][-1] == 6  # safe at open and at the end
+    assert [r["index"] for r in rows] == list(range(len(rows)))
+    # the records are not commands: the command summary counts only what the controllers sent
+    assert rep["commands"]["sent"] == 2 and rep["commands"]["refused"] == 1
+    assert rep["streams"]["stim.decisions"]["gaps"] == 0 and rep["streams"]["stim.decisions"]["samples"] == len(rows)

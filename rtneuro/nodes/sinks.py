@@ -32,7 +32,8 @@ def _rows(chunk: Chunk, meta: StreamMeta) -> list[dict]:
                  "duration": float(e["duration"]), "channel": int(e["channel"]), "value": float(e["value"])} for e in data]
     if meta.kind == "cmd":
         names = data.dtype.names or ()
-        return [{"index": chunk.first + i, "t": chunk.t0 + i * dt, **{k: rec[k].item() for k in names}}
+        return [{"index": chunk.first + i, "t": chunk.t0 + i * dt,
+                 **{k: (v.decode("utf-8", "replace") if isinstance(v := rec[k].item(), bytes) else v) for k in names}}
                 for i, rec in enumerate(data)]
     return [{"index": chunk.first + i, "t": chunk.t0 + i * dt,
              "values": {n: float(v) for n, v in zip(meta.ch_names, row, strict=True)}} for i, row in enumerate(data)]

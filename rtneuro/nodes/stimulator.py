@@ -61,7 +61,9 @@ class Stimulator(Node):
                    if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in params.driver_args]
         if missing:
             raise ConfigError(f"driver_args: driver '{params.driver}' needs {missing}")
-        self.outputs = {}
+        #: every decision of the gate, with its reason (DECISION_DTYPE records)
+        self.outputs = {"decisions": StreamMeta(name=ctx.stream_name("decisions"), kind="cmd", sfreq=0.0, dtype="decision",
+                                                source=f"safety gate decisions of {params.driver}/{self.profile.device}")}
         self.gate: Gate | None = None
 
     def open(self) -> None:
@@ -87,11 +89,22 @@ class Stimulator(Node):
         data = chunk.data
         for i, kind in enumerate(data["kind"].tolist()):
             if kind == CMD_HOLD:
-                d = gate.heartbeat(now, deadline)
+                d = gate.heartbeat(now, deadline, chunk.t0 + i * dt, chunk.first + i)
             else:
-                d = gate.submit(data[i], now, deadline, chunk.t0 + i * dt)
+                d = gate.submit(data[i], now, deadline, chunk.t0 + i * dt, chunk.first + i)
             out.append((d.status, d.reason))
         return out
+
+    def take_outputs(self) -> list[tuple[str, Chunk]]:
+        """The gate's decisions since the last call, for the ``<id>.decisions`` stream (the service publishes them)."""
+        recs = None if self.gate is None else self.gate.take_records()
+        if recs is None:
+            return []
+        first = self._n_decisions
+        self._n_decisions += len(recs)
+        return [("decisions", Chunk(recs, first, float(recs["time"][0]), 0.0, []))]
+
+    _n_decisions = 0
 
     def next_tick_due(self) -> float | None:
         """When the watchdog must next be checked (the service wakes up for it)."""

@@ -221,7 +221,7 @@ class Service:
                         remote_procs.add(proc_of[cid])
                 senders = []
                 publish = False
-                if remote_procs and meta.kind == "cmd":
+                if remote_procs and meta.kind == "cmd" and meta.dtype == "command":
                     for p in sorted(remote_procs):
                         if p not in self.senders:
                             self.senders[p] = CommandSender(self.zctx, self.endpoints[p]["cmd"], tp, self.inc, lsl_clock)
@@ -249,7 +249,7 @@ class Service:
                 if home == self.name:
                     continue
                 meta = self.metas[s]
-                if meta.kind == "cmd":
+                if meta.kind == "cmd" and meta.dtype == "command":  # commands: the acknowledged channel
                     if self.cmd_receiver is None:
                         self.cmd_receiver = CommandReceiver(self.zctx, ep["cmd"], tp, self.inc)
                     if s not in self.cmd_in:
@@ -541,6 +541,8 @@ class Service:
                     node.end()
                 except Exception as exc:
                     self._fail(node, exc)
+                if node.category == "stimulator":
+                    self._emit_records(node)  # the safe state at the end
                 for meta in node.outputs.values():
                     self._stream_ended(meta.name)
 
@@ -560,6 +562,7 @@ class Service:
             return None
         if node.category == "stimulator":
             self._record_latency(node, chunk)
+            self._emit_records(node)
             return out
         if isinstance(out, Chunk):
             if out is chunk:  # a pass-through node: its output gets its own trace
@@ -571,6 +574,15 @@ class Service:
             for port_name, ch in out:
                 self._emit(self._out_of[(nid, port_name)], nid, ch)
         return None
+
+    def _emit_records(self, node: Node) -> None:
+        """A stimulator's decision records (its gate's), on their stream."""
+        take = getattr(node, "take_outputs", None)
+        if take is None:
+            return
+        nid = node.ctx.node_id
+        for port_name, ch in take():
+            self._emit(self._out_of[(nid, port_name)], nid, ch)
 
     def _record_latency(self, node: Node, chunk: Chunk) -> None:
         """End-to-end and per-hop latency of a command that reached a stimulator."""
@@ -598,7 +610,7 @@ class Service:
         o.samples += n
         o.next_index = c.first + n
         o.ages.append((now - trace[0][1]) * 1e6)
-        if o.kind == "cmd":
+        if o.kind == "cmd" and "status" not in (c.data.dtype.names or ()):  # commands, not the gate's decision records
             holds = c.data["kind"].tolist().count(CMD_HOLD)
             o.sent += n - holds
             o.heartbeats += holds
@@ -909,6 +921,8 @@ class Service:
             if now >= next_tick or (tick_due is not None and now >= tick_due):
                 for node in self.tickers:
                     node.tick(now)
+                    if node.category == "stimulator":
+                        self._emit_records(node)
                 for s in self.senders.values():
                     s.poll()
                 next_tick = now + 0.02
