@@ -6,6 +6,7 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -58,6 +59,19 @@ def synthetic_chain(*, processes: dict[str, str] | None = None, duration_s: floa
         *extra_nodes,
     ]
     return {"name": "test-chain", "runtime": {"speed": speed, "status_interval_s": 0.2, **(runtime or {})}, "nodes": nodes}
+
+
+def feed_split(node, x, splits, fs):
+    """Feed ``x`` to a single-output node in chunks cut at ``splits``; concatenate the output rows."""
+    from rtneuro.messages import Chunk
+
+    outs = []
+    edges = [0, *sorted(splits), x.shape[0]]
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        out = node.process(Chunk(x[a:b], a, a / fs, fs, []))
+        if out is not None:
+            outs.append(out.data)
+    return np.concatenate(outs) if outs else np.empty((0,))
 
 
 def run_folders() -> list[str]:

@@ -19,7 +19,7 @@ from rtneuro.messages import Chunk, StreamMeta
 from rtneuro.nodes import NodeContext, build_params, node_class
 from rtneuro.nodes.connectivity import Coherence, CoherenceParams
 
-from conftest import REPLAY
+from conftest import REPLAY, feed_split
 from reference.connectivity import band_connectivity, measures_from_coefficients, segment_starts
 
 RNG = np.random.default_rng(7)
@@ -51,14 +51,7 @@ def _node(names=PICKS, fs=FS, **params) -> Coherence:
 
 
 def _feed(node, x, splits, fs=FS):
-    """Feed x in chunks cut at ``splits``; concatenate the output rows."""
-    outs = []
-    edges = [0, *sorted(splits), x.shape[0]]
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        out = node.process(Chunk(x[a:b], a, a / fs, fs, []))
-        if out is not None:
-            outs.append(out.data)
-    return np.concatenate(outs)
+    return feed_split(node, x, splits, fs)
 
 
 def _random_splits(n, k):

@@ -12,6 +12,7 @@ from rtneuro.nodes.buffers import RingBuffer
 from rtneuro.nodes.filters import Bandpass, BandpassParams
 from rtneuro.nodes.spectral import Bandpower, BandpowerParams
 
+from conftest import feed_split
 from reference.naive import NaiveRing, dft_bandpower, sosfilt_loop
 
 FS = 250.0
@@ -23,14 +24,7 @@ def _meta(n=4, fs=FS):
 
 
 def _feed(node, x, splits, fs=FS):
-    """Feed x in chunks cut at ``splits``; concatenate the outputs."""
-    outs = []
-    edges = [0, *sorted(splits), x.shape[0]]
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        out = node.process(Chunk(x[a:b], a, a / fs, fs, []))
-        if out is not None:
-            outs.append(out.data)
-    return np.concatenate(outs) if outs else np.empty((0,))
+    return feed_split(node, x, splits, fs)
 
 
 def _random_splits(n, k):

@@ -25,7 +25,7 @@ from rtneuro.messages import Chunk, StreamMeta
 from rtneuro.nodes import NodeContext, build_params, node_class
 from rtneuro.nodes.spectral import Bandpower, BandpowerParams, Envelope, EnvelopeParams
 
-from conftest import REPLAY
+from conftest import REPLAY, feed_split
 from reference.spectral import envelope_loop, mne_multitaper_band_frames, welch_band_frames
 
 RNG = np.random.default_rng(7)
@@ -45,14 +45,6 @@ def _meta(names=OCC, fs=160.0):
     return StreamMeta(name="eeg", kind="sig", sfreq=fs, ch_names=tuple(names), units=("uV",) * len(names))
 
 
-def _feed(node, x, splits, fs):
-    outs = []
-    edges = [0, *sorted(splits), x.shape[0]]
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        out = node.process(Chunk(x[a:b], a, a / fs, fs, []))
-        if out is not None:
-            outs.append(out.data)
-    return np.concatenate(outs) if outs else np.empty((0,))
 
 
 def _splits(n, k):
@@ -74,7 +66,7 @@ def test_multitaper_equals_mne_on_real_eeg(eeg, bandwidth, mode):
     node = _bandpower(bands=BANDS, window_s=1.0, step_s=0.5, method="multitaper", bandwidth=bandwidth, mode=mode)
     node.warmup()
     assert not node._mt_gemm  # 45 bins of 81: the FFT path
-    got = _feed(node, x, _splits(1600, 9), fs)
+    got = feed_split(node, x, _splits(1600, 9), fs)
     ref = mne_multitaper_band_frames(x, fs, 160, 80, BANDS, bandwidth=bandwidth, mode=mode)
     assert got.shape == ref.shape == (19, 15)
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=0)
@@ -90,7 +82,7 @@ def test_multitaper_projection_on_few_bins_equals_mne(eeg, mode):
     node = _bandpower(bands=bands, window_s=2.0, step_s=0.25, method="multitaper", bandwidth=3.0, mode=mode,
                       ratios=ratios)
     assert node._mt_gemm  # 17 bins: the projection matrix path
-    got = _feed(node, x, _splits(1600, 7), fs)
+    got = feed_split(node, x, _splits(1600, 7), fs)
     ref = mne_multitaper_band_frames(x, fs, 320, 40, bands, bandwidth=3.0, mode=mode, ratios=ratios)
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=0)
     assert node.outputs[""].ch_names == tuple(f"{c}:{b}" for c in OCC for b in ("theta", "alpha", "alpha/theta"))
@@ -101,9 +93,9 @@ def test_multitaper_is_bit_identical_for_any_split(eeg, bands):
     x, fs = eeg
     x = x[:1200]
     p = dict(bands=bands, window_s=0.5, step_s=0.1, method="multitaper", bandwidth=6.0)
-    whole = _feed(_bandpower(**p), x, [], fs)
+    whole = feed_split(_bandpower(**p), x, [], fs)
     for k in (1, 17, 400):
-        assert np.array_equal(_feed(_bandpower(**p), x, _splits(1200, k), fs), whole)
+        assert np.array_equal(feed_split(_bandpower(**p), x, _splits(1200, k), fs), whole)
 
 
 # -- Welch ----------------------------------------------------------------------
@@ -114,7 +106,7 @@ def test_welch_with_several_segments_equals_scipy_on_real_eeg(eeg):
     x = x[:2400]
     node = _bandpower(bands=BANDS, window_s=2.0, step_s=0.25, nperseg=64, mode="rel")
     assert node.method == "fft" and len(node._starts) == 9
-    got = _feed(node, x, _splits(2400, 11), fs)
+    got = feed_split(node, x, _splits(2400, 11), fs)
     ref = welch_band_frames(x, fs, 320, 40, BANDS, mode="rel", nperseg=64)
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=0)
 
@@ -127,7 +119,7 @@ def test_ratios_equal_scipy_welch(eeg, method, mode, average):
     x = x[3000:4400]
     ratios = {"theta_beta": ("theta", "beta"), "alpha_theta": ("alpha", "theta")}
     node = _bandpower(bands=BANDS, window_s=1.0, step_s=0.2, method=method, mode=mode, average=average, ratios=ratios)
-    got = _feed(node, x, _splits(1400, 6), fs)
+    got = feed_split(node, x, _splits(1400, 6), fs)
     ref = welch_band_frames(x, fs, 160, 32, BANDS, mode=mode, average=average, ratios=ratios)
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
     names = node.outputs[""].ch_names
@@ -142,9 +134,9 @@ def test_a_ratio_in_log_mode_is_the_log_of_the_ratio_of_absolute_powers(eeg):
     x, fs = eeg
     x = x[:800]
     ratios = {"alpha/theta": ("alpha", "theta")}
-    absn = _feed(_bandpower(bands=BANDS, mode="abs", average=True, ratios=ratios), x, [], fs)
+    absn = feed_split(_bandpower(bands=BANDS, mode="abs", average=True, ratios=ratios), x, [], fs)
     for mode in ("rel", "log10", "db"):
-        got = _feed(_bandpower(bands=BANDS, mode=mode, average=True, ratios=ratios), x, [], fs)
+        got = feed_split(_bandpower(bands=BANDS, mode=mode, average=True, ratios=ratios), x, [], fs)
         expect = {"rel": absn[:, 2] / absn[:, 1], "log10": np.log10(absn[:, 2] / absn[:, 1]),
                   "db": 10 * np.log10(absn[:, 2] / absn[:, 1])}[mode]
         np.testing.assert_allclose(got[:, 5], expect, rtol=1e-12)
@@ -165,12 +157,12 @@ def test_a_nan_burst_is_held_counted_and_does_not_poison_the_state(eeg, method):
     held[900, 0] = x[899, 0]
     p = dict(bands=BANDS, window_s=1.0, step_s=0.1, method=method, resync_samples=1 << 20)
     node = _bandpower(**p)
-    got = _feed(node, bad, [320, 901], fs)
+    got = feed_split(node, bad, [320, 901], fs)
     assert np.isfinite(got).all()
     assert node.report()["replaced_nonfinite"] == 41
-    np.testing.assert_array_equal(got, _feed(_bandpower(**p), held, [], fs))
+    np.testing.assert_array_equal(got, feed_split(_bandpower(**p), held, [], fs))
     # long after the burst, the output is that of clean data again (the sliding DFT is not resynced here)
-    clean = _feed(_bandpower(**p), x, [], fs)
+    clean = feed_split(_bandpower(**p), x, [], fs)
     np.testing.assert_allclose(got[-5:], clean[-5:], rtol=1e-9)
 
 
@@ -229,7 +221,7 @@ def test_rectify_envelope_equals_a_naive_loop(eeg, smoothing, feature):
     x = x[:1500]
     bands = {"theta": (4.0, 8.0), "alpha": (8.0, 12.0)}
     node = _envelope(bands=bands, detector="rectify", feature=feature, smoothing=smoothing, tau_s=0.2, step_s=0.05)
-    got = _feed(node, x, _splits(1500, 20), fs)
+    got = feed_split(node, x, _splits(1500, 20), fs)
     step, first = 8, node._first_end
     assert first == (32 if smoothing == "boxcar" else 8)
     for b, (lo, hi) in enumerate(bands.values()):
@@ -246,7 +238,7 @@ def test_hilbert_envelope_equals_the_fir_by_convolution(eeg, hilbert_s):
     node = _envelope(bands={"alpha": (8.0, 12.0)}, detector="hilbert", smoothing="exp", tau_s=0.1, step_s=0.025,
                      hilbert_s=hilbert_s)
     assert node._h.size == {0.2: 33, 0.21: 35}[hilbert_s]
-    got = _feed(node, x, _splits(1000, 13), fs)
+    got = feed_split(node, x, _splits(1000, 13), fs)
     env = envelope_loop(_bandpassed(x, fs, 8.0, 12.0), "hilbert", False, "exp", 1 - np.exp(-1 / (0.1 * fs)), 1, h=node._h)
     np.testing.assert_allclose(got, env[node._first_end - 1::4], rtol=0, atol=1e-10)
 
@@ -270,7 +262,7 @@ def test_the_hilbert_gain_of_a_sinusoid_is_its_amplitude():
     t = np.arange(2500) / fs
     x = (30 * np.sin(2 * np.pi * 10 * t) + 5.0)[:, None]
     node = _envelope(names=("c",), fs=fs, bands={"alpha": (8.0, 12.0)}, smoothing="none", step_s=0.1)
-    got = _feed(node, x, [7, 1234], fs)
+    got = feed_split(node, x, [7, 1234], fs)
     gain = np.abs(freqz_sos(node._sos[0], worN=[10.0], fs=fs)[1][0])
     np.testing.assert_allclose(got[-10:, 0], 30 * gain, rtol=0.01)
 
@@ -280,9 +272,9 @@ def test_envelope_is_bit_identical_for_any_split(eeg, detector, smoothing):
     x, fs = eeg
     x = x[:1500]
     p = dict(bands=BANDS, detector=detector, smoothing=smoothing, step_s=0.1, average=True, mode="db")
-    whole = _feed(_envelope(**p), x, [], fs)
+    whole = feed_split(_envelope(**p), x, [], fs)
     for k in (1, 29, 700):
-        assert np.array_equal(_feed(_envelope(**p), x, _splits(1500, k), fs), whole)
+        assert np.array_equal(feed_split(_envelope(**p), x, _splits(1500, k), fs), whole)
 
 
 def test_envelope_holds_nonfinite_input_and_frames_follow_the_sample_count(eeg):
