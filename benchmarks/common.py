@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["stats", "core_fraction"]
+__all__ = ["stats", "core_fraction", "pick_variants"]
+
+
+def pick_variants(requested: str | None, known: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The variants named in ``--variants a,b`` (all when None); None, with a message, if one is unknown."""
+    names = known if not requested else tuple(v.strip() for v in requested.split(",") if v.strip())
+    unknown = [v for v in names if v not in known]
+    if unknown:
+        print(f"unknown variants {unknown}; choose from {list(known)}", file=sys.stderr)
+        return None
+    return names
 
 
 def stats(values_us, **extra) -> dict:

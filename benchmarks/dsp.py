@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import pick_variants
 from rtneuro.runtime.supervisor import machine_info
 
 PARTS = {
@@ -80,10 +81,8 @@ def format_table(res: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = VARIANTS if not args.variants else tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        print(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}", file=sys.stderr)
+    names = pick_variants(args.variants, VARIANTS)
+    if names is None:
         return 2
     d = float(args.duration)
     results: dict[str, dict] = {}

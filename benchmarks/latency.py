@@ -42,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import stats
+from benchmarks.common import pick_variants, stats
 from rtneuro.config import load_graph
 from rtneuro.runtime.supervisor import Supervisor, machine_info
 
@@ -148,10 +148,8 @@ def run_ezmsg(mode: str, duration_s: float) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    wanted = VARIANTS if not args.variants else tuple(v.strip() for v in args.variants.split(","))
-    unknown = [v for v in wanted if v not in VARIANTS]
-    if unknown:
-        print(f"unknown variants {unknown}; choose from {list(VARIANTS)}", file=sys.stderr)
+    wanted = pick_variants(args.variants, VARIANTS)
+    if wanted is None:
         return 2
     d = args.duration
     results: dict[str, dict] = {}

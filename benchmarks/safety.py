@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from benchmarks.common import stats
+from benchmarks.common import pick_variants, stats
 from rtneuro.messages import CMD_HOLD, CMD_LEVEL, CMD_OFF, CMD_PULSE
 from rtneuro.runtime.supervisor import machine_info
 
@@ -202,7 +202,9 @@ def format_table(res: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = VARIANTS if not args.variants else tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    names = pick_variants(args.variants, VARIANTS)
+    if names is None:
+        return 2
     repeats = max(3, int(args.duration // 5))
     results: dict[str, dict] = {}
     for name in names:
