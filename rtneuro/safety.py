@@ -261,6 +261,12 @@ class Gate:
         self.records = []
         return out
 
+    def advance(self, t_stream: float) -> None:
+        """Stream time has reached ``t_stream``: a driver that keeps stream time (the simulated one) delivers what is due."""
+        adv = getattr(self.driver, "advance", None)
+        if adv is not None:
+            adv(t_stream)
+
     def _fed(self, now: float) -> None:
         self._last_valid = now
         self.tripped = False

@@ -300,3 +300,6 @@ def test_the_gates_decisions_are_a_stream_any_process_can_record(write_graph, ru
     # the records are not commands: the command summary counts only what the controllers sent
     assert rep["commands"]["sent"] == 2 and rep["commands"]["refused"] == 1
     assert rep["streams"]["stim.decisions"]["gaps"] == 0 and rep["streams"]["stim.decisions"]["samples"] == len(rows)
+    # the simulated driver's delivered waveform is a stream too: 1 mA on channel 1 from the accepted command on
+    wave = rep["streams"]["stim.delivered"]
+    assert wave["gaps"] == 0 and wave["samples"] > 0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigError, did_you_mean
 from ..messages import CMD_HOLD, Chunk, StreamMeta
@@ -22,6 +23,8 @@ class StimulatorParams:
     profile: str = param("simulated", doc="shipped profile name or path to a profile YAML")
     log_path: str | None = param(None, doc="simulated driver: append delivered commands to this JSON-lines file")
     driver_args: dict[str, Any] = param({}, doc="the driver's own settings (serial: port, baudrate; zmq: endpoint; lsl_markers: stream_name)")
+    timebase: Literal["real", "stream"] = param("real", doc="the gate's clock: 'real' (LSL clock; any driver) or 'stream' (data time, simulated driver only: deterministic at any replay speed)")
+    waveform_rate: float = param(1000.0, ge=0.0, doc="simulated driver: rate in Hz of the delivered-waveform stream <id>.delivered (0: none)")
 
 
 class Stimulator(Node):
@@ -35,6 +38,24 @@ class Stimulator(Node):
     The recommended layout gives this node a process of its own (the
     ``stimulate`` service), so that a failure anywhere in the processing
     cannot stop the watchdog.
+
+    **Time base.** With ``timebase: real`` the gate runs on the LSL clock:
+    ramps, lockouts, command deadlines and the watchdog follow real time, as
+    a device needs. With ``timebase: stream`` (simulated driver only) the gate
+    runs on data time: each command is checked at its stream time, ramps step
+    and the watchdog counts in stream time, command deadlines are not checked,
+    and decision records carry stream time in ``time``. A run replayed at any
+    speed then takes exactly the same decisions and delivers exactly the same
+    waveform. A real-time backstop remains: when no command or heartbeat
+    arrives for the profile's ``watchdog_s`` of real time, the gate's time is
+    moved on by the real time elapsed, and the watchdog trips as usual.
+
+    **Delivered waveform.** With the simulated driver the node also publishes
+    ``<id>.delivered``, a signal stream at ``waveform_rate`` Hz on the stream
+    clock: per profile channel the amplitude (mA) and frequency (Hz) in effect
+    at each sample, and the number of pulses and the cathodic-phase charge
+    (uC) delivered within the sample's interval. A simulated brain subscribes
+    to it.
     """
 
     category = "stimulator"
@@ -61,17 +82,50 @@ class Stimulator(Node):
                    if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in params.driver_args]
         if missing:
             raise ConfigError(f"driver_args: driver '{params.driver}' needs {missing}")
+        if params.timebase == "stream" and params.driver != "simulated":
+            raise ConfigError(f"timebase: 'stream' is for the simulated driver only; driver '{params.driver}' drives a device and runs on the real clock (set timebase: real)")
         #: every decision of the gate, with its reason (DECISION_DTYPE records)
         self.outputs = {"decisions": StreamMeta(name=ctx.stream_name("decisions"), kind="cmd", sfreq=0.0, dtype="decision",
                                                 source=f"safety gate decisions of {params.driver}/{self.profile.device}")}
+        self._wave = params.waveform_rate > 0 and callable(getattr(self._driver_cls, "enable_waveform", None))
+        if self._wave:
+            from rtneuro.hardware.simulated import WAVEFORM_FIELDS
+
+            chans = sorted(self.profile.limits)
+            names = tuple(f"ch{c}.{f}" for c in chans for f, _ in WAVEFORM_FIELDS)
+            self.outputs["delivered"] = StreamMeta(
+                name=ctx.stream_name("delivered"), kind="sig", sfreq=float(params.waveform_rate), ch_names=names,
+                ch_types=("misc",) * len(names), units=tuple(u for _ in chans for _, u in WAVEFORM_FIELDS),
+                source=f"waveform delivered by the simulated stimulator '{ctx.node_id}' (stream clock)")
         self.gate: Gate | None = None
+        self._stream_time = params.timebase == "stream"
+        self._t_now: float | None = None  # stream time reached (the gate's clock with timebase 'stream')
+        self._real_last: float | None = None  # LSL time of the last input
+        self._n_decisions = 0
+        self._n_delivered = 0
 
     def open(self) -> None:
         kwargs = dict(self.params.driver_args)
         if self.params.log_path:
             kwargs["log_path"] = self.ctx.resolve(self.params.log_path)
-        self.gate = Gate(self.profile, self._driver_cls(**kwargs))
-        self.gate.open(self.ctx.real_clock())
+        driver = self._driver_cls(**kwargs)
+        if self._wave:
+            driver.enable_waveform(sorted(self.profile.limits), self.params.waveform_rate)
+        self.gate = Gate(self.profile, driver)
+        self.gate.open(self._gate_now(self.ctx.real_clock()))
+
+    def _gate_now(self, real: float) -> float:
+        """The gate's clock: LSL time, or (timebase 'stream') the stream time reached."""
+        if not self._stream_time:
+            return real
+        return self._t_now if self._t_now is not None else 0.0
+
+    def _stream_now(self) -> float | None:
+        """Best estimate of the current stream time, to date ticks (None before any input)."""
+        clock = self.ctx.clock
+        if not self._stream_time and clock is not None and math.isfinite(clock.speed):
+            return float(clock.now())
+        return self._t_now
 
     def warmup(self) -> None:
         pass
@@ -80,45 +134,67 @@ class Stimulator(Node):
         gate = self.gate
         if gate is None:
             raise RuntimeError("stimulator used before open()")
-        now = self.ctx.real_clock()
+        real = self.ctx.real_clock()
+        self._real_last = real
         extra = chunk.extra or {}
         deadline = extra.get("deadline")
-        deadline = float(deadline) if isinstance(deadline, (int, float)) else None
+        deadline = float(deadline) if isinstance(deadline, (int, float)) and not self._stream_time else None
         dt = 1.0 / chunk.sfreq if chunk.sfreq > 0 else 0.0
         out = []
         data = chunk.data
         for i, kind in enumerate(data["kind"].tolist()):
-            if kind == CMD_HOLD:
-                d = gate.heartbeat(now, deadline, chunk.t0 + i * dt, chunk.first + i)
+            t_stream = chunk.t0 + i * dt
+            self._t_now = t_stream if self._t_now is None else max(self._t_now, t_stream)
+            if self._stream_time:
+                now = self._t_now
+                gate.tick(now, now)  # ramps and the watchdog, at data time
             else:
-                d = gate.submit(data[i], now, deadline, chunk.t0 + i * dt, chunk.first + i)
+                now = real
+            if kind == CMD_HOLD:
+                d = gate.heartbeat(now, deadline, t_stream, chunk.first + i)
+            else:
+                d = gate.submit(data[i], now, deadline, t_stream, chunk.first + i)
             out.append((d.status, d.reason))
+        if self._t_now is not None:
+            gate.advance(self._t_now)
         return out
 
     def take_outputs(self) -> list[tuple[str, Chunk]]:
-        """The gate's decisions since the last call, for the ``<id>.decisions`` stream (the service publishes them)."""
-        recs = None if self.gate is None else self.gate.take_records()
-        if recs is None:
+        """The gate's decisions and the delivered waveform since the last call (the service publishes them)."""
+        if self.gate is None:
             return []
-        first = self._n_decisions
-        self._n_decisions += len(recs)
-        return [("decisions", Chunk(recs, first, float(recs["time"][0]), 0.0, []))]
-
-    _n_decisions = 0
+        out = []
+        recs = self.gate.take_records()
+        if recs is not None:
+            first = self._n_decisions
+            self._n_decisions += len(recs)
+            out.append(("decisions", Chunk(recs, first, float(recs["time"][0]), 0.0, [])))
+        if self._wave:
+            wave = self.gate.driver.render()
+            if wave is not None:
+                first, t0, data = wave
+                out.append(("delivered", Chunk(data, first, t0, self.params.waveform_rate, [])))
+        return out
 
     def next_tick_due(self) -> float | None:
-        """When the watchdog must next be checked (the service wakes up for it)."""
-        return None if self.gate is None else self.gate.next_due()
+        """When the watchdog must next be checked, on the LSL clock (the service wakes up for it)."""
+        if self.gate is None:
+            return None
+        if not self._stream_time:
+            return self.gate.next_due()
+        if self.gate.next_due() is None or self._real_last is None:
+            return None
+        return self._real_last + self.profile.watchdog_s + 1e-4  # the real-time backstop
 
     def emergency_stop(self, now: float, reason: str = "operator") -> None:
         """Safe state at once, latched until :meth:`clear_emergency_stop` (``rtneuro stop --now``)."""
         if self.gate is not None:
-            self.gate.emergency_stop(now, reason)
+            self.gate.emergency_stop(self._gate_now(now), reason)
 
     def clear_emergency_stop(self, now: float) -> None:
         """Accept stimulating commands again (``rtneuro stop --clear``)."""
         if self.gate is not None:
-            self.gate.clear_emergency_stop(now)
+            self.gate.clear_emergency_stop(self._gate_now(now))
 
     def status(self) -> str:
         if self.gate is None:
@@ -130,11 +206,24 @@ class Stimulator(Node):
     def end(self) -> None:
         """Every command input has ended: safe state now, not after the watchdog deadline."""
         if self.gate is not None:
-            self.gate.safe_state(self.ctx.real_clock())
+            self.gate.safe_state(self._gate_now(self.ctx.real_clock()))
 
     def tick(self, now: float) -> None:
-        if self.gate is not None:
-            self.gate.tick(now)
+        gate = self.gate
+        if gate is None:
+            return
+        if not self._stream_time:
+            t_s = self._stream_now()
+            gate.tick(now, t_s)
+            if t_s is not None:
+                gate.advance(t_s)
+            return
+        # timebase 'stream': time moves with the data; only a real-time silence moves it on
+        if self._real_last is not None and self._t_now is not None and now - self._real_last > self.profile.watchdog_s:
+            self._t_now += now - self._real_last
+            self._real_last = now
+            gate.tick(self._t_now, self._t_now)
+            gate.advance(self._t_now)
 
     def report(self) -> dict:
         if self.gate is None:
@@ -148,6 +237,6 @@ class Stimulator(Node):
 
     def close(self) -> None:
         if self.gate is not None:
-            now = self.ctx.real_clock()
+            now = self._gate_now(self.ctx.real_clock())
             self.gate.safe_state(now)
             self.gate.driver.close()

@@ -1,0 +1,81 @@
+"""What a stimulator delivers, one pulse and one sample at a time."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def delivered(commands: list[tuple], t_end: float, rate: float, channels: list[int]) -> tuple[list[tuple], np.ndarray]:
+    """Pulses and the sampled waveform for dated commands, by explicit loops.
+
+    ``commands`` are ``(t, kind, channel, amp, pw, freq, dur)`` in time order,
+    ``kind`` one of "level", "off", "pulse", "train". A level keeps its pulse
+    clock across amplitude changes at the same frequency; a new frequency, or
+    a level after off, pulses at once. A new command on a channel cancels the
+    train pulses still to come there; everything stops at ``t_end``.
+
+    Returns the pulses ``(t, channel, amp, pw)`` in the order generated per
+    channel, and the samples from the first command on, one row per sample
+    ``k`` covering ``[t_first + k/rate, t_first + (k+1)/rate)`` up to
+    ``t_end``: per channel amplitude and frequency at the sample's start,
+    pulses and charge (uC) within it.
+    """
+    origin = commands[0][0]
+    pulses: list[tuple] = []
+    for c in channels:
+        level = None  # [amp, pw, freq, p0, k]
+        queue: list[tuple] = []
+        mine = [x for x in commands if x[2] == c] + [(t_end, "end", c, 0, 0, 0, 0)]
+        for i, (t, kind, _c, amp, pw, freq, dur) in enumerate(mine):
+            t_next = mine[i + 1][0] if i + 1 < len(mine) else t_end
+            if kind == "end":
+                break
+            queue = [q for q in queue if q[0] < t]  # pulses still to come are cancelled...
+            for q in queue:  # ...those before t were delivered
+                pulses.append((q[0], c, q[1], q[2]))
+            queue = []
+            if kind == "level":
+                if level is not None and level[2] == freq:
+                    level[0], level[1] = amp, pw
+                else:
+                    level = [amp, pw, freq, t, 0]
+            elif kind == "off":
+                level = None
+            elif kind == "pulse":  # delivered at once
+                pulses.append((t, c, amp, pw))
+            elif kind == "train":
+                n = max(1, int(math.floor(freq * dur + 1e-9)))
+                queue = [(t + j / freq, amp, pw) for j in range(n)]
+            if level is not None:
+                while True:
+                    tp = level[3] + level[4] / level[2]
+                    if tp >= t_next:
+                        break
+                    pulses.append((tp, c, level[0], level[1]))
+                    level[4] += 1
+        for q in queue:
+            if q[0] < t_end:
+                pulses.append((q[0], c, q[1], q[2]))
+    n = 0
+    while origin + (n + 1) / rate <= t_end:
+        n += 1
+    out = np.zeros((n, 4 * len(channels)))
+    for j, c in enumerate(channels):
+        for k in range(n):
+            tk = origin + k / rate
+            amp = freq = 0.0
+            for t, kind, cc, a, _pw, f, _d in commands:
+                if cc == c and t <= tk and kind in ("level", "off"):
+                    amp, freq = (a, f) if kind == "level" else (0.0, 0.0)
+            out[k, 4 * j] = amp
+            out[k, 4 * j + 1] = freq
+        for tp, cc, a, pw in pulses:
+            if cc != c:
+                continue
+            k = next((k for k in range(n) if origin + k / rate <= tp < origin + (k + 1) / rate), -1)
+            if k >= 0:
+                out[k, 4 * j + 2] += 1
+                out[k, 4 * j + 3] += a * pw / 1000.0
+    return pulses, out
