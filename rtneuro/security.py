@@ -17,7 +17,9 @@ tcp (across hosts)
     socket a CURVE client. A ZAP handler (one authenticator thread per
     process) accepts only the client public keys listed in the keys
     directory's ``authorized`` file and logs every refusal. A client that
-    does not speak CURVE at all is dropped by libzmq during the handshake.
+    does not speak CURVE at all (or speaks it with the wrong server key) is
+    dropped by libzmq during the handshake; a monitor on every CURVE server
+    socket sees the failed handshake, and it is counted and logged as well.
 
 Keys directory (``rtneuro keys DIR``)
     ``rtneuro.key``
@@ -41,6 +43,7 @@ Keys directory (``rtneuro keys DIR``)
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -270,6 +273,77 @@ class _ContextAuth:
             raise RtneuroError("cannot start the CURVE authenticator: inproc://zeromq.zap.01 is taken by another handler")
         self.users: dict[str, int] = {}
         self.providers: dict[str, _Authorizer] = {}
+        self.monitor = _HandshakeMonitor()
+
+
+#: Handshake failures a CURVE server's monitor reports: a client without CURVE
+#: (mechanism mismatch), or one whose handshake does not decrypt (wrong server key).
+_HANDSHAKE_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_MONITOR_STOPPED
+
+
+class _HandshakeMonitor:
+    """Counts and logs clients that never reach the ZAP handler (one thread per context).
+
+    Each CURVE server socket gets a libzmq monitor (a PAIR socket) that this
+    thread reads; a monitor ends when its socket closes (``MONITOR_STOPPED``)
+    or when :meth:`stop` is called.
+    """
+
+    def __init__(self) -> None:
+        import queue
+
+        self.refused = 0
+        self._new: queue.SimpleQueue = queue.SimpleQueue()
+        self._logged: set = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rtneuro-curve-monitor", daemon=True)
+        self._thread.start()
+
+    def watch(self, sock: zmq.Socket) -> None:
+        mon = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+        mon.linger = 0
+        self._new.put(mon)  # the thread owns it from here on
+
+    def _run(self) -> None:
+        mons: list[zmq.Socket] = []
+        try:
+            self._loop(mons)
+        except zmq.ZMQError:  # the context was destroyed under us: nothing left to watch
+            pass
+        for m in mons:
+            with contextlib.suppress(zmq.ZMQError):
+                m.close(0)
+
+    def _loop(self, mons: list[zmq.Socket]) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        poller = zmq.Poller()
+        while not self._stop.is_set():
+            while not self._new.empty():
+                m = self._new.get()
+                mons.append(m)
+                poller.register(m, zmq.POLLIN)
+            for m, _ev in poller.poll(50) if mons else []:
+                msg = recv_monitor_message(m)
+                if msg["event"] == zmq.EVENT_MONITOR_STOPPED:
+                    poller.unregister(m)
+                    mons.remove(m)
+                    m.close(0)
+                    continue
+                self.refused += 1
+                endpoint = msg["endpoint"].decode("utf-8", "replace")
+                if endpoint not in self._logged:  # once per endpoint: a scanner must not flood the log
+                    self._logged.add(endpoint)
+                    why = ("it does not use CURVE" if msg["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                           else f"its handshake failed ({msg['event'].name}, {msg['value']})")
+                    log.warning("refused a client on %s: %s; clients need the deployment's keys (transport.keys, made by 'rtneuro keys')",
+                                endpoint, why)
+            if not mons:
+                self._stop.wait(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
 
 
 _auth_lock = threading.Lock()
@@ -300,6 +374,7 @@ def curve_server(sock: zmq.Socket, keys: Keys) -> None:
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
     sock.curve_server = True
+    entry.monitor.watch(sock)
 
 
 def release_server(ctx: zmq.Context, keys: Keys) -> None:
@@ -319,6 +394,7 @@ def stop_authenticator(ctx: zmq.Context) -> None:
     with _auth_lock:
         entry = _auths.pop(id(ctx), None)
     if entry is not None:
+        entry.monitor.stop()
         entry.auth.stop()
 
 
@@ -326,7 +402,7 @@ def refusals(ctx: zmq.Context) -> int:
     """Clients refused so far by the authenticator of ``ctx``."""
     with _auth_lock:
         entry = _auths.get(id(ctx))
-        return sum(p.refused for p in entry.providers.values()) if entry else 0
+        return sum(p.refused for p in entry.providers.values()) + entry.monitor.refused if entry else 0
 
 
 def curve_client(sock: zmq.Socket, keys: Keys) -> None:
