@@ -501,7 +501,8 @@ class Gate:
             if lim.safe_amplitude_ma > 0:
                 self._set(ch, lim.safe_amplitude_ma, lim.safe_pulse_width_us, lim.safe_frequency_hz, 0, now, t_stream)
 
-    def _device_failed(self, exc: Exception, now: float, t_stream: float) -> None:
+    def _device_failed(self, exc: Exception, now: float, t_stream: float) -> bool:
+        """Count and record a driver failure, then try its safe state; True if the device confirmed it."""
         self.counts["device_errors"] += 1
         self.last_error = str(exc)
         self._record(STATUS_DEVICE, now, t_stream, None, -1, f"device: {exc}")
@@ -512,23 +513,37 @@ class Gate:
             self.driver.safe_state(now)
         except DeviceError as exc2:
             log.error("driver '%s' could not reach its safe state: %s", getattr(self.driver, "name", "?"), exc2)
+            self.last_error = str(exc2)
+            return False
+        return True
 
-    def safe_state(self, now: float) -> None:
-        """Every channel to its safe state now; the watchdog disarms until the next valid command."""
+    def safe_state(self, now: float) -> bool:
+        """Every channel to its safe state now; the watchdog disarms until the next valid command.
+
+        Returns False when the driver failed and could not confirm the safe state either.
+        """
+        ok = True
         try:
             self._to_safe(now, self._t_stream_last)
         except DeviceError as exc:
-            self._device_failed(exc, now, self._t_stream_last)
+            ok = self._device_failed(exc, now, self._t_stream_last)
         self._last_valid = None
+        return ok
 
     def emergency_stop(self, now: float, reason: str = "operator") -> None:
-        """Safe state at once (no ramp), latched: stimulating commands are refused until cleared."""
+        """Safe state at once (no ramp), latched: stimulating commands are refused until cleared.
+
+        Raises DeviceError when the device did not confirm its safe state (the
+        latch holds all the same), so that the operator is told.
+        """
         self.estopped = True
         self.estop_reason = reason
         self.counts["estops"] += 1
         log.error("emergency stop (%s): every channel of '%s' is in its safe state until cleared", reason, self.profile.device)
         self._record(STATUS_ESTOP, now, self._t_stream_last, None, -1, f"estop: {reason}")
-        self.safe_state(now)
+        if not self.safe_state(now):
+            raise DeviceError(f"device '{self.profile.device}' did not confirm its safe state ({self.last_error}); "
+                              "cut its power or disconnect it by hand")
 
     def clear_emergency_stop(self, now: float) -> None:
         """Accept stimulating commands again; channels stay in their safe state until the next one."""

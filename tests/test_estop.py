@@ -124,3 +124,35 @@ def test_an_estop_latched_before_a_restart_reaches_the_new_incarnation(write_gra
     assert sup.report["estop"]["latched"]  # never cleared
     stim = sup.report["nodes"]["stim"]  # the report of the restarted incarnation
     assert stim["gate"].get("estops", stim.get("estop", {}).get("count")) == 1
+
+
+def test_a_device_that_cannot_confirm_its_safe_state_makes_the_stop_fail_loudly(write_graph, tmp_path, monkeypatch):
+    """The serial stimulator is unplugged mid-run: ``rtneuro stop --now`` must not report it safe."""
+    from rtneuro.hardware.serial_emulator import SerialEmulator
+
+    monkeypatch.setenv("RTNEURO_RUNTIME_DIR", str(tmp_path / "runs"))
+    env = {**os.environ, "RTNEURO_RUNTIME_DIR": str(tmp_path / "runs")}
+    emu = SerialEmulator(n_channels=2, max_amplitude_ma=10.0).start()
+    graph = synthetic_chain(speed="realtime", duration_s=60.0)
+    graph["nodes"][4]["params"] = {"driver": "serial", "profile": "serial", "driver_args": {"port": emu.port}}
+    sup, thread, box = start_graph(write_graph(graph))
+    try:
+        wait_running(sup)
+        t_end = time.monotonic() + 20
+        while _accepted(sup) < 1 and time.monotonic() < t_end:
+            time.sleep(0.05)
+        assert _accepted(sup) == 1
+        emu.close()  # unplugged
+        r, _ = _stop("--now", env=env)
+        assert r.returncode == 1, r.stdout + r.stderr
+        line = r.stdout.strip()
+        assert "0 of 1 stimulators confirmed" in line
+        assert "stim failed: DeviceError: device 'serial' did not confirm its safe state" in line
+        assert "cut its power or disconnect it by hand" in line
+    finally:
+        sup.stop()
+        thread.join(30)
+        emu.close()
+    assert sup.report["estop"]["latched"]
+    stim = sup.report["nodes"]["stim"]
+    assert stim["gate"]["device_errors"] >= 1 and "is gone" in stim["last_device_error"]
