@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -36,9 +37,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.verbose:
         os.environ["RTNEURO_LOG"] = "INFO"
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="[supervisor] %(levelname)s %(message)s")
-    graph = load_graph(args.config, overrides={"speed": args.speed, "duration_s": args.duration})
+    overrides = {"speed": args.speed, "duration_s": args.duration}
+    session = None
+    if args.record:
+        from .recording.session import append_report, recording_graph
+
+        graph, session = recording_graph(args.config, args.record, overrides=overrides)
+        print(f"recording to {session}", file=sys.stderr)
+    else:
+        graph = load_graph(args.config, overrides=overrides)
     sup = Supervisor(graph, report_path=args.report, quiet=args.quiet)
-    return sup.run()
+    code = sup.run()
+    if session is not None:
+        print(append_report(session, sup.report), file=sys.stderr)
+    return code
 
 
 def replay_graph(path: str, name: str | None = None, speed: str | float = "realtime", chunk_size: int | None = None,
@@ -76,8 +88,21 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from .config import load_graph, parse_speed
     from .runtime.supervisor import Supervisor
 
+    if args.check:
+        from .recording.replay import replay_check
+
+        if args.lsl:
+            raise ConfigError("--check and --lsl do not go together: --check reruns a session, --lsl plays a recording to LSL")
+        res = replay_check(args.file, args.config)
+        if args.json:
+            from pathlib import Path
+
+            Path(args.json).write_text(json.dumps(res, indent=2))
+        return 0 if res["differing"] == 0 and res["exit_code"] == 0 else 1
+    if args.config:
+        raise ConfigError("--config is for --check (rerun a recorded session through a graph)")
     if not args.lsl:
-        raise ConfigError("rtneuro replay FILE plays a recording as LSL outlets: add --lsl")
+        raise ConfigError("rtneuro replay FILE plays a recording as LSL outlets (add --lsl), or checks a recorded session (add --check)")
     speed = parse_speed(args.speed)
     if speed == "max":
         raise ConfigError("--speed max makes no sense for LSL outlets (nothing would wait for real time); use realtime or a factor")
@@ -240,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: end of the data)")
     r.add_argument("--speed", default=None, help="realtime, max (as fast as possible, virtual clock) or a factor such as 8")
     r.add_argument("--report", default=None, help="write the JSON run report here")
+    r.add_argument("--record", default=None, metavar="DIR", help="record every stream, decision and its provenance to a session file (XDF) in DIR")
     r.add_argument("--quiet", action="store_true", help="no live status")
     r.add_argument("--verbose", action="store_true", help="log at INFO level")
     r.set_defaults(func=_cmd_run)
@@ -248,9 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("config")
     v.set_defaults(func=_cmd_validate)
 
-    rp = sub.add_parser("replay", help="play a recording (MNE-readable or XDF) as LSL outlets")
-    rp.add_argument("file", help="EDF/BDF/FIF/BrainVision/EEGLAB/... or .xdf")
+    rp = sub.add_parser("replay", help="play a recording as LSL outlets, or check a recorded session")
+    rp.add_argument("file", help="EDF/BDF/FIF/BrainVision/EEGLAB/... or .xdf (a session, with --check)")
     rp.add_argument("--lsl", action="store_true", help="publish as LSL outlets (data and markers)")
+    rp.add_argument("--check", action="store_true", help="rerun a recorded session through its graph on the virtual clock; report differing decisions")
+    rp.add_argument("--config", default=None, help="with --check: a (possibly changed) graph to rerun instead of the recorded one")
+    rp.add_argument("--json", default=None, help="with --check: write the result here")
     rp.add_argument("--name", default=None, help="outlet name (default: the file name); other streams get NAME-<stream>")
     rp.add_argument("--speed", default="realtime", help="realtime or a factor such as 2")
     rp.add_argument("--chunk-size", type=int, default=None, help="samples per chunk (default: the device's when known, else 0.1 s)")

@@ -248,7 +248,8 @@ def _section(doc: dict, key: str, raw: dict, cls: type, errors: _Errors) -> Any:
         return cls()
 
 
-def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str | Path | None = None) -> Graph:
+def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str | Path | None = None,
+               extra_nodes: list[dict] | None = None, extra_processes: dict | None = None) -> Graph:
     """Read and validate a graph file.
 
     Parameters
@@ -260,6 +261,10 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
         ``duration_s``) or of ``transport:`` (keys prefixed ``transport.``).
     base_dir : path or None
         Folder relative paths are resolved against (default: the file's).
+    extra_nodes : list of dict or None
+        Nodes added to the file's (``rtneuro run --record`` adds its recorder).
+    extra_processes : dict or None
+        Process settings added to the file's ``processes:``.
 
     Raises
     ------
@@ -300,6 +305,8 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
     if not isinstance(proc_raw, dict):
         errors.add(_line(doc, "processes"), "'processes' must be a mapping of process name to settings")
         proc_raw = {}
+    if extra_processes:
+        proc_raw = {**proc_raw, **extra_processes}
     for name, raw in proc_raw.items():
         if not isinstance(name, str) or not ID_RE.match(name):
             errors.add(_line(proc_raw, name), f"process name {name!r} must start with a letter and use letters, digits, '_' or '-'")
@@ -310,6 +317,8 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
             errors.add(_line(proc_raw, name), str(exc))
 
     nodes_raw = doc.get("nodes")
+    if isinstance(nodes_raw, list) and nodes_raw and extra_nodes:
+        nodes_raw = [*nodes_raw, *extra_nodes]
     if not isinstance(nodes_raw, list) or not nodes_raw:
         errors.add(_line(doc, "nodes"), "'nodes' must be a non-empty list of nodes (each with 'id' and 'type')")
         errors.raise_if_any()

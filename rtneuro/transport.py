@@ -599,7 +599,7 @@ class CommandSender:
         self._seq[stream] = seq + 1
         frames = encode("cmd", stream, seq, self.inc, chunk)
         self.socket.send_multipart(frames, copy=False)
-        deadline = (chunk.extra or {}).get("deadline", self.clock() + 1.0)
+        deadline = (chunk.extra or {}).get("deadline", self.clock() + 10.0)  # no deadline (virtual clock): re-sent for 10 s
         self.pending[(stream, seq)] = [frames, self.clock(), deadline]
         if heartbeat:
             self.stats.heartbeats += 1

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from rtneuro.recording import read_session
+
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -48,16 +50,29 @@ LIVE = sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if "lsl_inlet" i
 
 
 @pytest.mark.parametrize("config", REPLAYED)
-def test_every_shipped_config_runs_cleanly_as_fast_as_possible(config, tmp_path):
+def test_every_shipped_config_runs_cleanly_as_fast_as_possible_recorded_and_replays_to_the_same_decisions(config, tmp_path):
     report = tmp_path / "r.json"
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
     r = subprocess.run([sys.executable, "-m", "rtneuro", "run", f"configs/{config}", "--speed", "max", "--quiet",
-                        "--duration", "60", "--report", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+                        "--duration", "60", "--report", str(report), "--record", str(sessions)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     rep = json.loads(report.read_text())
     assert rep["errors"] == [] and not rep["interrupted"]
     assert all(s["gaps"] == 0 and s["invalid"] == 0 and s["samples"] > 0 for s in rep["streams"].values())
     assert rep["commands"]["sent"] > 0 and rep["commands"]["refused"] == 0
     assert rep["latency_us"]["n"] > 0
+    # the session holds every stream, whole, and the same graph replayed from it decides the same
+    (session,) = sessions.glob("*.xdf")
+    s = read_session(session)
+    assert s.damage is None
+    for name, row in rep["streams"].items():
+        assert len(s.stream(name).time_stamps) == row["samples"], name
+    r = subprocess.run([sys.executable, "-m", "rtneuro", "replay", str(session), "--check", "--json", str(tmp_path / "c.json")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=180)
+    check = json.loads((tmp_path / "c.json").read_text())
+    assert r.returncode == 0 and check["differing"] == 0 and check["decisions"] > 0, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("config", LIVE)

@@ -18,6 +18,7 @@ NODE_TYPES: dict[str, str] = {
     # sources
     "synthetic": "rtneuro.nodes.sources:Synthetic",
     "file_replay": "rtneuro.nodes.sources:FileReplay",
+    "session_replay": "rtneuro.recording.replay:SessionReplay",
     "lsl_inlet": "rtneuro.nodes.lsl:LslInlet",
     "xdf_replay": "rtneuro.nodes.xdf:XdfReplay",
     "synthetic_spikes": "rtneuro.nodes.spikes:SyntheticSpikes",
@@ -39,6 +40,7 @@ NODE_TYPES: dict[str, str] = {
     # sinks
     "console": "rtneuro.nodes.sinks:Console",
     "jsonl": "rtneuro.nodes.sinks:JsonLines",
+    "recorder": "rtneuro.nodes.recorder:Recorder",
     "lsl_outlet": "rtneuro.nodes.lsl:LslOutlet",
     "segment_summary": "rtneuro.nodes.sinks:SegmentSummary",
     "stimulator": "rtneuro.nodes.stimulator:Stimulator",

@@ -37,6 +37,7 @@ calls between chunks so that ``read()`` has nothing left to compute.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -89,6 +90,19 @@ class NodeContext:
 
     def stream_name(self, port: str = "") -> str:
         return f"{self.node_id}.{port}" if port else self.node_id
+
+    def command_deadline(self, ms: float) -> float | None:
+        """The LSL time by which a command made now must be applied; None on the virtual clock.
+
+        As fast as possible (``--speed max``) the data outruns real time and
+        every hop waits for the slowest consumer, so how late a command is in
+        real time says nothing about the data: such runs carry no deadline and
+        decide the same however loaded the machine is.
+        """
+        clock = self.clock
+        if clock is not None and not math.isfinite(clock.speed):
+            return None
+        return self.real_clock() + ms / 1000.0
 
 
 class Node:

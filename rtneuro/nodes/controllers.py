@@ -191,7 +191,11 @@ class Threshold(Node):
         if chunk.extra and "window" in chunk.extra:
             cause["window"] = chunk.extra["window"]
             cause["of"] = chunk.extra.get("of")
-        extra = {"cause": cause, "deadline": self.ctx.real_clock() + p.deadline_ms / 1000.0}
+        cause["state"] = {"on": self.on, "switches": self.switches, "t_change": self._t_change}
+        extra: dict = {"cause": cause}
+        deadline = self.ctx.command_deadline(p.deadline_ms)
+        if deadline is not None:
+            extra["deadline"] = deadline
         return Chunk(np.array(recs, dtype=COMMAND_DTYPE), chunk.first, chunk.t0, chunk.sfreq, chunk.trace, extra)
 
     def report(self) -> dict:
@@ -247,7 +251,7 @@ class Pulse(Node):
 
     def process(self, chunk: Chunk, port: int = 0) -> Chunk | None:
         p = self.params
-        deadline = self.ctx.real_clock() + p.deadline_ms / 1000.0
+        deadline = self.ctx.command_deadline(p.deadline_ms)
         if port == 0:
             if chunk.data.shape[0] == 0:
                 return None
@@ -256,7 +260,7 @@ class Pulse(Node):
             t_last = chunk.t0 + (n - 1) / chunk.sfreq if chunk.sfreq > 0 else chunk.t0
             recs = np.array([(CMD_HOLD, p.channel, 0.0, 0.0, 0.0, 0.0, 0, 0.0)], dtype=COMMAND_DTYPE)
             cause = {"stream": self.inputs[0].name, "frames": [chunk.first + n - 1, chunk.first + n - 1], "t_last": t_last}
-            return Chunk(recs, chunk.first + n - 1, t_last, 0.0, chunk.trace, {"cause": cause, "deadline": deadline})
+            return Chunk(recs, chunk.first + n - 1, t_last, 0.0, chunk.trace, _extra(cause, deadline))
         ev = chunk.data
         keep = np.ones(len(ev), dtype=bool) if self._any else np.array([lbl in self._labels for lbl in ev["label"]], dtype=bool)
         self.ignored += int((~keep).sum())
@@ -271,7 +275,12 @@ class Pulse(Node):
         recs["pulse_width_us"] = p.pulse_width_us
         cause = {"stream": self.inputs[1].name, "events": ev["index"].tolist(), "t_last": float(ev["time"][-1]),
                  "values": ev["value"].tolist()}
-        return Chunk(recs, int(ev["index"][0]), float(ev["time"][0]), 0.0, chunk.trace, {"cause": cause, "deadline": deadline})
+        return Chunk(recs, int(ev["index"][0]), float(ev["time"][0]), 0.0, chunk.trace, _extra(cause, deadline))
 
     def report(self) -> dict:
         return {"pulses": self.pulses, "heartbeats": self.heartbeats, "ignored_events": self.ignored}
+
+
+def _extra(cause: dict, deadline: float | None) -> dict:
+    """A command chunk's extras: its cause, and its deadline unless the run is on the virtual clock."""
+    return {"cause": cause} if deadline is None else {"cause": cause, "deadline": deadline}

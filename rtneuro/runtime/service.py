@@ -39,7 +39,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +204,12 @@ class Service:
         producer = plan["producer"]
         proc_of = {n["id"]: n["process"] for n in plan["nodes"]}
         consumers = plan["consumers"]
+        type_of = {n["id"]: n["type"] for n in plan["nodes"]}
+
+        def acked(cid: str) -> bool:
+            """Commands reach a stimulator over the acknowledged channel; any other consumer subscribes."""
+            return node_class(type_of[cid]).category == "stimulator"
+
         self.publisher: Publisher | None = None
         self.subscriber: Subscriber | None = None
         self.cmd_receiver: CommandReceiver | None = None
@@ -213,20 +219,22 @@ class Service:
         for node in self.nodes.values():
             for meta in node.outputs.values():
                 s = meta.name
-                local, remote_procs = [], set()
+                local, remote_procs, cmd_procs = [], set(), set()
+                is_command = meta.kind == "cmd" and meta.dtype == "command"
                 for cid, port in consumers.get(s, []):
                     if proc_of[cid] == self.name:
                         local.append((self.nodes[cid], port))
+                    elif is_command and acked(cid):
+                        cmd_procs.add(proc_of[cid])
                     else:
                         remote_procs.add(proc_of[cid])
                 senders = []
                 publish = False
-                if remote_procs and meta.kind == "cmd" and meta.dtype == "command":
-                    for p in sorted(remote_procs):
-                        if p not in self.senders:
-                            self.senders[p] = CommandSender(self.zctx, self.endpoints[p]["cmd"], tp, self.inc, lsl_clock)
-                        senders.append(self.senders[p])
-                elif remote_procs:
+                for p in sorted(cmd_procs):
+                    if p not in self.senders:
+                        self.senders[p] = CommandSender(self.zctx, self.endpoints[p]["cmd"], tp, self.inc, lsl_clock)
+                    senders.append(self.senders[p])
+                if remote_procs:
                     publish = True
                     self.expected_subs[meta.topic] = len(remote_procs)
                 self.outs[s] = _Out(s, meta.kind, meta.topic, local, publish, senders)
@@ -249,7 +257,7 @@ class Service:
                 if home == self.name:
                     continue
                 meta = self.metas[s]
-                if meta.kind == "cmd" and meta.dtype == "command":  # commands: the acknowledged channel
+                if meta.kind == "cmd" and meta.dtype == "command" and acked(nid):  # commands: the acknowledged channel
                     if self.cmd_receiver is None:
                         self.cmd_receiver = CommandReceiver(self.zctx, ep["cmd"], tp, self.inc)
                     if s not in self.cmd_in:
@@ -257,7 +265,9 @@ class Service:
                     self.cmd_in.setdefault(s, []).append((self.nodes[nid], port))
                 else:
                     if self.subscriber is None:
-                        self.subscriber = Subscriber(self.zctx, tp)
+                        # a recorder keeps every message: no backlog policy on its side, a deep queue
+                        keep_all = any(getattr(n, "lossless_inputs", False) for n in self.nodes.values())
+                        self.subscriber = Subscriber(self.zctx, replace(tp, policy="lossless", hwm=max(tp.hwm, 100_000)) if keep_all else tp)
                     topic = meta.topic.decode("ascii")
                     if topic not in self.remote_in:
                         self.subscriber.subscribe(meta.topic, meta)
