@@ -103,7 +103,7 @@ class SessionReplayParams:
 
     path: str = param(doc="the session (.xdf written by rtneuro run --record)")
     streams: list[str] = param(doc="recorded streams to play: '<id>' is the main output, '<id>.<port>' the others")
-    chunk_s: float = param(0.1, gt=0, le=10, doc="signal samples per chunk, in seconds (results do not depend on it)")
+    chunk_s: float = param(1.0, gt=0, le=10, doc="signal samples per chunk, in seconds (results do not depend on it)")
 
 
 class SessionReplay(Source):
