@@ -89,7 +89,7 @@ def test_every_live_config_runs_on_the_demo_recording_played_over_lsl(config, tm
         assert pylsl.resolve_byprop("name", name, 1, 60), player.stderr
         report = tmp_path / "r.json"
         r = subprocess.run([sys.executable, "-m", "rtneuro", "run", f"configs/{config}", "--quiet", "--duration", "8",
-                            "--report", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+                            "--report", str(report), "--record", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=180)
     finally:
         player.terminate()
         player.wait(10)
@@ -97,3 +97,9 @@ def test_every_live_config_runs_on_the_demo_recording_played_over_lsl(config, tm
     rep = json.loads(report.read_text())
     assert rep["errors"] == [] and rep["streams"]["eeg"]["samples"] > 500
     assert rep["latency_us"]["n"] > 10 and rep["streams"]["ctl"]["chunks"] > 10
+    # the live session, recorded as it came in, replays to the same decisions without LSL
+    (session,) = tmp_path.glob("*.xdf")
+    assert len(read_session(session).stream("eeg").time_stamps) == rep["streams"]["eeg"]["samples"]
+    r = subprocess.run([sys.executable, "-m", "rtneuro", "replay", str(session), "--check"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0 and "no decision differs" in r.stdout, r.stdout + r.stderr

@@ -145,6 +145,7 @@ class Stimulator(Node):
         for i, kind in enumerate(data["kind"].tolist()):
             t_stream = chunk.t0 + i * dt
             self._t_now = t_stream if self._t_now is None else max(self._t_now, t_stream)
+            gate.advance(self._t_now)  # the simulated device's clock follows each command, however they are chunked
             if self._stream_time:
                 now = self._t_now
                 gate.tick(now, now)  # ramps and the watchdog, at data time
@@ -155,8 +156,6 @@ class Stimulator(Node):
             else:
                 d = gate.submit(data[i], now, deadline, t_stream, chunk.first + i)
             out.append((d.status, d.reason))
-        if self._t_now is not None:
-            gate.advance(self._t_now)
         return out
 
     def take_outputs(self) -> list[tuple[str, Chunk]]:
