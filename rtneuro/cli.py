@@ -121,6 +121,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return Supervisor(g, quiet=args.quiet).run()
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .recording.export import export_session
+
+    for path in export_session(args.session, args.to, args.out, args.stream):
+        print(path)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .runtime.service import serve
 
@@ -287,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--quiet", action="store_true", help="no live status")
     rp.set_defaults(func=_cmd_replay)
 
+    ex = sub.add_parser("export", help="export a recorded session to FIF, EDF or NWB")
+    ex.add_argument("session", help="the .xdf session ('rtneuro run --record')")
+    ex.add_argument("--to", required=True, help="fif, edf or nwb")
+    ex.add_argument("--out", default=None, help="folder to write to (default: the session's); for nwb a .nwb path")
+    ex.add_argument("--stream", action="append", default=None, help="a stream to export (repeat; default: every signal stream)")
+    ex.set_defaults(func=_cmd_export)
+
     s = sub.add_parser("serve", help="run one process of a graph whose supervisor is on another host")
     s.add_argument("endpoint", help="the supervisor's control endpoint, as printed by 'rtneuro run' (tcp://host:port)")
     s.add_argument("process", help="the process to run (launch: remote in the graph)")
@@ -313,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("probe_args", nargs=argparse.REMAINDER)
     pr.set_defaults(func=_cmd_probe)
 
-    b = sub.add_parser("bench", help="run a benchmark (latency, lsl, dsp, safety, record)")
-    b.add_argument("name", choices=["latency", "lsl", "dsp", "safety", "record"])
+    b = sub.add_parser("bench", help="run a benchmark (latency, lsl, dsp, safety, record, models)")
+    b.add_argument("name", choices=["latency", "lsl", "dsp", "safety", "record", "models"])
     b.add_argument("--json", default=None, help="write results here")
     b.add_argument("--duration", type=float, default=20.0, help="seconds measured per variant")
     b.add_argument("--variants", default=None, help="comma-separated subset of variants")

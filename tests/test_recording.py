@@ -138,6 +138,15 @@ def test_the_replay_check_command_line(write_graph, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "replay check: no decision differs;" in r.stdout and "x real time" in r.stdout
     assert json.loads((tmp_path / "c.json").read_text())["differing"] == 0
+    # and opens in MNE once exported
+    r = subprocess.run([sys.executable, "-m", "rtneuro", "export", str(session), "--to", "fif", "--out", str(tmp_path / "fif")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import mne
+
+    raw = mne.io.read_raw_fif(r.stdout.split()[r.stdout.split().index(str(tmp_path / "fif" / f"{session.stem}-src_raw.fif"))], verbose="error")
+    assert raw.info["sfreq"] == 250.0 and raw.n_times == 2500
+    assert any(d.startswith("stim level ch0") for d in raw.annotations.description)
     # a session cut short (a crash) is checked up to the damage, which is reported
     cut = tmp_path / "cut.xdf"
     cut.write_bytes(session.read_bytes()[: session.stat().st_size * 2 // 3])

@@ -49,18 +49,18 @@ def _d(tree: Any, *keys: str, default: Any = None) -> Any:
     return default if tree is None else tree
 
 
-@lru_cache(maxsize=4)
-def _load(path: str, mtime: float, size: int) -> Session:
-    return read_session(path)
+@lru_cache(maxsize=8)
+def _load(path: str, mtime: float, size: int, names: tuple[str, ...] | None) -> Session:
+    return read_session(path, names)
 
 
-def load(path: str | Path) -> Session:
-    """A session, read once per process (cached on path, modification time and size)."""
+def load(path: str | Path, names: Sequence[str] | None = None) -> Session:
+    """A session (only the streams ``names``, if given), read once per process (cached on path, time and size)."""
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"session file not found: {p}; give the .xdf that 'rtneuro run --record' wrote")
     st = p.stat()
-    return _load(str(p), st.st_mtime, st.st_size)
+    return _load(str(p), st.st_mtime, st.st_size, None if names is None else tuple(sorted(names)))
 
 
 def session_info(session: Session) -> dict:
@@ -118,7 +118,7 @@ class SessionReplay(Source):
 
     def __init__(self, params: SessionReplayParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
-        session = load(ctx.resolve(params.path))
+        session = load(ctx.resolve(params.path), params.streams)
         by_name = {s.name: s for s in session.streams}
         self.outputs = {}
         self._chunks: list[tuple[float, int, str, Chunk]] = []
@@ -126,7 +126,7 @@ class SessionReplay(Source):
         for k, name in enumerate(params.streams):
             xs = by_name.get(name)
             if xs is None:
-                raise ConfigError(f"stream '{name}' is not in session {session.path} (it has {sorted(by_name)})")
+                raise ConfigError(f"stream '{name}' is not in session {session.path} (it has {sorted(s.name for s in load(session.path).streams)})")
             if name == nid:
                 port = ""
             elif name.startswith(nid + "."):
@@ -322,8 +322,9 @@ def replay_check(session_path: str | Path, config: str | Path | None = None,
         _doc, base_dir, sources, real_time = _replay_graph(session_path, session, Path(config).resolve() if config else None, tmp)
         graph_file = tmp / "replay.yaml"
         load_graph(graph_file, base_dir=base_dir)  # validation errors name the config, before anything runs
+        replayed_sources = {s.name for s in session.streams if any(s.name == n or s.name.startswith(n + ".") for n in sources)}
         graph, new_path = recording_graph(graph_file, tmp, flush_s=5.0, min_free_mb=0, base_dir=base_dir,
-                                          process=REPLAY_PROCESS, fsync=False)
+                                          process=REPLAY_PROCESS, fsync=False, exclude=replayed_sources)
         t0 = time.perf_counter()
         sup = Supervisor(graph, out=io.StringIO(), quiet=True)
         code = sup.run()

@@ -28,7 +28,7 @@ import os
 import struct
 import xml.etree.ElementTree as ET
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,6 +205,7 @@ class _Walker:
         self.f = f
         self.size = size
         self.streams: dict[int, tuple[str, int]] = {}  # id -> (format, channels) from the header
+        self.names: dict[int, str] = {}  # id -> name from the header
         self.footers: set[int] = set()
         self.chunks: list[ChunkInfo] = []
         self.problems: list[_Problem] = []
@@ -314,6 +315,7 @@ class _Walker:
         if fmt not in CHANNEL_FORMATS or nch < 1:
             raise _Bad(f"its header's channel_format {fmt!r} or channel_count {nch} is invalid")
         self.streams[sid] = (fmt, nch)
+        self.names[sid] = fields["name"]
 
     def check_samples(self, start: int, end: int, sid: int) -> int:
         """Samples in the chunk whose content is ``[start, end)``, checking they fill it exactly."""
@@ -459,13 +461,15 @@ def _iter_pyxdf_streams(raw: list[dict]) -> Iterator[XdfStream]:
                         clock_offsets=np.column_stack([times, values]) if times.size else np.zeros((0, 2)))
 
 
-def read_session(path: str | os.PathLike[str]) -> Session:
+def read_session(path: str | os.PathLike[str], names: Sequence[str] | None = None) -> Session:
     """Read an XDF file written by :class:`~rtneuro.recording.XdfWriter` (or LabRecorder), damaged or not.
 
     Parameters
     ----------
     path : path-like
         A plain (uncompressed) XDF file.
+    names : sequence of str or None
+        Read the samples of these streams only (every chunk is still checked).
 
     Returns
     -------
@@ -499,7 +503,8 @@ def read_session(path: str | os.PathLike[str]) -> Session:
         walker.run()
         ranges = _merge(walker.chunks)
         reader = io.BufferedReader(_Spliced(f, ranges), buffer_size=1 << 20)
-        raw, header = pyxdf.load_xdf(reader, synchronize_clocks=False, dejitter_timestamps=False)
+        select = None if names is None else [sid for sid, n in walker.names.items() if n in set(names)] or [-1]
+        raw, header = pyxdf.load_xdf(reader, select_streams=select, synchronize_clocks=False, dejitter_timestamps=False)
     streams = list(_iter_pyxdf_streams(raw))
     bytes_read = sum(b - a for a, b in ranges)
     return Session(p, streams, header, _damage(walker, streams, size), size, bytes_read)
