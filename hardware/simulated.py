@@ -225,6 +225,19 @@ class SimulatedDriver:
             k -= 1
         return k
 
+    def current(self) -> dict:
+        """What the device does from the stream time reached on, until told otherwise.
+
+        ``now``: that time; ``level``: per waveform channel ``[amplitude_ma,
+        frequency_hz]``; ``origin`` and ``next``: the waveform's sample grid
+        (sample ``k`` starts at ``origin + k / rate``) and the next sample to
+        render. A consumer that must know the waveform ahead of the rendered
+        samples (a simulated brain) applies ``level`` from the first sample
+        starting at or after ``now``, as :meth:`render` will.
+        """
+        return {"now": self._t, "origin": self._origin, "next": self._next_sample,
+                "level": [[self._on[c][1], self._on[c][3]] if c in self._on else [0.0, 0.0] for c in self._wave_channels]}
+
     def render(self) -> tuple[int, float, np.ndarray] | None:
         """The samples completed since the last call: ``(first index, t0, data)`` or None.
 

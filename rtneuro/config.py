@@ -47,7 +47,7 @@ __all__ = ["RuntimeParams", "ProcessParams", "NodeSpec", "ProcessSpec", "Graph",
 
 ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 TOP_KEYS = ("name", "description", "runtime", "transport", "processes", "nodes")
-NODE_KEYS = ("id", "type", "inputs", "params", "process")
+NODE_KEYS = ("id", "type", "inputs", "params", "process", "feedback")
 DEFAULT_PROCESS = {"source": "acquire", "transform": "process", "controller": "control", "stimulator": "stimulate"}
 
 
@@ -106,6 +106,8 @@ class NodeSpec:
     line: int
     category: str = ""
     outputs: dict[str, StreamMeta] = field(default_factory=dict)
+    #: streams fed back into a source that models a system (a simulated brain): not dependencies
+    feedback: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -152,7 +154,8 @@ class Graph:
             "runtime": {k: v for k, v in asdict(self.runtime).items()},
             "transport": asdict(self.transport),
             "nodes": [
-                {"id": s.id, "type": s.type, "params": s.raw_params, "inputs": s.inputs, "process": s.process, "line": s.line}
+                {"id": s.id, "type": s.type, "params": s.raw_params, "inputs": s.inputs, "process": s.process, "line": s.line,
+                 "feedback": s.feedback}
                 for s in self.nodes.values()
             ],
             "processes": {p.name: asdict(p) for p in self.processes.values()},
@@ -365,10 +368,20 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
         if proc is not None and (not isinstance(proc, str) or not ID_RE.match(proc)):
             errors.add(_line(raw, "process"), f"{label}: 'process' must be a process name")
             proc = None
+        feedback = raw.get("feedback", [])
+        if isinstance(feedback, str):
+            feedback = [feedback]
+        if not isinstance(feedback, list) or not all(isinstance(s, str) for s in feedback):
+            errors.add(_line(raw, "feedback"), f"{label}: 'feedback' must be a list of stream names")
+            feedback = []
+        if feedback and cls is not None and not getattr(cls, "feedback_kinds", ()):
+            errors.add(_line(raw, "feedback"), f"{label}: takes no feedback; only a source that models a system "
+                       "(such as sim_brain) does; use 'inputs' for a processing node")
+            feedback = []
         # A node with an error is kept (without class or parameters) so that
         # its consumers do not report it as missing: one problem, one line.
         specs[nid] = NodeSpec(nid, str(tname), params, _plain(raw.get("params") or {}), list(inputs), proc or "",
-                              line or 0, cls.category if cls else "")
+                              line or 0, cls.category if cls else "", feedback=list(feedback))
         classes[nid] = cls if params is not None else None
 
     # graph shape: inputs exist, no cycles
@@ -432,6 +445,30 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
             producer[meta.name] = nid
         for k, s in enumerate(spec.inputs):
             consumers.setdefault(s, []).append((nid, k))
+
+    # feedback: streams from later in the graph back into a simulated system (not dependencies: no cycle)
+    for nid in order:
+        spec, cls = specs[nid], classes[nid]
+        for k, s in enumerate(spec.feedback):
+            meta = streams.get(s)
+            if meta is None:
+                if s.split(".", 1)[0] in specs:
+                    errors.add(spec.line, f"node '{nid}': feedback '{s}' is not a stream of the graph; streams: {sorted(streams)}")
+                else:
+                    errors.add(spec.line, f"node '{nid}': feedback '{s}' is not produced by any node{did_you_mean(s.split('.', 1)[0], list(specs))}")
+                continue
+            kinds = getattr(cls, "feedback_kinds", ("sig",))
+            if meta.kind not in kinds:
+                errors.add(spec.line, f"node '{nid}': feedback '{s}' is a '{meta.kind}' stream; it takes {' or '.join(map(repr, kinds))}")
+                continue
+            check = getattr(cls, "check_feedback", None)
+            if check is not None and spec.params is not None:
+                try:
+                    check(spec.params, k, meta)
+                except ConfigError as exc:
+                    errors.add(spec.line, f"node '{nid}': feedback '{s}': {exc}")
+                    continue
+            consumers.setdefault(s, []).append((nid, len(spec.inputs) + k))  # ports after the inputs
 
     # placement
     for nid in order:

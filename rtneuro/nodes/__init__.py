@@ -22,6 +22,7 @@ NODE_TYPES: dict[str, str] = {
     "lsl_inlet": "rtneuro.nodes.lsl:LslInlet",
     "xdf_replay": "rtneuro.nodes.xdf:XdfReplay",
     "synthetic_spikes": "rtneuro.nodes.spikes:SyntheticSpikes",
+    "sim_brain": "rtneuro.nodes.plant:SimBrain",
     # signal processing
     "spike_detect": "rtneuro.nodes.spikes:SpikeDetect",
     "phase": "rtneuro.nodes.phase:Phase",
@@ -37,6 +38,10 @@ NODE_TYPES: dict[str, str] = {
     # controllers
     "threshold": "rtneuro.nodes.controllers:Threshold",
     "pulse": "rtneuro.nodes.controllers:Pulse",
+    "adbs": "rtneuro.nodes.adaptive:Adbs",
+    "pid": "rtneuro.nodes.adaptive:Pid",
+    "lif_trigger": "rtneuro.nodes.adaptive:LifTrigger",
+    "rate_adaptive": "rtneuro.nodes.adaptive:RateAdaptive",
     # sinks
     "console": "rtneuro.nodes.sinks:Console",
     "jsonl": "rtneuro.nodes.sinks:JsonLines",

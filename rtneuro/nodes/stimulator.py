@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from ..errors import ConfigError, did_you_mean
 from ..messages import CMD_HOLD, Chunk, StreamMeta
 from ..safety import Gate, load_profile
@@ -102,7 +104,7 @@ class Stimulator(Node):
         self._t_now: float | None = None  # stream time reached (the gate's clock with timebase 'stream')
         self._real_last: float | None = None  # LSL time of the last input
         self._n_decisions = 0
-        self._n_delivered = 0
+        self._last_level: list | None = None
 
     def open(self) -> None:
         kwargs = dict(self.params.driver_args)
@@ -169,10 +171,17 @@ class Stimulator(Node):
             self._n_decisions += len(recs)
             out.append(("decisions", Chunk(recs, first, float(recs["time"][0]), 0.0, [])))
         if self._wave:
-            wave = self.gate.driver.render()
+            drv = self.gate.driver
+            wave = drv.render()
+            state = drv.current()  # what the device does from now on, until told otherwise: a simulated brain holds it
+            if wave is None and state["level"] != self._last_level and state["origin"] is not None:
+                # no whole sample yet, but the level changed: say so now, in an empty chunk
+                k = state["next"]
+                wave = (k, state["origin"] + k / self.params.waveform_rate, np.zeros((0, len(self.outputs["delivered"].ch_names))))
             if wave is not None:
                 first, t0, data = wave
-                out.append(("delivered", Chunk(data, first, t0, self.params.waveform_rate, [])))
+                self._last_level = state["level"]
+                out.append(("delivered", Chunk(data, first, t0, self.params.waveform_rate, [], state)))
         return out
 
     def next_tick_due(self) -> float | None:

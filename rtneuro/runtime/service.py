@@ -252,7 +252,7 @@ class Service:
         self.cmd_in: dict[str, list] = {}
         connect_to: set[str] = set()
         for nid, spec in self.specs.items():
-            for port, s in enumerate(spec["inputs"]):
+            for port, s in enumerate(spec["inputs"] + spec.get("feedback", [])):  # a source's feedback: ports 0, 1...
                 home = proc_of[producer[s]]
                 if home == self.name:
                     continue
