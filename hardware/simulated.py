@@ -16,12 +16,15 @@ from typing import TextIO
 
 import numpy as np
 
-from rtneuro.messages import CMD_LEVEL, CMD_OFF, CMD_PULSE, CMD_TRAIN
+from rtneuro.messages import CMD_LEVEL, CMD_OFF, CMD_PULSE, CMD_TRAIN, SHAPE_MONOPHASIC_ANODIC, SHAPE_MONOPHASIC_CATHODIC
 
+_MONOPHASIC = (SHAPE_MONOPHASIC_CATHODIC, SHAPE_MONOPHASIC_ANODIC)
 KINDS = {CMD_LEVEL: "level", CMD_OFF: "off", CMD_PULSE: "pulse", CMD_TRAIN: "train"}
 
-#: Columns of the delivered-waveform stream, per stimulation channel.
-WAVEFORM_FIELDS = (("amplitude_ma", "mA"), ("frequency_hz", "Hz"), ("pulses", "count"), ("charge_uc", "uC"))
+#: Columns of the delivered-waveform stream, per stimulation channel. ``energy_uj``
+#: is the electrical energy the pulses put into a 1 kOhm load (E = R I^2 t per
+#: phase; scale by the electrode impedance in kOhm).
+WAVEFORM_FIELDS = (("amplitude_ma", "mA"), ("frequency_hz", "Hz"), ("pulses", "count"), ("charge_uc", "uC"), ("energy_uj", "uJ"))
 
 
 class SimulatedDriver:
@@ -57,10 +60,11 @@ class SimulatedDriver:
         self.pulse_log: list[tuple[float, int, float, float]] = []
         # ch -> [t_on, amp, pw, freq, p0, next k]: pulses at p0 + k / freq
         self._on: dict[int, list] = {}
-        self._pending: dict[int, list[tuple[float, float, float]]] = {}  # trains and single pulses to come
+        self._pending: dict[int, list[tuple[float, float, float, int]]] = {}  # trains and single pulses to come
         self.on_time_s: dict[int, float] = {}
         self.pulses: dict[int, int] = {}
         self.charge_uc: dict[int, float] = {}
+        self.energy_uj: dict[int, float] = {}  # into a 1 kOhm load
         self.safe_states = 0
         self._t: float | None = None  # stream time reached: nothing is dated earlier
         self._offset: float | None = None
@@ -71,7 +75,7 @@ class SimulatedDriver:
         self._next_sample = 0
         self._state: dict[int, tuple[float, float]] = {}  # ch -> (amp, freq) at the next sample to render
         self._changes: list[tuple[float, int, float, float]] = []  # (t, ch, amp, freq) not yet rendered
-        self._wave_pulses: list[tuple[float, int, float]] = []  # (t, ch, charge) not yet rendered
+        self._wave_pulses: list[tuple[float, int, float, float]] = []  # (t, ch, charge, energy) not yet rendered
 
     # -- protocol -----------------------------------------------------------
 
@@ -82,6 +86,7 @@ class SimulatedDriver:
         kind = int(command["kind"])
         ch = int(command["channel"])
         amp, pw, freq, dur = (float(command[k]) for k in ("amplitude_ma", "pulse_width_us", "frequency_hz", "duration_s"))
+        phases = 1 if int(command["phase_shape"]) in _MONOPHASIC else 2
         t = self._date(t_stream)
         self.advance(t)
         self._offset = now - t_stream  # LSL time minus stream time, to date a safe state
@@ -92,10 +97,11 @@ class SimulatedDriver:
                 self._accrue(ch, t)
                 if cur[3] == freq:  # same frequency: the pulse clock runs on
                     cur[:4] = [t, amp, pw, freq]
+                    cur[6] = phases
                 else:
-                    self._on[ch] = [t, amp, pw, freq, t, 0]
+                    self._on[ch] = [t, amp, pw, freq, t, 0, phases]
             else:
-                self._on[ch] = [t, amp, pw, freq, t, 0]
+                self._on[ch] = [t, amp, pw, freq, t, 0, phases]
             self._change(t, ch, amp, freq)
         elif kind == CMD_OFF:
             self._pending.pop(ch, None)
@@ -105,10 +111,10 @@ class SimulatedDriver:
                 self._change(t, ch, 0.0, 0.0)
         elif kind == CMD_PULSE:  # delivered at once
             self._pending.pop(ch, None)
-            self._pulse(t, ch, amp, pw)
+            self._pulse(t, ch, amp, pw, phases)
         elif kind == CMD_TRAIN:
             n = max(1, int(math.floor(freq * dur + 1e-9)))
-            self._pending[ch] = [(t + j / freq, amp, pw) for j in range(n)]
+            self._pending[ch] = [(t + j / freq, amp, pw, phases) for j in range(n)]
         entry = {"t": now, "t_stream": t, "kind": KINDS.get(kind, str(kind)), "channel": ch,
                  "amplitude_ma": amp, "pulse_width_us": pw, "frequency_hz": freq, "duration_s": dur,
                  "phase_shape": int(command["phase_shape"])}
@@ -137,6 +143,7 @@ class SimulatedDriver:
             "on_time_s": {str(k): round(v, 6) for k, v in self.on_time_s.items()},
             "pulses": {str(k): v for k, v in self.pulses.items()},
             "charge_uc": {str(k): round(v, 6) for k, v in self.charge_uc.items()},
+            "energy_uj_1kohm": {str(k): round(v, 6) for k, v in self.energy_uj.items()},
             "safe_states": self.safe_states,
         }
 
@@ -158,19 +165,19 @@ class SimulatedDriver:
         t = self._date(t_stream)
         if self._t is not None and t <= self._t:
             return
-        for ch, (_t_on, amp, pw, freq, p0, k) in self._on.items():
+        for ch, (_t_on, amp, pw, freq, p0, k, phases) in self._on.items():
             if freq <= 0:
                 continue
             k_end = max(k, int(math.ceil((t - p0) * freq)) + 1)
             times = [p0 + i / freq for i in range(k, k_end)]
             times = [x for x in times if x < t]
             for x in times:
-                self._pulse(x, ch, amp, pw)
+                self._pulse(x, ch, amp, pw, phases)
             self._on[ch][5] = k + len(times)
         for ch, due in list(self._pending.items()):
             i = 0
             while i < len(due) and due[i][0] < t:
-                self._pulse(due[i][0], ch, due[i][1], due[i][2])
+                self._pulse(due[i][0], ch, due[i][1], due[i][2], due[i][3])
                 i += 1
             if i == len(due):
                 del self._pending[ch]
@@ -178,13 +185,15 @@ class SimulatedDriver:
                 self._pending[ch] = due[i:]
         self._t = t
 
-    def _pulse(self, t: float, ch: int, amp: float, pw: float) -> None:
+    def _pulse(self, t: float, ch: int, amp: float, pw: float, phases: int) -> None:
         q = amp * pw / 1000.0  # uC per phase
+        e = phases * amp * amp * pw * 1e-3  # uJ into 1 kOhm: phases x (I mA)^2 x (pw us) x 1 kOhm
         self.pulse_log.append((t, ch, amp, pw))
         self.pulses[ch] = self.pulses.get(ch, 0) + 1
         self.charge_uc[ch] = self.charge_uc.get(ch, 0.0) + q
+        self.energy_uj[ch] = self.energy_uj.get(ch, 0.0) + e
         if self._rate > 0:
-            self._wave_pulses.append((t, ch, q))
+            self._wave_pulses.append((t, ch, q, e))
 
     def _accrue(self, ch: int, t: float) -> None:
         self.on_time_s[ch] = self.on_time_s.get(ch, 0.0) + max(0.0, t - self._on[ch][0])
@@ -278,13 +287,14 @@ class SimulatedDriver:
             data[:, col[c]] = amp
             data[:, col[c] + 1] = fr
         later = []
-        for t, c, q in self._wave_pulses:
+        for t, c, q, e in self._wave_pulses:
             k = self._bin(t)
             if k >= k1:
-                later.append((t, c, q))
+                later.append((t, c, q, e))
             elif c in col:
                 data[k - k0, col[c] + 2] += 1
                 data[k - k0, col[c] + 3] += q
+                data[k - k0, col[c] + 4] += e
         self._changes = keep
         self._wave_pulses = later
         self._next_sample = k1

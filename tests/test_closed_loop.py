@@ -148,14 +148,18 @@ def test_an_lif_neuron_fires_trains_at_its_analytic_rate():
     from rtneuro.models import LIF, LIFParams
 
     ctl = _controller("lif_trigger", offset=0.0, gain_na=1.0, neuron={"tau_m_ms": 100.0, "t_ref_ms": 200.0},
-                      amplitude_ma=2.0, train_s=0.2)
+                      amplitude_ma=2.0, train_s=0.2, action="train")
     kinds, _, states = _drive(ctl, [2.0] * 300)  # 30 s at 2 nA
     rate = float(LIF.rate_hz(LIFParams(tau_m_ms=100.0, t_ref_ms=200.0), 2.0))
     n = kinds.count(CMD_TRAIN)
     assert abs(n - rate * 30.0) <= 1.5  # the analytic rate (frames quantise spike times to 0.1 s)
     assert states[-1, 2] == n
     quiet = _controller("lif_trigger", offset=0.0, gain_na=1.0)
-    assert _drive(quiet, [1.0] * 100)[0].count(CMD_TRAIN) == 0  # R I = 10 mV < 15 mV to threshold: never fires
+    assert _drive(quiet, [1.0] * 100)[0].count(CMD_LEVEL) == 0  # R I = 10 mV < 15 mV to threshold: never fires
+    burst = _controller("lif_trigger", offset=0.0, gain_na=1.0, train_s=0.3)
+    kinds, amps, _ = _drive(burst, [2.0] * 2 + [0.0] * 10)  # one spike (after 139 ms), then nothing
+    on = kinds.index(CMD_LEVEL)
+    assert kinds.count(CMD_LEVEL) == 1 and kinds[on + 3] == CMD_OFF and amps[on] == 2.0  # 0.3 s of stimulation, then off
 
 
 def test_the_rate_network_learns_toward_its_target_and_a_refused_command_teaches_it_nothing():

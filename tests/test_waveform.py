@@ -87,7 +87,7 @@ def test_pulses_and_waveform_equal_the_explicit_loops_for_any_advance_and_render
     firsts = [c[0] for c in chunks]
     sizes = [c[2].shape[0] for c in chunks]
     assert firsts == [sum(sizes[:i]) for i in range(len(sizes))]
-    wave = np.concatenate([c[2] for c in chunks]) if chunks else np.zeros((0, 8))
+    wave = np.concatenate([c[2] for c in chunks]) if chunks else np.zeros((0, 10))
     assert wave.shape == ref_wave.shape
     np.testing.assert_allclose(wave, ref_wave, rtol=0, atol=1e-12)
     for first, t0, _data in chunks:
@@ -98,7 +98,7 @@ def test_pulses_and_waveform_equal_the_explicit_loops_for_any_advance_and_render
     for c in (0, 1):
         n = sum(1 for p in want if p[1] == c)
         assert rep["pulses"].get(str(c), 0) == n
-        assert rep["charge_uc"].get(str(c), 0.0) == pytest.approx(ref_wave[:, 4 * c + 3].sum() + sum(
+        assert rep["charge_uc"].get(str(c), 0.0) == pytest.approx(ref_wave[:, 5 * c + 3].sum() + sum(
             p[2] * p[3] / 1000 for p in want if p[1] == c and p[0] >= dated[0][0] + len(ref_wave) / RATE), abs=1e-6)
 
 

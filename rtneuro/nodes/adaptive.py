@@ -342,7 +342,7 @@ class LifTriggerParams:
     gain_na: float = param(1.0, doc="input current per feature unit above offset (nA)")
     neuron: dict[str, float] = param({"tau_m_ms": 100.0, "t_ref_ms": 200.0}, doc="LIF parameters (rtneuro.models.LIFParams) that differ from its defaults")
     dt_ms: float = param(1.0, gt=0, le=10)
-    action: Literal["train", "pulse"] = param("train", doc="per spike: a train of train_s at frequency_hz, or one pulse")
+    action: Literal["burst", "train", "pulse"] = param("burst", doc="per spike: continuous stimulation for train_s (a level, then off), a train command of train_s, or one pulse")
     amplitude_ma: float = param(2.0, gt=0)
     train_s: float = param(0.3, ge=0)
     feature: str | None = param(None)
@@ -360,7 +360,8 @@ class LifTrigger(_FeatureController):
     The feature, held over each frame, drives ``I = gain_na (feature -
     offset)`` into an LIF neuron (:class:`rtneuro.models.LIF`, exact
     integration at ``dt_ms``): a biomarker that stays high charges it to
-    threshold, brief excursions leak away. Each spike sends a train (or a
+    threshold, brief excursions leak away. Each spike starts a burst of
+    continuous stimulation ``train_s`` long (or sends a train command, or one
     pulse); the refractory period bounds how often.
     """
 
@@ -375,8 +376,8 @@ class LifTrigger(_FeatureController):
             if k not in names:
                 raise ConfigError(f"neuron: {k!r} is not an LIF parameter{did_you_mean(k, sorted(names))}; they are {sorted(names)}")
         self._lif, self._lif_p = LIF, LIFParams(**params.neuron)
-        if params.action == "train" and params.train_s <= 0:
-            raise ConfigError("action 'train' needs train_s > 0")
+        if params.action in ("train", "burst") and params.train_s <= 0:
+            raise ConfigError(f"action '{params.action}' needs train_s > 0")
         super().__init__(params, inputs, ctx)
         steps = self.frame_s * 1000.0 / params.dt_ms
         if abs(steps - round(steps)) > 1e-6:
@@ -387,6 +388,7 @@ class LifTrigger(_FeatureController):
         self.neuron = self._lif.init_state(self._lif_p, 1)
         self.spikes = 0
         self.v = float(self.neuron.v[0])
+        self._burst_end = -math.inf
 
     def warmup(self) -> None:
         self._lif.step(self._lif.init_state(self._lif_p, 1), self._lif_p, 0.0, self.params.dt_ms, 1)
@@ -398,7 +400,12 @@ class LifTrigger(_FeatureController):
         self.v = float(self.neuron.v[0])
         if spikes.any():
             self.spikes += int(spikes.sum())
+            if p.action == "burst":
+                self._burst_end = t + p.train_s
+                return self._set(p.amplitude_ma)
             return (CMD_TRAIN if p.action == "train" else CMD_PULSE), p.amplitude_ma
+        if p.action == "burst" and self.amplitude > 0 and t >= self._burst_end - 1e-9:
+            return self._set(0.0)
         return CMD_HOLD, 0.0
 
     def _state(self, v: float) -> list[float]:

@@ -13,6 +13,7 @@ from scipy.signal import lfilter, sosfreqz
 from ..errors import ConfigError, did_you_mean
 from ..kernels.iir import sosfilt_hold
 from ..messages import Chunk, StreamMeta
+from ..hardware.simulated import WAVEFORM_FIELDS
 from ..models.plant import StnGpeParams, hfs_dose, stn_gpe_init, stn_gpe_step
 from .base import GeneratorSource, NodeContext, param
 from .sources import aperiodic_sos
@@ -147,7 +148,8 @@ class SimBrain(GeneratorSource):
             self._fb_first = self._fb_next = int(chunk.first)
         n = chunk.data.shape[0]
         if n:
-            dose = hfs_dose(chunk.data[:, 4 * c], chunk.data[:, 4 * c + 1])
+            w = len(WAVEFORM_FIELDS)
+            dose = hfs_dose(chunk.data[:, w * c], chunk.data[:, w * c + 1])
             ks = chunk.first + np.arange(n)
             # a change the model has already passed (with its delay) came too late to act: count it
             passed = self._sample_time(ks) + self.params.feedback_delay_s < self._simulated_to

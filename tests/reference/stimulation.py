@@ -20,7 +20,7 @@ def delivered(commands: list[tuple], t_end: float, rate: float, channels: list[i
     channel, and the samples from the first command on, one row per sample
     ``k`` covering ``[t_first + k/rate, t_first + (k+1)/rate)`` up to
     ``t_end``: per channel amplitude and frequency at the sample's start,
-    pulses and charge (uC) within it.
+    pulses, charge (uC) and energy into 1 kOhm (uJ; two phases) within it.
     """
     origin = commands[0][0]
     pulses: list[tuple] = []
@@ -61,7 +61,7 @@ def delivered(commands: list[tuple], t_end: float, rate: float, channels: list[i
     n = 0
     while origin + (n + 1) / rate <= t_end:
         n += 1
-    out = np.zeros((n, 4 * len(channels)))
+    out = np.zeros((n, 5 * len(channels)))
     for j, c in enumerate(channels):
         for k in range(n):
             tk = origin + k / rate
@@ -69,13 +69,14 @@ def delivered(commands: list[tuple], t_end: float, rate: float, channels: list[i
             for t, kind, cc, a, _pw, f, _d in commands:
                 if cc == c and t <= tk and kind in ("level", "off"):
                     amp, freq = (a, f) if kind == "level" else (0.0, 0.0)
-            out[k, 4 * j] = amp
-            out[k, 4 * j + 1] = freq
+            out[k, 5 * j] = amp
+            out[k, 5 * j + 1] = freq
         for tp, cc, a, pw in pulses:
             if cc != c:
                 continue
             k = next((k for k in range(n) if origin + k / rate <= tp < origin + (k + 1) / rate), -1)
             if k >= 0:
-                out[k, 4 * j + 2] += 1
-                out[k, 4 * j + 3] += a * pw / 1000.0
+                out[k, 5 * j + 2] += 1
+                out[k, 5 * j + 3] += a * pw / 1000.0
+                out[k, 5 * j + 4] += 2 * a * a * pw * 1e-3
     return pulses, out
