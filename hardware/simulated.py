@@ -16,7 +16,14 @@ from typing import TextIO
 
 import numpy as np
 
-from rtneuro.messages import CMD_LEVEL, CMD_OFF, CMD_PULSE, CMD_TRAIN, SHAPE_MONOPHASIC_ANODIC, SHAPE_MONOPHASIC_CATHODIC
+from rtneuro.messages import (
+    CMD_LEVEL,
+    CMD_OFF,
+    CMD_PULSE,
+    CMD_TRAIN,
+    SHAPE_MONOPHASIC_ANODIC,
+    SHAPE_MONOPHASIC_CATHODIC,
+)
 
 _MONOPHASIC = (SHAPE_MONOPHASIC_CATHODIC, SHAPE_MONOPHASIC_ANODIC)
 KINDS = {CMD_LEVEL: "level", CMD_OFF: "off", CMD_PULSE: "pulse", CMD_TRAIN: "train"}

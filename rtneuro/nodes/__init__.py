@@ -46,6 +46,7 @@ NODE_TYPES: dict[str, str] = {
     "console": "rtneuro.nodes.sinks:Console",
     "jsonl": "rtneuro.nodes.sinks:JsonLines",
     "recorder": "rtneuro.nodes.recorder:Recorder",
+    "session_check": "rtneuro.recording.replay:SessionCheck",
     "lsl_outlet": "rtneuro.nodes.lsl:LslOutlet",
     "segment_summary": "rtneuro.nodes.sinks:SegmentSummary",
     "stimulator": "rtneuro.nodes.stimulator:Stimulator",

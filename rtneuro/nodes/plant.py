@@ -11,9 +11,9 @@ import numpy as np
 from scipy.signal import lfilter, sosfreqz
 
 from ..errors import ConfigError, did_you_mean
+from ..hardware.simulated import WAVEFORM_FIELDS
 from ..kernels.iir import sosfilt_hold
 from ..messages import Chunk, StreamMeta
-from ..hardware.simulated import WAVEFORM_FIELDS
 from ..models.plant import StnGpeParams, hfs_dose, stn_gpe_init, stn_gpe_step
 from .base import GeneratorSource, NodeContext, param
 from .sources import aperiodic_sos

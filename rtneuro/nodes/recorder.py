@@ -21,6 +21,9 @@ __all__ = ["Recorder", "RecorderParams", "LATENCY_EDGES_US", "xdf_format", "xdf_
 
 log = logging.getLogger(__name__)
 
+#: Samples gathered in memory are written once they reach this many bytes (or flush_s / 4 has passed).
+GATHER_BYTES = 1_000_000
+
 #: Latency histogram bin edges in microseconds: 10 bins per decade from 1 us to 10 s.
 LATENCY_EDGES_US = np.logspace(0, 7, 71)
 
@@ -121,6 +124,7 @@ class Recorder(Node):
         # (a 30-fold smaller chunk count than one chunk per message: files read back that much faster)
         self._gather_s = self.params.flush_s / 4
         self._gathered_at = time.monotonic()
+        self._gathered_bytes = 0
         w = XdfWriter(self.path, flush_s=self.params.flush_s - self._gather_s, fsync=self.params.fsync, file_header=header)
         for tr in self.tracks:
             m = tr.meta
@@ -174,6 +178,7 @@ class Recorder(Node):
             ts = chunk.t0 + np.arange(n) * dt
             tr.pending_ts.append(ts)
             tr.pending.append(chunk.data)
+            self._gathered_bytes += chunk.data.nbytes
         else:
             rows = _rows(chunk, m)
             if m.kind == "evt":
@@ -192,7 +197,7 @@ class Recorder(Node):
         tr.samples += n
         tr.first_ts = float(ts[0]) if tr.first_ts is None else tr.first_ts
         tr.last_ts = float(ts[-1])
-        if time.monotonic() - self._gathered_at >= self._gather_s:
+        if self._gathered_bytes >= GATHER_BYTES or time.monotonic() - self._gathered_at >= self._gather_s:
             self._write_gathered()
 
     def _write_gathered(self) -> None:
@@ -209,6 +214,7 @@ class Recorder(Node):
             tr.pending_ts, tr.pending = [], []
             w.write_samples(tr.sid, ts, data)
         self._gathered_at = time.monotonic()
+        self._gathered_bytes = 0
 
     def _latency(self, tr: _Track, chunk: Chunk) -> None:
         trace = chunk.trace

@@ -27,13 +27,13 @@ import yaml
 
 from ..errors import ConfigError
 from ..messages import COMMAND_DTYPE, DECISION_DTYPE, Chunk, StreamMeta, make_events
-from ..nodes.base import NodeContext, Source, param
+from ..nodes.base import Node, NodeContext, Source, param
 from .xdf_read import Session, XdfStream, read_session
 
 #: The replayed graph runs in this one process, its recorder included.
 REPLAY_PROCESS = "replay"
 
-__all__ = ["SessionReplay", "SessionReplayParams", "stream_meta", "session_info", "replay_check", "load"]
+__all__ = ["SessionReplay", "SessionReplayParams", "SessionCheck", "SessionCheckParams", "stream_meta", "session_info", "replay_check", "load"]
 
 
 def _d(tree: Any, *keys: str, default: Any = None) -> Any:
@@ -180,6 +180,11 @@ class SessionReplay(Source):
         self._pos += 1
         return [(port, Chunk(c.data, c.first, c.t0, c.sfreq, []))]
 
+    def report(self) -> dict:
+        times = [due for due, _k, _p, _c in self._chunks]
+        return {"chunks": len(self._chunks), "played": self._pos,
+                "span_s": round(max(times) - self._t_first, 6) if times else 0.0}
+
 
 def _regular_runs(ts: np.ndarray, sfreq: float, longest: int) -> list[tuple[int, int]]:
     """Chunks ``[a, b)`` whose times are ``ts[a] + i / sfreq``, as a chunk's samples are timed.
@@ -227,7 +232,7 @@ def _replay_graph(session_path: Path, session: Session, config: Path | None, tmp
         base_dir = Path(info.get("config_path", str(session_path))).parent
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list):
         raise ConfigError("the configuration has no 'nodes' list")
-    recorded = [s.name for s in session.streams]
+    recorded = list(session.names)
     nodes, sources, dropped = [], [], []
     real_time = [f"{n['id']}.delivered" for n in doc["nodes"]
                  if n.get("type") == "stimulator" and (n.get("params") or {}).get("timebase", "real") != "stream"]
@@ -253,113 +258,191 @@ def _replay_graph(session_path: Path, session: Session, config: Path | None, tmp
     # one process: no hop to pay for, and the order of everything is the data's
     nodes = [{**{k: v for k, v in n.items() if k != "process"}, "process": REPLAY_PROCESS} for n in nodes]
     doc = {**doc, "nodes": nodes, "runtime": {**(doc.get("runtime") or {}), "speed": "max"}}
-    doc.pop("processes", None)
+    doc["processes"] = {REPLAY_PROCESS: {"restart": "never"}}  # a failure is a result, not something to retry
     doc.pop("transport", None)  # one host, ipc, lossless (speed max)
     path = tmp / "replay.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return doc, base_dir, sources, real_time
 
 
-def _compare_numeric(a: XdfStream, b: XdfStream) -> tuple[int, int, list[str]]:
-    xa, xb = np.asarray(a.time_series), np.asarray(b.time_series)
-    n = max(len(xa), len(xb))
-    m = min(len(xa), len(xb))
-    rows = ~np.all((xa[:m] == xb[:m]) | (np.isnan(xa[:m]) & np.isnan(xb[:m])), axis=1) if m else np.zeros(0, bool)
-    ts_bad = np.abs(np.asarray(a.time_stamps[:m]) - np.asarray(b.time_stamps[:m])) > 1e-9
-    bad = rows | ts_bad
-    diffs = [f"row {i}: recorded {xa[i].tolist()[:4]} at {a.time_stamps[i]:.6f}, replayed {xb[i].tolist()[:4]} at {b.time_stamps[i]:.6f}"
-             for i in np.flatnonzero(bad)[:3]]
-    if len(xa) != len(xb):
-        diffs.append(f"recorded {len(xa)} rows, replayed {len(xb)}")
-    return n, int(bad.sum()) + (n - m), diffs
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionCheckParams:
+    """Parameters of :class:`SessionCheck`."""
+
+    path: str = param(doc="the recorded session its inputs are compared with")
+    listed: int = param(3, ge=0, le=100, doc="differences described per stream")
 
 
-def _compare_records(a: XdfStream, b: XdfStream) -> tuple[int, int, list[str]]:
-    ra, rb = _records(a), _records(b)
-    # fields that follow the real clock, not the data, are not compared: a decision's
-    # 'time' (and the row time 't' the recorder took from it)
-    skip = {"time", "t"} if stream_meta(a).dtype == "decision" else {"time"}
-    n, m = max(len(ra), len(rb)), min(len(ra), len(rb))
+class SessionCheck(Node):
+    """Compares every input, row by row, with the stream of the same name in a recorded session.
 
-    def same(x: dict, y: dict) -> bool:
-        for k in x.keys() | y.keys():
-            if k in skip:
-                continue
-            u, v = x.get(k), y.get(k)
-            if isinstance(u, float) and isinstance(v, float):
-                if not (u == v or (math.isnan(u) and math.isnan(v)) or (k == "t" or k == "t_stream") and abs(u - v) <= 1e-9):
-                    return False
-            elif u != v:
+    Signals and features: values bit for bit (NaN equals NaN), times within
+    1 ns. Events, commands and gate decisions: every field of every record,
+    except the LSL time of a decision (``time``, and the row time the
+    recorder took from it), which follows the machine rather than the data.
+    The comparison runs as the replayed graph computes, so nothing is
+    written to disk; the report holds the counts and the first differences.
+    """
+
+    category = "sink"
+    Params = SessionCheckParams
+    input_kinds = ("sig|feat|evt|cmd",)
+    max_inputs = 1024
+
+    def __init__(self, params: SessionCheckParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
+        super().__init__(params, inputs, ctx)
+        self.path = ctx.resolve(params.path)
+        self.reset()
+
+    def reset(self) -> None:
+        n = len(self.inputs)
+        self.compared = [0] * n
+        self.differing = [0] * n
+        self.first: list[list[str]] = [[] for _ in range(n)]
+        self._seen = [0] * n
+
+    _rec: list[Any] | None = None
+
+    def open(self) -> None:
+        self._rec = []
+        session = load(self.path, [m.name for m in self.inputs])
+        by = {s.name: s for s in session.streams}
+        for m in self.inputs:
+            xs = by.get(m.name)
+            if xs is None:
+                self._rec.append(None)
+            elif m.kind in ("sig", "feat"):
+                n = len(xs.time_stamps)
+                self._rec.append((np.asarray(xs.time_series, dtype=np.float64).reshape(n, -1), np.asarray(xs.time_stamps)))
+            else:
+                self._rec.append(_records(xs))
+
+    def _note(self, port: int, k: int, text: str) -> None:
+        self.differing[port] += k
+        if len(self.first[port]) < self.params.listed:
+            self.first[port].append(text)
+
+    def process(self, chunk: Chunk, port: int = 0) -> None:
+        from ..nodes.sinks import _rows
+
+        meta = self.inputs[port]
+        if self._rec is None:
+            raise RuntimeError("session_check used before open()")
+        rec = self._rec[port]
+        n = chunk.data.shape[0]
+        if n == 0:
+            return None
+        self.compared[port] += n
+        if rec is None:
+            self._note(port, n, "not in the recorded session")
+            return None
+        if meta.kind in ("sig", "feat"):
+            data, ts = rec
+            a = chunk.first
+            got = np.asarray(chunk.data, dtype=np.float64)
+            want = data[a:a + n]
+            m = want.shape[0]
+            dt = 1.0 / chunk.sfreq if chunk.sfreq > 0 else 0.0
+            t = chunk.t0 + np.arange(m) * dt
+            bad = ~np.all((got[:m] == want) | (np.isnan(got[:m]) & np.isnan(want)), axis=1) | (np.abs(t - ts[a:a + m]) > 1e-9)
+            for i in np.flatnonzero(bad)[: self.params.listed]:
+                self._note(port, 0, f"row {a + i}: recorded {want[i].tolist()[:4]} at {ts[a + i]:.6f}, replayed {got[i].tolist()[:4]} at {t[i]:.6f}")
+            self.differing[port] += int(bad.sum())
+            if m < n:
+                self._note(port, n - m, f"rows {a + m}..{a + n - 1} are not in the recording (it has {data.shape[0]})")
+            self._seen[port] = max(self._seen[port], a + n)
+            return None
+        skip = {"time", "t"} if meta.dtype == "decision" else {"time"}
+        for row in _rows(chunk, meta):
+            row = json.loads(json.dumps(row))  # as the recorder wrote it
+            i = self._seen[port]
+            self._seen[port] += 1
+            if i >= len(rec):
+                self._note(port, 1, f"record {i} is not in the recording: {row}")
+            elif not _same(rec[i], row, skip):
+                self._note(port, 1, f"record {i}: recorded {rec[i]}, replayed {row}")
+        return None
+
+    def report(self) -> dict:
+        out = {}
+        for port, m in enumerate(self.inputs):
+            rec = self._rec[port] if self._rec is not None and port < len(self._rec) else None
+            total = 0 if rec is None else (rec[0].shape[0] if isinstance(rec, tuple) else len(rec))
+            missing = max(0, total - self._seen[port])
+            first = list(self.first[port])
+            if missing:
+                first.append(f"{missing} recorded rows were not computed by the replayed graph")
+            out[m.name] = {"compared": max(self.compared[port], total), "differing": self.differing[port] + missing, "first": first}
+        return {"streams": out}
+
+
+def _same(x: dict, y: dict, skip: set[str]) -> bool:
+    for k in x.keys() | y.keys():
+        if k in skip:
+            continue
+        u, v = x.get(k), y.get(k)
+        if isinstance(u, float) and isinstance(v, float):
+            if not (u == v or (math.isnan(u) and math.isnan(v)) or (k in ("t", "t_stream") and abs(u - v) <= 1e-9)):
                 return False
-        return True
-
-    bad = [i for i in range(m) if not same(ra[i], rb[i])]
-    diffs = [f"record {i}: recorded {ra[i]}, replayed {rb[i]}" for i in bad[:3]]
-    if len(ra) != len(rb):
-        diffs.append(f"recorded {len(ra)} records, replayed {len(rb)}")
-    return n, len(bad) + (n - m), diffs
+        elif u != v:
+            return False
+    return True
 
 
 def replay_check(session_path: str | Path, config: str | Path | None = None,
                  out: Callable[[str], None] | None = print) -> dict:
     """Rerun a session through its graph (or ``config``) on the virtual clock; compare what it computes.
 
-    Returns a dict with ``speed_x`` (recorded seconds per wall second),
-    ``decisions`` (controller commands and gate decisions compared),
+    Returns a dict with ``speed_x`` (recorded seconds per wall second of the
+    rerun), ``decisions`` (controller commands and gate decisions compared),
     ``differing`` (how many of them differ), ``streams`` (per stream:
     compared, differing, first differences) and ``exit_code``.
     """
     from ..config import load_graph
     from ..runtime.supervisor import Supervisor
-    from .session import recording_graph
 
     session_path = Path(session_path).expanduser().resolve()
-    session = read_session(session_path)
+    session = read_session(session_path, names=())  # headers, the configuration and the damage: no samples yet
     if session.damage:
         (out or (lambda s: None))(f"note: {session.damage}; checking what was read")
+    recorded = [n for n in session.names if not n.startswith("rtneuro.")]
+    session.names = recorded
     with tempfile.TemporaryDirectory(prefix="rtn-check-") as d:
         tmp = Path(d)
         _doc, base_dir, sources, real_time = _replay_graph(session_path, session, Path(config).resolve() if config else None, tmp)
         graph_file = tmp / "replay.yaml"
-        load_graph(graph_file, base_dir=base_dir)  # validation errors name the config, before anything runs
-        replayed_sources = {s.name for s in session.streams if any(s.name == n or s.name.startswith(n + ".") for n in sources)}
-        graph, new_path = recording_graph(graph_file, tmp, flush_s=5.0, min_free_mb=0, base_dir=base_dir,
-                                          process=REPLAY_PROCESS, fsync=False, exclude=replayed_sources)
+        base = load_graph(graph_file, base_dir=base_dir)  # validation errors name the config, before anything runs
+        source_streams = {n for n in recorded if any(n == s or n.startswith(s + ".") for s in sources)}
+        compared = sorted(n for n in base.streams if n in recorded and n not in source_streams and n not in real_time)
+        checker = {"id": "session_check", "type": "session_check", "process": REPLAY_PROCESS, "inputs": compared,
+                   "params": {"path": str(session_path)}}
+        graph = load_graph(graph_file, base_dir=base_dir, extra_nodes=[checker] if compared else None)
         t0 = time.perf_counter()
         sup = Supervisor(graph, out=io.StringIO(), quiet=True)
         code = sup.run()
         wall = time.perf_counter() - t0
-        replayed = read_session(new_path)
-    rec = {s.name: s for s in session.streams}
-    rep = {s.name: s for s in replayed.streams}
-    source_streams = {s for s in rec if any(s == n or s.startswith(n + ".") for n in sources)}
+    checked = (sup.report.get("nodes", {}).get("session_check") or {}).get("streams", {})
     streams: dict[str, dict] = {}
     decisions = differing = 0
-    for name, a in rec.items():
-        if name.startswith("rtneuro.") or name in source_streams:
+    for name in recorded:
+        if name in source_streams:
             continue
-        b = rep.get(name)
         if name in real_time:
             streams[name] = {"compared": 0, "differing": 0,
                              "first": ["not compared: the gate of a stimulator on 'timebase: real' delivers on the real clock"]}
-            continue
-        if b is None:
-            streams[name] = {"compared": len(a.time_stamps), "differing": len(a.time_stamps), "first": ["not computed by the replayed graph"]}
-            continue
-        kind = stream_meta(a).kind
-        if kind in ("sig", "feat"):
-            n, k, diffs = _compare_numeric(a, b)
+        elif name not in base.streams:
+            streams[name] = {"compared": 0, "differing": 1, "first": ["not computed by the replayed graph"]}
         else:
-            n, k, diffs = _compare_records(a, b)
-            if kind == "cmd":
-                decisions += n
-                differing += k
-        streams[name] = {"compared": n, "differing": k, "first": diffs}
-    for name in rep:
-        if name not in rec and not name.startswith("rtneuro."):
+            row = checked.get(name) or {"compared": 0, "differing": 0, "first": ["no result (see the errors)"]}
+            streams[name] = row
+            if base.streams[name].kind == "cmd":
+                decisions += row["compared"]
+                differing += row["differing"]
+    for name in base.streams:
+        if name not in recorded:
             streams[name] = {"compared": 0, "differing": 0, "first": ["new in the replayed graph (not recorded)"]}
-    src_ts = [np.asarray(rec[s].time_stamps) for s in source_streams if len(rec[s].time_stamps)]
-    span = max((float(t[-1]) for t in src_ts), default=0.0) - min((float(t[0]) for t in src_ts), default=0.0)
+    spans = [sup.report.get("nodes", {}).get(s, {}).get("span_s") for s in sources]
+    span = max((x for x in spans if isinstance(x, (int, float))), default=0.0)
     result = {"session": str(session_path), "exit_code": code, "wall_s": round(wall, 3),
               "recorded_s": round(span, 3), "speed_x": round(span / wall, 1) if wall > 0 else None,
               "decisions": decisions, "differing": differing, "streams": streams, "errors": sup.report.get("errors", [])}
@@ -369,6 +452,9 @@ def replay_check(session_path: str | Path, config: str | Path | None = None,
             out(f"  {name}: {s['compared']} compared, {s['differing']} differing ({mark})")
             for line in s["first"]:
                 out(f"      {line[:300]}")
-        verdict = "no decision differs" if differing == 0 else f"{differing} of {decisions} decisions differ"
+        for e in result["errors"]:
+            out(f"  error: {e}")
+        verdict = ("the replayed graph failed (errors above)" if code != 0 else
+                   "no decision differs" if differing == 0 else f"{differing} of {decisions} decisions differ")
         out(f"replay check: {verdict}; {span:.1f} s of session replayed in {wall:.2f} s ({result['speed_x']}x real time)")
     return result

@@ -29,7 +29,7 @@ import struct
 import xml.etree.ElementTree as ET
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,8 @@ class Session:
         Bytes in the file.
     bytes_read : int
         Bytes of whole, valid chunks handed to pyxdf.
+    names : list of str
+        Every stream in the file (also those not read, with ``names=``).
     """
 
     path: Path
@@ -142,6 +144,7 @@ class Session:
     damage: str | None
     size: int
     bytes_read: int
+    names: list[str] = field(default_factory=list)
 
     def stream(self, key: int | str) -> XdfStream:
         """The stream with this id (int) or name (str)."""
@@ -507,7 +510,7 @@ def read_session(path: str | os.PathLike[str], names: Sequence[str] | None = Non
         raw, header = pyxdf.load_xdf(reader, select_streams=select, synchronize_clocks=False, dejitter_timestamps=False)
     streams = list(_iter_pyxdf_streams(raw))
     bytes_read = sum(b - a for a, b in ranges)
-    return Session(p, streams, header, _damage(walker, streams, size), size, bytes_read)
+    return Session(p, streams, header, _damage(walker, streams, size), size, bytes_read, list(walker.names.values()))
 
 
 def _damage(w: _Walker, streams: list[XdfStream], size: int) -> str | None:
