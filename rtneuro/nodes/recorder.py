@@ -108,6 +108,9 @@ class Recorder(Node):
         self._by_name = {m.name: m for m in inputs}
         self.gap_sid = len(inputs) + 1
         self.prov_sid = len(inputs) + 2
+        self.chunk_sid = len(inputs) + 3
+        self._chunk_rows: list[tuple[int, int, int]] = []
+        self._chunk_ts: list[float] = []
         self.writer: Any = None
         self.hops: dict[str, np.ndarray] = {}
         self.provenance = 0
@@ -144,6 +147,10 @@ class Recorder(Node):
                      channel_format="string", source_id=f"rtneuro:{self.ctx.node_id}:provenance",
                      desc={"rtneuro": {"kind": "provenance",
                                        "about": "one JSON record per stimulation command: what caused it (feature frame and values, input window, controller state)"}})
+        w.add_stream(self.chunk_sid, name="rtneuro.chunks", type="Chunks", channel_count=3, nominal_srate=0.0,
+                     channel_format="int64", source_id=f"rtneuro:{self.ctx.node_id}:chunks",
+                     desc={"rtneuro": {"kind": "chunks", "about": "one sample per chunk received: [stream id in this file, index of its first row, rows]; "
+                                       "a replay cuts the streams where the graph did"}})
         self.writer = w
 
     def warmup(self) -> None:
@@ -170,6 +177,8 @@ class Recorder(Node):
         if n == 0:
             return
         # signals, features, commands and decisions count their rows; an event's index is its sample's
+        self._chunk_rows.append((tr.sid, chunk.first, n))
+        self._chunk_ts.append(chunk.t0)
         if tr.next_index is not None and chunk.first != tr.next_index and m.kind != "evt":
             self._gap(tr, chunk)
         tr.next_index = chunk.first + n
@@ -213,6 +222,9 @@ class Recorder(Node):
                 data = tr.pending[0] if len(tr.pending) == 1 else np.concatenate(tr.pending)
             tr.pending_ts, tr.pending = [], []
             w.write_samples(tr.sid, ts, data)
+        if self._chunk_rows:
+            w.write_samples(self.chunk_sid, np.array(self._chunk_ts), np.array(self._chunk_rows, dtype=np.int64))
+            self._chunk_rows, self._chunk_ts = [], []
         self._gathered_at = time.monotonic()
         self._gathered_bytes = 0
 

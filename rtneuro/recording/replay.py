@@ -118,8 +118,14 @@ class SessionReplay(Source):
 
     def __init__(self, params: SessionReplayParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
-        session = load(ctx.resolve(params.path), params.streams)
+        session = load(ctx.resolve(params.path), [*params.streams, "rtneuro.chunks"])
         by_name = {s.name: s for s in session.streams}
+        cuts = by_name.get("rtneuro.chunks")
+        self._cuts: dict[int, np.ndarray] = {}  # stream id -> (first, rows) of the chunks the graph had
+        if cuts is not None and len(cuts.time_stamps):
+            rows = np.asarray(cuts.time_series, dtype=np.int64)
+            for sid in np.unique(rows[:, 0]):
+                self._cuts[int(sid)] = rows[rows[:, 0] == sid, 1:]
         self.outputs = {}
         self._chunks: list[tuple[float, int, str, Chunk]] = []
         nid = ctx.node_id
@@ -145,8 +151,15 @@ class SessionReplay(Source):
         ts = np.asarray(xs.time_stamps, dtype=float)
         n = ts.size
         out = []
+        cuts = self._cuts.get(xs.stream_id)
         if meta.kind in ("sig", "feat"):
             data = np.ascontiguousarray(np.asarray(xs.time_series, dtype=np.dtype(meta.dtype)).reshape(n, -1))
+            if cuts is not None and int(cuts[:, 1].sum()) == n:  # the graph's own chunks (rows in order)
+                pos = 0
+                for first, rows in cuts.tolist():
+                    out.append((float(ts[pos + rows - 1]), Chunk(data[pos:pos + rows], first, float(ts[pos]), meta.sfreq, [])))
+                    pos += rows
+                return out
             for a, b in _regular_runs(ts, meta.sfreq, max(1, int(round(self.params.chunk_s * meta.sfreq))) if meta.sfreq > 0 else 1):
                 out.append((float(ts[b - 1]), Chunk(data[a:b], a, float(ts[a]), meta.sfreq, [])))
             return out
@@ -158,6 +171,13 @@ class SessionReplay(Source):
             arr = np.zeros(len(recs), dtype=dt)
             for name in dt.names or ():
                 arr[name] = [r[name].encode() if isinstance(r[name], str) else r[name] for r in recs]
+        if cuts is not None and int(cuts[:, 1].sum()) == len(recs):  # the graph's own chunks
+            pos = 0
+            for first, rows in cuts.tolist():
+                if rows:
+                    out.append((float(ts[pos + rows - 1]), Chunk(arr[pos:pos + rows], first, float(ts[pos]), 0.0, [])))
+                pos += rows
+            return out
         for i, r in enumerate(recs):  # one chunk per record, at its time
             out.append((float(ts[i]), Chunk(arr[i:i + 1], int(r["index"]), float(ts[i]), 0.0, [])))
         return out
