@@ -250,3 +250,69 @@ def test_feedback_is_validated(write_graph):
     bad["nodes"][0]["feedback"] = ["brain.truth"]
     with pytest.raises(ConfigError, match="has no .*ch0.amplitude_ma"):
         load_graph(write_graph(bad, "b3.yaml"))
+
+
+# -- any model as a node -----------------------------------------------------------------------
+
+SIG = StreamMeta(name="x", kind="sig", sfreq=1000.0, ch_names=("a", "b"), ch_types=("misc", "misc"), units=("", ""))
+
+
+def _model_node(**params):
+    cls = node_class("neuron_model")
+    return cls(build_params(cls.Params, params, "p"), [SIG], NodeContext(node_id="m"))
+
+
+@pytest.mark.parametrize("model,params,dt,gain", [
+    ("lif", {}, 0.1, 2.0), ("hh", {}, 0.025, 10.0), ("adex", {}, 0.1, 600.0), ("izhikevich", {"preset": "RS"}, 0.1, 10.0),
+    ("fitzhugh_nagumo", {}, 0.1, 0.5), ("rate", {}, 0.1, 1.0), ("wilson_cowan", {}, 0.1, 1.5),
+])
+def test_every_model_runs_as_a_node_equal_to_its_kernel_and_chunk_invariant(model, params, dt, gain):
+    from rtneuro.models import MODELS, IzhikevichParams
+
+    x = np.column_stack([np.full(400, 1.0), np.linspace(0.0, 2.0, 400)])
+    outs, spikes = [], []
+    for splits in ((400,), (7, 100, 101, 333)):
+        node = _model_node(model=model, params=params, dt_ms=dt, gain=gain)
+        rows, ev = [], []
+        a = 0
+        for b in (*splits, 400) if splits != (400,) else (400,):
+            for port, c in node.process(Chunk(x[a:b], a, a / 1000.0, 1000.0, [])) or []:
+                (rows if port == "" else ev).append(c.data)
+            a = b
+        outs.append(np.concatenate(rows))
+        spikes.append(np.concatenate(ev) if ev else np.zeros(0))
+    assert np.array_equal(outs[0], outs[1]) and len(spikes[0]) == len(spikes[1])
+    if len(spikes[0]):  # the same spikes; times to float rounding of the chunks' own start times
+        assert np.array_equal(spikes[0]["index"], spikes[1]["index"]) and np.array_equal(spikes[0]["channel"], spikes[1]["channel"])
+        np.testing.assert_allclose(spikes[0]["time"], spikes[1]["time"], rtol=0, atol=1e-12)
+    # the node is its kernel: the input held over each sample, the main variable at each sample's end
+    cls = MODELS[model]
+    mp = IzhikevichParams.preset("RS") if model == "izhikevich" else cls.Params(**params)
+    st = cls.init_state(mp, 2)
+    sub = int(round(1.0 / dt))
+    drive = np.repeat(gain * x, sub, axis=0)
+    if model == "wilson_cowan":
+        ref = cls.step(st, mp, drive, np.zeros_like(drive), dt, len(drive))[0]
+    elif model == "rate":
+        ref = cls.step(st, mp, drive, dt, len(drive))
+    else:
+        ref = np.empty_like(drive)
+        raster = cls.step(st, mp, drive, dt, len(drive), v_out=ref)
+        assert len(spikes[0]) == int(raster.sum())
+    assert np.array_equal(outs[0], ref[sub - 1::sub])
+    assert np.isfinite(outs[0]).all() and outs[0].std() > 0
+
+
+def test_a_model_that_blows_up_is_stopped_and_outputs_nan_which_controllers_answer_with_the_safe_state():
+    node = _model_node(model="hh", params={"method": "rk4"}, dt_ms=0.5, gain=20.0)
+    x = np.ones((200, 2))
+    out = dict(node.process(Chunk(x, 0, 0.0, 1000.0, [])))[""].data
+    assert np.isnan(out).all()
+    rep = node.report()
+    assert rep["diverged"] and "reduce dt_ms" in rep["diverged"]
+    out = dict(node.process(Chunk(x, 200, 0.2, 1000.0, [])))[""].data
+    assert np.isnan(out).all()  # stays stopped
+    with pytest.raises(ConfigError, match="not a parameter of model 'lif'"):
+        _model_node(model="lif", params={"tau": 3.0})
+    with pytest.raises(ConfigError, match="not a whole number of dt_ms"):
+        _model_node(model="lif", dt_ms=0.3)

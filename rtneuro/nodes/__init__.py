@@ -35,6 +35,7 @@ NODE_TYPES: dict[str, str] = {
     "envelope": "rtneuro.nodes.spectral:Envelope",
     "coherence": "rtneuro.nodes.connectivity:Coherence",
     "quality": "rtneuro.nodes.quality:Quality",
+    "neuron_model": "rtneuro.nodes.models:NeuronModel",
     # controllers
     "threshold": "rtneuro.nodes.controllers:Threshold",
     "pulse": "rtneuro.nodes.controllers:Pulse",
