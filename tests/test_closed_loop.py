@@ -316,3 +316,15 @@ def test_a_model_that_blows_up_is_stopped_and_outputs_nan_which_controllers_answ
         _model_node(model="lif", params={"tau": 3.0})
     with pytest.raises(ConfigError, match="not a whole number of dt_ms"):
         _model_node(model="lif", dt_ms=0.3)
+
+
+def test_a_plastic_controller_asking_for_more_than_the_profile_allows_is_refused_and_learns_nothing_from_it(write_graph, tmp_path):
+    ctl = {"type": "rate_adaptive", "feedback": ["stim.decisions"],
+           "params": {"target": 6.0, "scale": 1.0, "eta": 0.05, "max_amplitude_ma": 9.0, "w_init": 2.0}}
+    code, rep, text = _loop(ctl, duration=10.0, name="greedy.yaml", tmp=tmp_path, write_graph=write_graph)
+    assert code == 0 and rep["errors"] == []
+    refusals = rep["nodes"]["stim"]["refusals"]
+    assert refusals.get("amplitude", 0) > 0  # the simulated profile stops at 5 mA on channel 0 and does not clip
+    assert rep["nodes"]["ctl"]["not_learned"] > 0  # no learning on the frames after a refusal
+    rows = [json.loads(r) for r in text.splitlines() if '"stim.decisions"' in r]
+    assert all(r["amplitude_ma"] <= 5.0 for r in rows if r["status"] in (0, 1, 3))  # nothing above the profile delivered
