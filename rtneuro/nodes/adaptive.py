@@ -34,6 +34,20 @@ from .controllers import _extra, command_meta
 __all__ = ["Adbs", "AdbsParams", "Pid", "PidParams", "LifTrigger", "LifTriggerParams", "RateAdaptive", "RateAdaptiveParams"]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ControllerParams:
+    """What every feature controller here takes: the feature, the waveform, deadlines, non-finite handling."""
+
+    feature: str | None = param(None, doc="feature column (required when the stream has several)")
+    channel: int = param(0, ge=0)
+    pulse_width_us: float = param(60.0, gt=0)
+    frequency_hz: float = param(130.0, gt=0)
+    ramp_s: float = param(0.0, ge=0, doc="reach each new amplitude over this long (the profile's ramp rates apply too)")
+    deadline_ms: float = param(100.0, gt=0, doc="a command not applied within this long is refused (not on the virtual clock)")
+    nan_hold_s: float = param(0.5, ge=0, doc="non-finite features: hold this long, then stimulation off")
+    train_s: float = param(0.0, ge=0, doc="duration of train commands")
+
+
 class _FeatureController(Node):
     """One decision per frame of one feature column; commands on ``<id>``, state on ``<id>.state``."""
 
@@ -166,7 +180,7 @@ class _FeatureController(Node):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AdbsParams:
+class AdbsParams(_ControllerParams):
     """Parameters of :class:`Adbs`."""
 
     mode: Literal["single", "dual"] = param("single", doc="single: on/off at one threshold; dual: step the amplitude between two")
@@ -178,14 +192,7 @@ class AdbsParams:
     amplitude_ma: float = param(2.0, gt=0, doc="single: the on amplitude; dual: the highest amplitude")
     min_amplitude_ma: float = param(0.0, ge=0, doc="dual: the lowest amplitude (0: off)")
     step_ma: float = param(0.5, gt=0, doc="dual: amplitude change per step")
-    feature: str | None = param(None)
-    channel: int = param(0, ge=0)
-    pulse_width_us: float = param(60.0, gt=0)
-    frequency_hz: float = param(130.0, gt=0)
     ramp_s: float = param(0.25, ge=0, doc="reach each new amplitude over this long (the profile's ramp rates apply too)")
-    deadline_ms: float = param(100.0, gt=0)
-    nan_hold_s: float = param(0.5, ge=0, doc="non-finite features: hold this long, then stimulation off")
-    train_s: float = param(0.0, ge=0)
 
 
 class Adbs(_FeatureController):
@@ -263,7 +270,7 @@ class Adbs(_FeatureController):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PidParams:
+class PidParams(_ControllerParams):
     """Parameters of :class:`Pid`."""
 
     target: float = param(doc="the feature level to hold")
@@ -274,14 +281,6 @@ class PidParams:
     min_amplitude_ma: float = param(0.0, ge=0)
     max_amplitude_ma: float = param(3.0, gt=0)
     min_change_ma: float = param(0.05, ge=0, doc="send a new level only when it moves at least this much")
-    feature: str | None = param(None)
-    channel: int = param(0, ge=0)
-    pulse_width_us: float = param(60.0, gt=0)
-    frequency_hz: float = param(130.0, gt=0)
-    ramp_s: float = param(0.0, ge=0)
-    deadline_ms: float = param(100.0, gt=0)
-    nan_hold_s: float = param(0.5, ge=0)
-    train_s: float = param(0.0, ge=0)
 
 
 class Pid(_FeatureController):
@@ -335,7 +334,7 @@ class Pid(_FeatureController):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LifTriggerParams:
+class LifTriggerParams(_ControllerParams):
     """Parameters of :class:`LifTrigger`."""
 
     offset: float = param(doc="feature level at which the neuron gets no input")
@@ -344,14 +343,7 @@ class LifTriggerParams:
     dt_ms: float = param(1.0, gt=0, le=10)
     action: Literal["burst", "train", "pulse"] = param("burst", doc="per spike: continuous stimulation for train_s (a level, then off), a train command of train_s, or one pulse")
     amplitude_ma: float = param(2.0, gt=0)
-    train_s: float = param(0.3, ge=0)
-    feature: str | None = param(None)
-    channel: int = param(0, ge=0)
-    pulse_width_us: float = param(60.0, gt=0)
-    frequency_hz: float = param(130.0, gt=0)
-    ramp_s: float = param(0.0, ge=0)
-    deadline_ms: float = param(100.0, gt=0)
-    nan_hold_s: float = param(0.5, ge=0)
+    train_s: float = param(0.3, ge=0, doc="burst or train length")
 
 
 class LifTrigger(_FeatureController):
@@ -419,7 +411,7 @@ class LifTrigger(_FeatureController):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RateAdaptiveParams:
+class RateAdaptiveParams(_ControllerParams):
     """Parameters of :class:`RateAdaptive`."""
 
     target: float = param(doc="the feature level the network learns to hold")
@@ -433,14 +425,6 @@ class RateAdaptiveParams:
     max_amplitude_ma: float = param(3.0, gt=0, doc="the network's full output (all units at their maximum rate)")
     min_change_ma: float = param(0.05, ge=0)
     seed: int = param(0, ge=0)
-    feature: str | None = param(None)
-    channel: int = param(0, ge=0)
-    pulse_width_us: float = param(60.0, gt=0)
-    frequency_hz: float = param(130.0, gt=0)
-    ramp_s: float = param(0.0, ge=0)
-    deadline_ms: float = param(100.0, gt=0)
-    nan_hold_s: float = param(0.5, ge=0)
-    train_s: float = param(0.0, ge=0)
 
 
 class RateAdaptive(_FeatureController):
