@@ -63,7 +63,7 @@ def test_a_session_holds_every_stream_with_its_metadata_and_opens_in_pyxdf(write
     append_report(session, rep)
     streams, header = pyxdf.load_xdf(str(session), synchronize_clocks=False, dejitter_timestamps=False)
     by = {s["info"]["name"][0]: s for s in streams}
-    assert set(rep["streams"]) | {"rtneuro.gaps", "rtneuro.provenance", "rtneuro.report"} == set(by)
+    assert set(rep["streams"]) | {"rtneuro.gaps", "rtneuro.provenance", "rtneuro.chunks", "rtneuro.report"} == set(by)
     # every stream is complete, on its stream clock, with the run's own sample counts
     for name, row in rep["streams"].items():
         s = by[name]
@@ -233,3 +233,16 @@ def test_recording_adds_no_node_the_user_did_not_ask_for_beyond_the_recorder(wri
     assert rec.process == "record" and sorted(rec.inputs) == sorted(base.streams)
     assert g.processes["record"].restart == "never"
     assert session.parent == tmp_path and session.suffix == ".xdf" and not session.exists()
+
+
+def test_the_session_knows_where_the_graph_cut_every_stream(write_graph, tmp_path):
+    code, rep, session = _record(write_graph, _chain(duration_s=4.0), tmp_path)
+    assert code == 0
+    s = read_session(session)
+    cuts = np.asarray(s.stream("rtneuro.chunks").time_series)
+    src = s.stream("src")
+    mine = cuts[cuts[:, 0] == src.stream_id]
+    assert mine[:, 2].sum() == len(src.time_stamps) == 1000
+    assert (mine[:, 2] == 25).all() and np.array_equal(mine[:, 1], np.arange(0, 1000, 25))  # the source's 25-sample chunks
+    for name in ("src", "bp", "bpow", "ctl"):  # every chunk with rows (the stimulator may also send empty ones)
+        assert (cuts[:, 0] == s.stream(name).stream_id).sum() == rep["streams"][name]["chunks"], name
