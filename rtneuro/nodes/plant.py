@@ -16,7 +16,7 @@ from ..kernels.iir import sosfilt_hold
 from ..messages import Chunk, StreamMeta
 from ..models.plant import StnGpeParams, hfs_dose, stn_gpe_init, stn_gpe_step
 from .base import GeneratorSource, NodeContext, param
-from .sources import aperiodic_sos
+from .sources import BlockNoise, aperiodic_sos
 
 __all__ = ["SimBrain", "SimBrainParams"]
 
@@ -63,7 +63,6 @@ class SimBrain(GeneratorSource):
 
     Params = SimBrainParams
     feedback_kinds = ("sig",)
-    BLOCK = 4096
 
     def __init__(self, params: SimBrainParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
@@ -106,6 +105,8 @@ class SimBrain(GeneratorSource):
     def reset(self) -> None:
         self._index = 0
         self._origin = 0.0
+        self._drive_noise = BlockNoise(self.params.seed, self.sub)  # the cortical drive's, per model step
+        self._sensor_noise = BlockNoise(self.params.seed, 1)  # sensor noise and the 1/f background
         self.state = stn_gpe_init(self.model)
         self._zi = np.zeros((self._sos.shape[0], 2, 1))
         self._last = np.zeros(1)
@@ -204,17 +205,6 @@ class SimBrain(GeneratorSource):
 
     # -- output ------------------------------------------------------------
 
-    def _noise(self, purpose: int, a: int, n: int, width: int) -> np.ndarray:
-        out = np.empty((n, width))
-        pos = 0
-        while pos < n:
-            b, off = divmod(a + pos, self.BLOCK)
-            take = min(n - pos, self.BLOCK - off)
-            blk = np.random.default_rng([self.params.seed, purpose, b]).standard_normal((self.BLOCK, width))
-            out[pos:pos + take] = blk[off:off + take]
-            pos += take
-        return out
-
     def read(self) -> list[tuple[str, Chunk]]:
         p = self.params
         n = self._remaining()
@@ -222,12 +212,12 @@ class SimBrain(GeneratorSource):
         t0 = self._origin + a / self.sfreq
         times = t0 + np.arange(n) / self.sfreq
         dose = self._dose_at(times - p.feedback_delay_s)
-        s, g, b = stn_gpe_step(self.state, self.model, self._noise(0, a, n, self.sub).ravel(), dose, self.sub)
+        s, g, b = stn_gpe_step(self.state, self.model, self._drive_noise.take(0, a, n).ravel(), dose, self.sub)
         mean, self._mean_zi = lfilter([self._ema], [1.0, self._ema - 1.0], s, zi=self._mean_zi)
-        x = (p.lfp_uv_per_hz * (s - mean))[:, None] + self._noise(1, a, n, 1) * p.noise_amplitude
+        x = (p.lfp_uv_per_hz * (s - mean))[:, None] + self._sensor_noise.take(1, a, n) * p.noise_amplitude
         if p.aperiodic_amplitude > 0:
             ap = np.empty((n, 1))
-            sosfilt_hold(self._sos, self._noise(2, a, n, 1), self._zi, self._last, ap)
+            sosfilt_hold(self._sos, self._sensor_noise.take(2, a, n), self._zi, self._last, ap)
             x += ap * self._ap_gain
         self._index += n
         self._simulated_to = float(times[-1]) + 1.0 / self.sfreq

@@ -75,6 +75,48 @@ def aperiodic_sos(exponent: float, sfreq: float, f_min: float = 0.5) -> np.ndarr
     return np.array(rows)
 
 
+class BlockNoise:
+    """Standard normal draws for sample ``a`` onwards, the same however they are asked for.
+
+    Draws come in blocks of ``block`` samples from generators seeded by
+    ``(seed, purpose, block index)``, so any chunking of a stream, any restart
+    at any sample, gives the same numbers. The last few blocks are kept.
+
+    Parameters
+    ----------
+    seed : int
+    width : int
+        Draws per sample (channels, or sub-steps).
+    block : int
+        Samples per block.
+    """
+
+    def __init__(self, seed: int, width: int, block: int = 4096) -> None:
+        self.seed, self.width, self.block = seed, width, block
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def _block(self, purpose: int, b: int) -> np.ndarray:
+        key = (purpose, b)
+        blk = self._cache.get(key)
+        if blk is None:
+            if len(self._cache) > 8:
+                self._cache.clear()
+            blk = np.random.default_rng([self.seed, purpose, b]).standard_normal((self.block, self.width))
+            self._cache[key] = blk
+        return blk
+
+    def take(self, purpose: int, a: int, n: int) -> np.ndarray:
+        """Draws ``(n, width)`` for samples ``a`` to ``a + n - 1``."""
+        out = np.empty((n, self.width))
+        pos = 0
+        while pos < n:
+            b, off = divmod(a + pos, self.block)
+            step = min(n - pos, self.block - off)
+            out[pos:pos + step] = self._block(purpose, b)[off:off + step]
+            pos += step
+        return out
+
+
 class Synthetic(GeneratorSource):
     """Seeded synthetic signal: oscillations, 1/f background, bursts, white noise.
 
@@ -122,33 +164,15 @@ class Synthetic(GeneratorSource):
         self._origin = 0.0
         self._zi = np.zeros((self._sos.shape[0], 2, self.n_channels))
         self._last = np.zeros(self.n_channels)
-        self._block_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._draws = BlockNoise(self.params.seed, self.n_channels, self.BLOCK)
         self._prepared: np.ndarray | None = None
 
     def warmup(self) -> None:
         x = np.zeros((4, self.n_channels))
         sosfilt_hold(self._sos, x, np.zeros_like(self._zi), np.zeros(self.n_channels), np.empty_like(x))
 
-    def _block(self, purpose: int, b: int) -> np.ndarray:
-        key = (purpose, b)
-        blk = self._block_cache.get(key)
-        if blk is None:
-            if len(self._block_cache) > 8:
-                self._block_cache.clear()
-            rng = np.random.default_rng([self.params.seed, purpose, b])
-            blk = rng.standard_normal((self.BLOCK, self.n_channels))
-            self._block_cache[key] = blk
-        return blk
-
     def _noise(self, purpose: int, a: int, n: int) -> np.ndarray:
-        out = np.empty((n, self.n_channels))
-        pos = 0
-        while pos < n:
-            b, off = divmod(a + pos, self.BLOCK)
-            take = min(n - pos, self.BLOCK - off)
-            out[pos:pos + take] = self._block(purpose, b)[off:off + take]
-            pos += take
-        return out
+        return self._draws.take(purpose, a, n)
 
     def _bursts(self, a: int, n: int, x: np.ndarray) -> None:
         p = self.params

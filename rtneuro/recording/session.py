@@ -97,12 +97,11 @@ def session_metadata(graph: Graph, config_text: str) -> dict[str, Any]:
 
 def recording_graph(config: str | Path, folder: str | Path, *, overrides: dict | None = None,
                     flush_s: float = 1.0, min_free_mb: float = 50.0, base_dir: str | Path | None = None,
-                    process: str = RECORDER_PROCESS, fsync: bool = True, exclude: set[str] | None = None) -> tuple[Graph, Path]:
+                    process: str = RECORDER_PROCESS, fsync: bool = True) -> tuple[Graph, Path]:
     """The graph of ``config`` with a recorder of every stream in its own process; and the session path.
 
     Refuses (ConfigError) when the folder cannot take a session: missing, not
-    writable, or with less than ``min_free_mb`` free. ``exclude`` names
-    streams not to record (the replay check does not record what it replays).
+    writable, or with less than ``min_free_mb`` free.
     """
     from .xdf_writer import RecordingError, check_writable
 
@@ -122,7 +121,7 @@ def recording_graph(config: str | Path, folder: str | Path, *, overrides: dict |
         path = folder / f"{base.name}-{stamp}-{k}.xdf"
         k += 1
     meta = session_metadata(base, config.read_text())
-    node = {"id": rid, "type": "recorder", "process": process, "inputs": sorted(set(base.streams) - (exclude or set())),
+    node = {"id": rid, "type": "recorder", "process": process, "inputs": sorted(base.streams),
             "params": {"path": str(path), "flush_s": flush_s, "fsync": fsync, "min_free_mb": min_free_mb,
                        "session": json.loads(json.dumps(meta, default=str))}}
     extra = {process: {"restart": "never"}} if process not in base.processes else None
