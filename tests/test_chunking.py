@@ -65,6 +65,8 @@ CASES: dict[str, list[tuple[dict, str]]] = {
     "decimate": [({"q": 2}, "eeg"), ({"q": 3, "ftype": "fir"}, "eeg")],
     "phase": [({"method": "echt", "band": [8.0, 13.0], "picks": ["O1", "Oz", "O2"]}, "eeg"),
               ({"method": "ar", "band": [8.0, 13.0], "picks": ["Oz"], "window_s": 1.0, "hop": 4}, "eeg")],
+    "neuron_model": [({"model": "lif", "dt_ms": 0.25, "gain": 0.1, "picks": ["O1", "Oz", "O2"]}, "eeg"),
+                     ({"model": "izhikevich", "params": {"preset": "FS"}, "dt_ms": 0.125, "gain": 0.5, "picks": ["C3"]}, "eeg")],
     "spike_detect": [({"noise_init_s": 0.2, "noise_tau_s": 1.0, "bin_s": 0.05}, "spikes"),
                      ({"noise_init_s": 0.2, "sign": "both", "dedup_ms": None}, "spikes")],
 }
