@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import numpy as np
 import scipy.signal as ss
 import yaml
 
-from benchmarks.common import pick_variants
+from benchmarks.common import pick_variants, save_json
 from rtneuro.runtime.supervisor import machine_info
 
 CONTROLLERS: dict[str, dict | None] = {
@@ -147,7 +146,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"dual-threshold aDBS keeps {100 * t['dual_keeps_of_cdbs_suppression']:.0f} % of cDBS's beta suppression "
               f"with {100 * (t['dual_energy_of_cdbs'] or 0):.0f} % of its energy (target >= 80 % with <= 50 %: "
               f"{'met' if t['met'] else 'NOT met'})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
+    save_json(out, args.json)
     return 0

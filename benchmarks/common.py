@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +21,13 @@ def pick_variants(requested: str | None, known: tuple[str, ...]) -> tuple[str, .
         print(f"unknown variants {unknown}; choose from {list(known)}", file=sys.stderr)
         return None
     return names
+
+
+def save_json(out: dict, path: str | None) -> None:
+    """Write a benchmark's results (the format of every ``rtneuro bench``) to ``path``, if given."""
+    if path:
+        Path(path).write_text(json.dumps(out, indent=2))
+        print(f"wrote {path}", file=sys.stderr)
 
 
 def stats(values_us, **extra) -> dict:

@@ -34,9 +34,8 @@ import importlib
 import json
 import sys
 import time
-from pathlib import Path
 
-from benchmarks.common import pick_variants
+from benchmarks.common import pick_variants, save_json
 from rtneuro.runtime.supervisor import machine_info
 
 PARTS = {
@@ -104,7 +103,5 @@ def run(args: argparse.Namespace) -> int:
             ratios[f"{peer} / {ours} ({metric})"] = round(p[metric] / r[metric], 2)
     out = {"bench": "dsp", "machine": machine_info(), "duration_s": d, "variants": results, "ratios": ratios}
     print(format_table(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
+    save_json(out, args.json)
     return 0

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import pick_variants, stats
+from benchmarks.common import pick_variants, save_json, stats
 from rtneuro.config import load_graph
 from rtneuro.runtime.supervisor import Supervisor, machine_info
 
@@ -167,9 +167,7 @@ def run(args: argparse.Namespace) -> int:
     out = {"bench": "latency", "machine": machine_info(), "duration_s": d, "warmup_s": WARMUP_S,
            "cpu_dma_latency_us": args.cpu_dma_latency, "variants": results, "ratios": ratios}
     print(format_table(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
+    save_json(out, args.json)
     return 0
 
 

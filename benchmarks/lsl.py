@@ -39,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import pick_variants, stats
+from benchmarks.common import pick_variants, save_json, stats
 from rtneuro.config import load_graph
 from rtneuro.probe import ProbeOutlet, listen
 from rtneuro.runtime.supervisor import Supervisor, machine_info
@@ -198,9 +198,7 @@ def run(args: argparse.Namespace) -> int:
     out = {"bench": "lsl", "machine": machine_info(), "duration_s": d, "warmup_s": WARMUP_S,
            "variants": results, "ratios": ratios}
     print(format_table(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
+    save_json(out, args.json)
     return 0
 
 

@@ -40,7 +40,7 @@ from types import ModuleType
 
 import numpy as np
 
-from benchmarks.common import pick_variants
+from benchmarks.common import pick_variants, save_json
 
 VARIANTS = ("lif1000_rtneuro", "lif1000_brian2_numpy", "lif1000_brian2_cython",
             "lif1000_brian2_cpp_standalone", "hh100_rtneuro")
@@ -339,9 +339,7 @@ def run(args: argparse.Namespace) -> int:
            "setup": {"lif1000": "1000 LIF (800 E +0.5 mV, 200 I -2.5 mV), p=0.1, delays 1-3 ms, dt 0.1 ms, 1 s",
                      "hh100": "100 HH, p=0.1 conductance synapses, delays 1-2 ms, dt 0.025 ms, 1 s"}}
     print(format_table(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
+    save_json(out, args.json)
     return 0
 
 

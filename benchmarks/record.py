@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import pick_variants
+from benchmarks.common import pick_variants, save_json
 from rtneuro.runtime.supervisor import machine_info
 
 VARIANTS = ("recorder", "replay_check")
@@ -162,7 +161,5 @@ def run(args: argparse.Namespace) -> int:
             results["replay_check"] = res
     out = {"bench": "record", "machine": machine_info(), "duration_s": args.duration, "variants": results}
     print(format_table(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
+    save_json(out, args.json)
     return 0

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from benchmarks.common import pick_variants, stats
+from benchmarks.common import pick_variants, save_json, stats
 from rtneuro.messages import CMD_HOLD, CMD_LEVEL, CMD_OFF, CMD_PULSE
 from rtneuro.runtime.supervisor import machine_info
 
@@ -225,7 +225,5 @@ def run(args: argparse.Namespace) -> int:
         results[name] = res
     out = {"bench": "safety", "machine": machine_info(), "duration_s": args.duration, "variants": results}
     print(format_table(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
+    save_json(out, args.json)
     return 0

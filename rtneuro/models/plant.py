@@ -41,6 +41,7 @@ import numpy as np
 from numba import njit
 
 from ..errors import ConfigError
+from .neurons import check_positive
 
 __all__ = ["StnGpeParams", "StnGpeState", "stn_gpe_init", "stn_gpe_step", "hfs_dose"]
 
@@ -74,13 +75,9 @@ class StnGpeParams:
 
     def __post_init__(self) -> None:
         for name in ("tau_s_ms", "tau_g_ms", "m_s", "b_s", "m_g", "b_g", "drive_tau_ms", "d50_ma", "tau_dbs_ms", "dt_ms"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name}={v!r} must be a positive number")
+            check_positive(getattr(self, name), name)
         for name in ("d_sg_ms", "d_gs_ms", "d_gg_ms", "w_sg", "w_gs", "w_gg", "w_cs", "drive", "drive_sd", "striatum", "s_tonic"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise ConfigError(f"{name}={v!r} must be a number >= 0")
+            check_positive(getattr(self, name), name, allow_zero=True)
         if not 0 <= self.b_max <= 1:
             raise ConfigError(f"b_max={self.b_max} must be in [0, 1] (the fraction of STN -> GPe transmission DBS can block)")
         if self.dt_ms > min(self.tau_s_ms, self.tau_g_ms) / 10:
