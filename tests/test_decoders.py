@@ -212,7 +212,7 @@ def test_incomplete_or_inconsistent_file_is_refused(tmp_path):
         "missing arrays \\['coef'\\]": write(coef=None),
         "intercept must have shape": write(intercept=arrays["intercept"][:2]),
         "not valid JSON": write(meta=np.array("{not json")),
-        "not an rtneuro linear decoder": write(meta=np.array('{"format": "other"}')),
+        "not an rtneuro decoder .format .other., expected .rtneuro.linear_decoder": write(meta=np.array('{"format": "other"}')),
         "5 classes need coef with 5 row": write(classes=np.arange(5)),
         "must be finite": write(coef=np.full_like(arrays["coef"], np.nan)),
     }

@@ -9,7 +9,6 @@ JSON header, read with ``allow_pickle=False``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -22,6 +21,8 @@ from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
 from rtneuro.errors import ConfigError, RtneuroError, did_you_mean
+
+from .io import load_arrays, one_line, save_arrays
 
 __all__ = [
     "LINK_IDENTITY",
@@ -42,7 +43,7 @@ LINK_SOFTMAX = 2
 
 _FORMAT = "rtneuro.linear_decoder"
 _VERSION = 1
-_ARRAYS = ("coef", "intercept", "classes", "meta")
+_ARRAYS = ("coef", "intercept", "classes")
 _KINDS = ("lda", "logreg", "ridge")
 
 
@@ -541,16 +542,9 @@ class LinearDecoder:
 
     # ---------------------------------------------------------------- files
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the decoder as an ``.npz`` of plain arrays plus a JSON header.
-
-        Written to a temporary file and renamed, so a crash cannot leave a
-        half-written decoder under ``path``. Returns the path.
-        """
-        path = Path(path)
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
+        """The decoder as a JSON-able header and plain arrays (see :mod:`.io`)."""
         meta = {
-            "format": _FORMAT,
-            "version": _VERSION,
             "kind": self.kind,
             "ravel": self.ravel,
             "n_features": self.n_features,
@@ -560,17 +554,60 @@ class LinearDecoder:
             "sklearn_version": self.sklearn_version,
         }
         classes = np.zeros(0) if self.classes is None else self.classes
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                coef=self.coef,
-                intercept=self.intercept,
-                classes=classes,
-                meta=np.array(json.dumps(meta)),
+        return meta, {"coef": self.coef, "intercept": self.intercept, "classes": classes}
+
+    @classmethod
+    def from_arrays(
+        cls, meta: dict[str, Any], arrays: dict[str, NDArray[Any]], where: str = "decoder"
+    ) -> LinearDecoder:
+        """Rebuild a decoder from :meth:`to_arrays` output, checking every field.
+
+        Raises
+        ------
+        ConfigError
+            ``"<where>: <problem>"`` on a missing field or inconsistent arrays.
+        """
+        for key in ("kind", "ravel", "n_features", "feature_names", "sfreq", "train_hash"):
+            if key not in meta:
+                raise ConfigError(f"{where}: header lacks {key!r}")
+        for key in ("coef", "intercept", "classes"):
+            if key not in arrays:
+                raise ConfigError(f"{where}: lacks array {key!r}")
+        for key in ("coef", "intercept"):
+            if arrays[key].dtype.kind != "f":
+                raise ConfigError(
+                    f"{where}: {key!r} must be floating point, got {arrays[key].dtype}"
+                )
+        try:
+            dec = cls(
+                kind=meta["kind"],
+                coef=arrays["coef"],
+                intercept=arrays["intercept"],
+                classes=None if meta["kind"] == "ridge" else arrays["classes"],
+                feature_names=meta["feature_names"],
+                sfreq=meta["sfreq"],
+                train_hash=meta["train_hash"],
+                ravel=bool(meta["ravel"]),
+                sklearn_version=meta.get("sklearn_version"),
             )
-        os.replace(tmp, path)
-        return path
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: inconsistent contents ({one_line(exc)})") from exc
+        if dec.n_features != meta["n_features"]:
+            raise ConfigError(
+                f"{where}: header says {meta['n_features']} features, coef has {dec.n_features}"
+            )
+        return dec
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the decoder as an ``.npz`` of plain arrays plus a JSON header.
+
+        Written to a temporary file and renamed, so a crash cannot leave a
+        half-written decoder under ``path``. Returns the path.
+        """
+        meta, arrays = self.to_arrays()
+        return save_arrays(path, format=_FORMAT, version=_VERSION, meta=meta, arrays=arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LinearDecoder:
@@ -583,80 +620,7 @@ class LinearDecoder:
             archive, truncated, holding a pickled object, missing or extra
             arrays, a bad header, or inconsistent arrays.
         """
-        path = Path(path)
-        where = f"decoder file {str(path)!r}"
-        if not path.is_file():
-            raise ConfigError(f"{where}: no such file")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                if not hasattr(npz, "files"):
-                    raise ConfigError(f"{where}: a single .npy array, not an .npz decoder archive")
-                files = set(npz.files)
-                missing = [k for k in _ARRAYS if k not in files]
-                extra = sorted(files - set(_ARRAYS))
-                if missing or extra:
-                    raise ConfigError(
-                        f"{where}: incomplete or foreign archive (missing arrays {missing}, "
-                        f"unexpected arrays {extra})"
-                    )
-                arrays = {k: npz[k] for k in _ARRAYS}
-        except ConfigError:
-            raise
-        except ValueError as exc:
-            if "pickle" in str(exc):
-                raise ConfigError(
-                    f"{where}: contains pickled data, refused (decoder files hold plain arrays only)"
-                ) from exc
-            raise ConfigError(f"{where}: unreadable ({_one_line(exc)})") from exc
-        except Exception as exc:  # zipfile.BadZipFile, EOFError, zlib.error, OSError...
-            raise ConfigError(
-                f"{where}: corrupt or truncated ({type(exc).__name__}: {_one_line(exc)})"
-            ) from exc
-        meta_arr = arrays["meta"]
-        if meta_arr.dtype.kind != "U" or meta_arr.ndim != 0:
-            raise ConfigError(f"{where}: 'meta' must be a JSON string")
-        try:
-            meta = json.loads(str(meta_arr))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where}: header is not valid JSON ({exc})") from exc
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise ConfigError(f"{where}: not an rtneuro linear decoder (format != {_FORMAT!r})")
-        if meta.get("version") != _VERSION:
-            raise ConfigError(
-                f"{where}: format version {meta.get('version')!r} is not supported "
-                f"(this rtneuro reads version {_VERSION})"
-            )
-        for key in ("kind", "ravel", "n_features", "feature_names", "sfreq", "train_hash"):
-            if key not in meta:
-                raise ConfigError(f"{where}: header lacks {key!r}")
-        for key in ("coef", "intercept"):
-            if arrays[key].dtype.kind != "f":
-                raise ConfigError(
-                    f"{where}: {key!r} must be floating point, got {arrays[key].dtype}"
-                )
-        classes = arrays["classes"]
-        try:
-            dec = cls(
-                kind=meta["kind"],
-                coef=arrays["coef"],
-                intercept=arrays["intercept"],
-                classes=None if meta["kind"] == "ridge" else classes,
-                feature_names=meta["feature_names"],
-                sfreq=meta["sfreq"],
-                train_hash=meta["train_hash"],
-                ravel=bool(meta["ravel"]),
-                sklearn_version=meta.get("sklearn_version"),
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: inconsistent contents ({_one_line(exc)})") from exc
-        if dec.n_features != meta["n_features"]:
-            raise ConfigError(
-                f"{where}: header says {meta['n_features']} features, coef has {dec.n_features}"
-            )
-        return dec
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+        meta, arrays = load_arrays(
+            path, format=_FORMAT, version=_VERSION, required=_ARRAYS, what="decoder"
+        )
+        return cls.from_arrays(meta, arrays, where=f"decoder file {str(path)!r}")
