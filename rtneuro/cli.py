@@ -129,6 +129,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from .decoders.train import train_from_config
+
+    result, path = train_from_config(args.config, args.data, args.labels, args.node, args.out)
+    print(result.summary())
+    info = result.pipeline.info
+    print(f"saved {path} ({result.pipeline!r}; data {info['data_hash'][:19]}..., training windows {info['train_hash'][:19]}...)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": str(path), **result.to_json(), "data_hash": info["data_hash"],
+                       "train_hash": info["train_hash"]}, f, indent=1)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .runtime.service import serve
 
@@ -301,6 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default=None, help="folder to write to (default: the session's); for nwb a .nwb path")
     ex.add_argument("--stream", action="append", default=None, help="a stream to export (repeat; default: every signal stream)")
     ex.set_defaults(func=_cmd_export)
+
+    t = sub.add_parser("train", help="calibrate a graph's decoder on a recording: cross-validate, fit, save the model")
+    t.add_argument("config", help="graph YAML file with a 'decoder' node (its train: block says what to fit)")
+    t.add_argument("--data", nargs="+", required=True, help="recording(s) MNE opens, with annotations marking the trials")
+    t.add_argument("--labels", default=None, help="ANNOTATION=CLASS pairs, e.g. T1=left,T2=right (default: the node's train.labels)")
+    t.add_argument("--node", default=None, help="the decoder node to train (when the graph has several)")
+    t.add_argument("--out", default=None, help="model file to write (default: the node's model path)")
+    t.add_argument("--json", default=None, help="write the cross-validation results here")
+    t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("serve", help="run one process of a graph whose supervisor is on another host")
     s.add_argument("endpoint", help="the supervisor's control endpoint, as printed by 'rtneuro run' (tcp://host:port)")

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from rtneuro.recording import read_session
@@ -83,7 +84,14 @@ def test_every_live_config_runs_on_the_demo_recording_played_over_lsl(config, tm
 
     graph = yaml.safe_load((ROOT / "configs" / config).read_text())
     name = next(n["params"]["name"] for n in graph["nodes"] if n["type"] == "lsl_inlet")
-    player = subprocess.Popen([sys.executable, "-m", "rtneuro", "replay", "replay_data/S003R02.edf", "--lsl", "--name", name,
+    decoders = [n for n in graph["nodes"] if n["type"] == "decoder"]
+    recording = "replay_data/S003R02.edf"
+    if decoders:  # calibrate first, as the config's comment says, then decode the same recording live
+        recording = "replay_data/S003R03.edf"
+        r = subprocess.run([sys.executable, "-m", "rtneuro", "train", f"configs/{config}", "--data", recording],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+    player = subprocess.Popen([sys.executable, "-m", "rtneuro", "replay", recording, "--lsl", "--name", name,
                                "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert pylsl.resolve_byprop("name", name, 1, 60), player.stderr
@@ -103,3 +111,17 @@ def test_every_live_config_runs_on_the_demo_recording_played_over_lsl(config, tm
     r = subprocess.run([sys.executable, "-m", "rtneuro", "replay", str(session), "--check"], cwd=ROOT, capture_output=True,
                        text=True, timeout=180)
     assert r.returncode == 0 and "no decision differs" in r.stdout, r.stdout + r.stderr
+    # online decoding equals offline decoding of the samples as they came in: same labels, same probabilities
+    for node in decoders:
+        from rtneuro.decoders.pipeline import DecoderPipeline
+        from rtneuro.recording.replay import stream_meta
+
+        s = read_session(session)
+        pipe = DecoderPipeline.load((ROOT / "configs" / node["params"]["model"]).resolve())
+        src = s.stream(node["inputs"][0])
+        picks = pipe.check_inputs(stream_meta(src).ch_names, src.nominal_srate)
+        offline = pipe.decode(np.asarray(src.time_series, dtype=np.float64)[:, picks])
+        online = np.asarray(s.stream(node["id"]).time_series)
+        assert len(online) == len(offline.ends) > 50
+        np.testing.assert_array_equal(online[:, -1], offline.index)
+        np.testing.assert_allclose(online[:, :-1], offline.proba, rtol=0, atol=1e-9)

@@ -80,7 +80,7 @@ def load_arrays(
     format: str,
     version: int,
     required: Iterable[str],
-    optional: Iterable[str] = (),
+    optional: Iterable[str] | None = (),
     what: str = "model",
 ) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
     """Read a file written by :func:`save_arrays`, never unpickling anything.
@@ -91,7 +91,8 @@ def load_arrays(
     format, version : str, int
         What the header must say.
     required, optional : iterable of str
-        Array names that must / may be present; any other array is refused.
+        Array names that must / may be present; any other array is refused
+        (``optional=None``: any other array is accepted, the caller checks).
     what : str
         How the file is named in messages (``"decoder"``, ``"model"``).
 
@@ -109,7 +110,7 @@ def load_arrays(
     path = Path(path)
     where = f"{what} file {str(path)!r}"
     req = list(required)
-    allowed = set(req) | set(optional) | {_META}
+    allowed = None if optional is None else set(req) | set(optional) | {_META}
     if not path.is_file():
         raise ConfigError(f"{where}: no such file")
     try:
@@ -118,7 +119,7 @@ def load_arrays(
                 raise ConfigError(f"{where}: a single .npy array, not an .npz {what} archive")
             files = set(npz.files)
             missing = [k for k in [*req, _META] if k not in files]
-            extra = sorted(files - allowed)
+            extra = [] if allowed is None else sorted(files - allowed)
             if missing or extra:
                 raise ConfigError(
                     f"{where}: incomplete or foreign archive (missing arrays {missing}, "

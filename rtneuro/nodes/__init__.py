@@ -23,6 +23,9 @@ NODE_TYPES: dict[str, str] = {
     "xdf_replay": "rtneuro.nodes.xdf:XdfReplay",
     "synthetic_spikes": "rtneuro.nodes.spikes:SyntheticSpikes",
     "sim_brain": "rtneuro.nodes.plant:SimBrain",
+    "cursor_task": "rtneuro.nodes.bmi:CursorTask",
+    "kalman": "rtneuro.nodes.bmi:Kalman",
+    "poisson_decoder": "rtneuro.nodes.bmi:PoissonDirection",
     # signal processing
     "spike_detect": "rtneuro.nodes.spikes:SpikeDetect",
     "phase": "rtneuro.nodes.phase:Phase",
@@ -36,6 +39,7 @@ NODE_TYPES: dict[str, str] = {
     "coherence": "rtneuro.nodes.connectivity:Coherence",
     "quality": "rtneuro.nodes.quality:Quality",
     "neuron_model": "rtneuro.nodes.models:NeuronModel",
+    "decoder": "rtneuro.nodes.decoders:Decoder",
     # controllers
     "threshold": "rtneuro.nodes.controllers:Threshold",
     "pulse": "rtneuro.nodes.controllers:Pulse",
