@@ -52,6 +52,13 @@ LIVE = sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if "lsl_inlet" i
 
 @pytest.mark.parametrize("config", REPLAYED)
 def test_every_shipped_config_runs_cleanly_as_fast_as_possible_recorded_and_replays_to_the_same_decisions(config, tmp_path):
+    import yaml
+
+    decoders = [n for n in yaml.safe_load((ROOT / "configs" / config).read_text())["nodes"] if n["type"] == "decoder"]
+    for _node in decoders:  # calibrate first, as the config's comment says
+        r = subprocess.run([sys.executable, "-m", "rtneuro", "train", f"configs/{config}", "--data",
+                            "replay_data/S003R03.edf"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
     report = tmp_path / "r.json"
     sessions = tmp_path / "sessions"
     sessions.mkdir()
@@ -74,6 +81,19 @@ def test_every_shipped_config_runs_cleanly_as_fast_as_possible_recorded_and_repl
                        cwd=ROOT, capture_output=True, text=True, timeout=180)
     check = json.loads((tmp_path / "c.json").read_text())
     assert r.returncode == 0 and check["differing"] == 0 and check["decisions"] > 0, r.stdout + r.stderr
+    # a decoder trained on the recorded session is the decoder trained on the file it replayed
+    for node in decoders:
+        from rtneuro.decoders.pipeline import DecoderPipeline
+
+        r = subprocess.run([sys.executable, "-m", "rtneuro", "train", f"configs/{config}", "--data", str(session),
+                            "--out", str(tmp_path / "from_session.npz")], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        a = DecoderPipeline.load(tmp_path / "from_session.npz")
+        b = DecoderPipeline.load((ROOT / "configs" / node["params"]["model"]).resolve())
+        assert a.info["train_hash"] == b.info["train_hash"]
+        np.testing.assert_array_equal(a.filters, b.filters)
+        np.testing.assert_array_equal(a.decoder.coef, b.decoder.coef)
 
 
 @pytest.mark.parametrize("config", LIVE)

@@ -25,7 +25,7 @@ from rtneuro.errors import ConfigError, did_you_mean
 from .linear import LinearDecoder, training_hash
 from .pipeline import DecoderPipeline, PipelineSpec
 
-__all__ = ["Recording", "TrainResult", "read_recording", "labelled_windows", "fit_pipeline", "train",
+__all__ = ["Recording", "TrainResult", "read_recording", "read_session_recording", "labelled_windows", "fit_pipeline", "train",
            "wilson_interval"]
 
 
@@ -56,6 +56,10 @@ def read_recording(paths: Sequence[str | Path], picks: Sequence[str] | None = No
 
     if not paths:
         raise ConfigError("--data must name at least one recording")
+    if any(Path(p).suffix.lower() == ".xdf" for p in paths):
+        if len(paths) != 1:
+            raise ConfigError("train on one session (.xdf) at a time, or on recordings MNE opens")
+        return read_session_recording(paths[0], picks)
     chunks, events, names0, sfreq0 = [], [], None, None
     h = hashlib.sha256()
     offset = 0
@@ -92,6 +96,63 @@ def read_recording(paths: Sequence[str | Path], picks: Sequence[str] | None = No
     assert names0 is not None and sfreq0 is not None
     return Recording(np.concatenate(chunks), names0, sfreq0, events, [str(p) for p in paths],
                      "sha256:" + h.hexdigest())
+
+
+def read_session_recording(path: str | Path, picks: Sequence[str] | None = None, stream: str | None = None
+                           ) -> Recording:
+    """A signal stream of a recorded session (``rtneuro run --record``) and the events recorded with it.
+
+    Events of ``<stream>.events`` keep their sample index; those of any other
+    event stream (an LSL marker inlet) are placed at the first sample at or
+    after their time stamp.
+    """
+    from rtneuro.recording.replay import _records, stream_meta
+    from rtneuro.recording.xdf_read import read_session
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"session not found: {path}")
+    s = read_session(path)
+    metas = {}
+    for xs in s.streams:
+        try:
+            metas[xs.name] = (xs, stream_meta(xs))
+        except ConfigError:
+            continue
+    sigs = [n for n, (_, m) in metas.items() if m.kind == "sig" and m.sfreq > 0 and not n.startswith("rtneuro.")
+            and not n.endswith(".delivered")]
+    if stream is None:
+        if len(sigs) != 1:
+            raise ConfigError(f"{path}: {len(sigs)} signal streams {sigs}; name the one to train on")
+        stream = sigs[0]
+    if stream not in metas:
+        raise ConfigError(f"{path}: no stream {stream!r}{did_you_mean(stream, list(metas))}")
+    xs, meta = metas[stream]
+    names = list(meta.ch_names)
+    if picks is None:
+        sel = [i for i, t in enumerate(meta.ch_types) if t == "eeg"] or list(range(len(names)))
+    else:
+        missing = [c for c in picks if c not in names]
+        if missing:
+            raise ConfigError(f"{path}: channels {missing[:5]} not in stream {stream!r}{did_you_mean(missing[0], names)}")
+        sel = [names.index(c) for c in picks]
+    data = np.ascontiguousarray(np.asarray(xs.time_series, dtype=np.float64)[:, sel])
+    stamps = np.asarray(xs.time_stamps)
+    events: list[tuple[int, str]] = []
+    for name, (ev, m) in metas.items():
+        if m.kind != "evt" or name.startswith("rtneuro."):
+            continue
+        for rec in _records(ev):
+            if name == f"{stream}.events" and int(rec.get("index", -1)) >= 0:
+                events.append((int(rec["index"]), str(rec["label"])))
+            elif "t" in rec and len(stamps):
+                events.append((int(np.searchsorted(stamps, float(rec["t"]))), str(rec["label"])))
+    events.sort()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return Recording(data, tuple(names[i] for i in sel), meta.sfreq, events, [str(path)], "sha256:" + h.hexdigest())
 
 
 def labelled_windows(rec: Recording, pipe_windows: Any, labels: dict[str, str], tmin: float, tmax: float

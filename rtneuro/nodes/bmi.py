@@ -192,7 +192,9 @@ class CursorTask(GeneratorSource):
         self.late_feedback = 0
         self.feedback_bins = 0
         self.open_loop_bins = 0
-        self._new_target(0, 0.0, [])
+        self._target = self._next_outer()
+        self.trials = 1
+        self._onset_due = True  # the first target's onset: published with bin 0
 
     def prefetch(self) -> None:
         """Nothing ahead of time: the next bin depends on the feedback still to come."""
@@ -254,9 +256,12 @@ class CursorTask(GeneratorSource):
         timeout_bins = int(round(p.timeout_s / p.bin_s))
         for j in range(n):
             k = a + j
-            t = t0 + j / self.sfreq
+            t = self._origin + k / self.sfreq  # as the chunk of any split starting here would time it
             if k > 0:
                 self._pos = np.clip(self._pos + self._velocity_of(k - 1) * p.bin_s, -p.workspace, p.workspace)
+            if self._onset_due:
+                events.append((k, t, TASK_EVENTS["target_onset"], -1, 0.0, float(self._target), b"target_onset"))
+                self._onset_due = False
             goal = self.targets[self._target]
             dist = float(np.hypot(*(goal - self._pos)))
             self._trial_bins += 1
