@@ -145,6 +145,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from .decoders.offline import PROBA_TOL, compare_online, decode_offline, write_csv
+
+    pipe, rec, frames = decode_offline(args.model, args.data, args.stream)
+    counts = ", ".join(f"{c} {int((frames.index == k).sum())}" for k, c in enumerate(pipe.classes))
+    print(f"{len(frames.ends)} windows of {pipe.window / pipe.sfreq:g} s every {pipe.step / pipe.sfreq:g} s decoded "
+          f"offline: {counts}")
+    if args.out:
+        print(f"wrote {write_csv(args.out, pipe, rec, frames)}")
+    if args.compare:
+        res = compare_online(args.data, args.compare, pipe, frames)
+        same = res["labels_equal"] and res["max_abs_dproba"] <= PROBA_TOL
+        print(f"online '{args.compare}' vs offline: {res['online_windows']} vs {res['offline_windows']} windows, "
+              f"{res['differing_labels']} labels differ, max |p online - p offline| {res['max_abs_dproba']:.3g}: "
+              f"{'identical' if same else 'DIFFERENT'}")
+        return 0 if same else 1
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .runtime.service import serve
 
@@ -326,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="model file to write (default: the node's model path)")
     t.add_argument("--json", default=None, help="write the cross-validation results here")
     t.set_defaults(func=_cmd_train)
+
+    dc = sub.add_parser("decode", help="apply a trained model offline to a recording or a session; compare with what it decoded live")
+    dc.add_argument("model", help="model file written by 'rtneuro train'")
+    dc.add_argument("--data", required=True, help="a recording MNE opens, or a session .xdf")
+    dc.add_argument("--stream", default=None, help="the session's signal stream (default: its only one)")
+    dc.add_argument("--compare", default=None, metavar="STREAM", help="the session's decoder stream: exit 1 unless online == offline")
+    dc.add_argument("--out", default=None, help="write the predictions here (CSV)")
+    dc.set_defaults(func=_cmd_decode)
 
     s = sub.add_parser("serve", help="run one process of a graph whose supervisor is on another host")
     s.add_argument("endpoint", help="the supervisor's control endpoint, as printed by 'rtneuro run' (tcp://host:port)")

@@ -43,6 +43,53 @@ def _spikeband(seconds: float = 1.0, n_ch: int = 16, fs: float = 30000.0) -> tup
     return x, meta
 
 
+def _counts(seconds: float = 60.0, n_units: int = 30, bin_s: float = 0.05) -> tuple[np.ndarray, StreamMeta]:
+    from rtneuro.decoders.simulate import simulate_cosine_session
+
+    sess = simulate_cosine_session(n_units, int(seconds / bin_s), bin_s=bin_s, seed=5, mode="ou")
+    x = np.ascontiguousarray(sess.counts, dtype=np.float64)
+    x[300:305, 2] = np.nan  # a bad bin: skipped and counted the same whatever the chunking
+    meta = StreamMeta(name="units", kind="feat", sfreq=1 / bin_s, ch_names=tuple(f"u{i}" for i in range(n_units)),
+                      ch_types=("misc",) * n_units, units=("count",) * n_units)
+    return x, meta
+
+
+_MODELS: dict[str, str] = {}
+
+
+def _model(kind: str) -> str:
+    """A model file for the decoder nodes, made once per test session."""
+    if kind not in _MODELS:
+        import tempfile
+
+        from rtneuro.decoders.kalman import KalmanDecoder
+        from rtneuro.decoders.pipeline import PipelineSpec
+        from rtneuro.decoders.poisson import PoissonDecoder
+        from rtneuro.decoders.simulate import simulate_cosine_session
+        from rtneuro.decoders.train import Recording, fit_pipeline
+
+        d = tempfile.mkdtemp(prefix="rtn-chunking-")
+        if kind == "mi":
+            raw = mne.io.read_raw_edf(REPLAY / "S003R03.edf", verbose="error")
+            mne.datasets.eegbci.standardize(raw)
+            raw.pick(EEG_CHANNELS)
+            ann = raw.annotations
+            events = [(int(i), str(dsc)) for i, dsc in zip(raw.time_as_index(ann.onset), ann.description, strict=True)]
+            rec = Recording(np.ascontiguousarray(raw.get_data().T * 1e6), tuple(raw.ch_names), raw.info["sfreq"],
+                            events, ["S003R03.edf"], "")
+            res = fit_pipeline(PipelineSpec(labels={"T1": "left", "T2": "right"}, cv=3), rec)
+            _MODELS[kind] = str(res.pipeline.save(f"{d}/mi.npz"))
+        else:
+            sess = simulate_cosine_session(30, 2000, bin_s=0.05, seed=6, mode="ou")
+            if kind == "kalman":
+                dec = KalmanDecoder.fit(sess.velocity, sess.counts, bin_s=0.05)
+            else:
+                grid = (np.arctan2(sess.velocity[:, 1], sess.velocity[:, 0]) // (np.pi / 4)).astype(int) % 8
+                dec = PoissonDecoder.fit(sess.counts, grid, 8, bin_s=0.05)
+            _MODELS[kind] = str(dec.save(f"{d}/{kind}.npz"))
+    return _MODELS[kind]
+
+
 #: node type -> list of (params, signal name); every transform in the registry must appear.
 CASES: dict[str, list[tuple[dict, str]]] = {
     "bandpass": [({"l_freq": 1.0, "h_freq": 40.0}, "eeg"), ({"l_freq": 5.0}, "eeg")],
@@ -67,6 +114,9 @@ CASES: dict[str, list[tuple[dict, str]]] = {
               ({"method": "ar", "band": [8.0, 13.0], "picks": ["Oz"], "window_s": 1.0, "hop": 4}, "eeg")],
     "neuron_model": [({"model": "lif", "dt_ms": 0.25, "gain": 0.1, "picks": ["O1", "Oz", "O2"]}, "eeg"),
                      ({"model": "izhikevich", "params": {"preset": "FS"}, "dt_ms": 0.125, "gain": 0.5, "picks": ["C3"]}, "eeg")],
+    "decoder": [({"model": "<mi>", "threshold": 0.6, "min_frames": 2}, "eeg")],
+    "kalman": [({"model": "<kalman>"}, "counts"), ({"model": "<kalman>", "gain": "steady"}, "counts")],
+    "poisson_decoder": [({"model": "<poisson>", "n_directions": 8, "rest": False}, "counts")],
     "spike_detect": [({"noise_init_s": 0.2, "noise_tau_s": 1.0, "bin_s": 0.05}, "spikes"),
                      ({"noise_init_s": 0.2, "sign": "both", "dedup_ms": None}, "spikes")],
 }
@@ -78,7 +128,7 @@ EXEMPT = {"fault"}  # a supervision drill: fails after a number of chunks, by de
 
 
 def _signal(name: str):
-    return {"eeg": _eeg, "spikes": _spikeband}[name]()
+    return {"eeg": _eeg, "spikes": _spikeband, "counts": _counts}[name]()
 
 
 def _collect(node, x, fs, edges):
@@ -116,6 +166,7 @@ def test_every_transform_in_the_registry_has_a_chunking_case():
 @pytest.mark.parametrize("type_name, k", [(t, k) for t, cases in CASES.items() for k in range(len(cases))])
 def test_any_split_gives_the_same_output(type_name, k):
     params, signal = CASES[type_name][k]
+    params = {k: _model(v[1:-1]) if isinstance(v, str) and v.startswith("<") else v for k, v in params.items()}
     x, meta = _signal(signal)
     cls = node_class(type_name)
 

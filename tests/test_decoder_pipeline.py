@@ -386,3 +386,19 @@ def test_covariance_pipelines_decode_as_pyriemann_on_the_same_windows(rec, class
     test = Covariances("scm").transform(cut.windows_at(filtered, fr.ends)[:, 0].transpose(0, 2, 1))
     np.testing.assert_array_equal(fr.index, ref.predict(test))
     np.testing.assert_allclose(fr.proba, ref.predict_proba(test), rtol=0, atol=1e-9)
+
+
+def test_decode_command_writes_the_offline_predictions(trained, rec, tmp_path):
+    import csv
+
+    model = trained.pipeline.save(tmp_path / "m.npz")
+    r = subprocess.run([sys.executable, "-m", "rtneuro", "decode", str(model), "--data", str(MI), "--out",
+                        str(tmp_path / "p.csv")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    fr = trained.pipeline.decode(rec.data)
+    assert len(rows) == len(fr.ends) and f"{len(fr.ends)} windows" in r.stdout
+    assert [int(x["last_sample"]) for x in rows] == (fr.ends - 1).tolist()
+    assert [float(x["p:left"]) for x in rows] == fr.proba[:, 0].tolist()  # repr round-trips floats exactly
+    assert [x["class"] for x in rows] == [trained.pipeline.classes[k] for k in fr.index]

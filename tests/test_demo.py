@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +146,8 @@ def test_every_live_config_runs_on_the_demo_recording_played_over_lsl(config, tm
         assert len(online) == len(offline.ends) > 50
         np.testing.assert_array_equal(online[:, -1], offline.index)
         np.testing.assert_allclose(online[:, :-1], offline.proba, rtol=0, atol=1e-9)
+        # and the command a user runs says so
+        r = subprocess.run([sys.executable, "-m", "rtneuro", "decode", str(ROOT / "models" / Path(node["params"]["model"]).name),
+                            "--data", str(session), "--compare", node["id"]], cwd=ROOT, capture_output=True, text=True,
+                           timeout=180)
+        assert r.returncode == 0 and "0 labels differ" in r.stdout and "identical" in r.stdout, r.stdout + r.stderr

@@ -462,7 +462,7 @@ def train_from_config(config: str | Path, data: Sequence[str | Path], labels: st
         spec_d["picks"] = tuple(spec_d["picks"])
     spec = PipelineSpec(**spec_d)
     result = train(spec, data, parse_labels(labels))
-    path = Path(out) if out is not None else (base / params.model)
+    path = Path(out) if out is not None else (base / params.model).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     result.pipeline.info["cv"] = result.to_json()
     result.pipeline.save(path)
