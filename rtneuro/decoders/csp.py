@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.linalg
@@ -25,7 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from rtneuro.errors import ConfigError, did_you_mean
 
-from .io import load_arrays, one_line, save_arrays
+from .io import ArrayFile, checked, require, require_arrays
 from .linear import LinearDecoder, linear_infer_batch
 
 __all__ = [
@@ -45,7 +43,6 @@ _ORDERS = ("mutual_info", "alternate")
 _CSP_FORMAT = "rtneuro.csp"
 _FBCSP_FORMAT = "rtneuro.fbcsp"
 _DEC_FORMAT = "rtneuro.csp_decoder"
-_VERSION = 1
 _CSP_ARRAYS = ("filters", "patterns", "evals", "classes")
 _FB_ARRAYS = (*_CSP_ARRAYS, "selected")
 _LIN_PREFIX = "lin_"
@@ -427,7 +424,7 @@ def _float_array(arrays: dict[str, NDArray[Any]], key: str, ndim: int, where: st
 # --------------------------------------------------------------------------- CSP
 
 
-class CSP:
+class CSP(ArrayFile):
     """Common spatial patterns with log-power features, applied online by :func:`logvar`.
 
     Parameters
@@ -677,12 +674,8 @@ class CSP:
         ConfigError
             ``"<where>: <problem>"`` on a missing field or inconsistent arrays.
         """
-        for key in ("n_components", "n_channels", "reg", "cov_est", "component_order"):
-            if key not in meta:
-                raise ConfigError(f"{where}: header lacks {key!r}")
-        for key in _CSP_ARRAYS:
-            if key not in arrays:
-                raise ConfigError(f"{where}: lacks array {key!r}")
+        require(where, meta, ("n_components", "n_channels", "reg", "cov_est", "component_order"))
+        require_arrays(where, arrays, _CSP_ARRAYS)
         filters = _float_array(arrays, "filters", 2, where)
         patterns = _float_array(arrays, "patterns", 2, where)
         evals = _float_array(arrays, "evals", 1, where)
@@ -691,39 +684,25 @@ class CSP:
                 f"{where}: header says {meta['n_components']} components of "
                 f"{meta['n_channels']} channels, filters have shape {filters.shape}"
             )
-        try:
-            return cls(
-                filters=filters,
-                patterns=patterns,
-                evals=evals,
-                classes=arrays["classes"],
-                reg=meta["reg"],
-                cov_est=meta["cov_est"],
-                component_order=meta["component_order"],
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: inconsistent contents ({one_line(exc)})") from exc
+        return checked(where, lambda: cls(
+            filters=filters,
+            patterns=patterns,
+            evals=evals,
+            classes=arrays["classes"],
+            reg=meta["reg"],
+            cov_est=meta["cov_est"],
+            component_order=meta["component_order"],
+        ))
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the CSP as an ``.npz`` of plain arrays plus a JSON header."""
-        meta, arrays = self.to_arrays()
-        return save_arrays(path, format=_CSP_FORMAT, version=_VERSION, meta=meta, arrays=arrays)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> CSP:
-        """Read a CSP written by :meth:`save`, never unpickling anything."""
-        meta, arrays = load_arrays(
-            path, format=_CSP_FORMAT, version=_VERSION, required=_CSP_ARRAYS, what="csp"
-        )
-        return cls.from_arrays(meta, arrays, where=f"csp file {str(path)!r}")
+    file_format: ClassVar[str] = _CSP_FORMAT
+    file_arrays: ClassVar[tuple[str, ...]] = _CSP_ARRAYS
+    file_what: ClassVar[str] = "csp"
 
 
 # --------------------------------------------------------------------------- FBCSP
 
 
-class FilterBankCSP:
+class FilterBankCSP(ArrayFile):
     """Filter-bank CSP: one CSP per band, log-power features, optional MI selection.
 
     Parameters
@@ -920,9 +899,7 @@ class FilterBankCSP:
         """Rebuild a filter bank from :meth:`to_arrays` output, checking every field."""
         if "n_bands" not in meta:
             raise ConfigError(f"{where}: header lacks 'n_bands'")
-        for key in _FB_ARRAYS:
-            if key not in arrays:
-                raise ConfigError(f"{where}: lacks array {key!r}")
+        require_arrays(where, arrays, _FB_ARRAYS)
         filters = _float_array(arrays, "filters", 3, where)
         patterns = _float_array(arrays, "patterns", 3, where)
         evals = _float_array(arrays, "evals", 2, where)
@@ -946,24 +923,15 @@ class FilterBankCSP:
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the filter bank as an ``.npz`` of plain arrays plus a JSON header."""
-        meta, arrays = self.to_arrays()
-        return save_arrays(path, format=_FBCSP_FORMAT, version=_VERSION, meta=meta, arrays=arrays)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> FilterBankCSP:
-        """Read a filter bank written by :meth:`save`, never unpickling anything."""
-        meta, arrays = load_arrays(
-            path, format=_FBCSP_FORMAT, version=_VERSION, required=_FB_ARRAYS, what="fbcsp"
-        )
-        return cls.from_arrays(meta, arrays, where=f"fbcsp file {str(path)!r}")
+    file_format: ClassVar[str] = _FBCSP_FORMAT
+    file_arrays: ClassVar[tuple[str, ...]] = _FB_ARRAYS
+    file_what: ClassVar[str] = "fbcsp"
 
 
 # --------------------------------------------------------------------------- decoder
 
 
-class CSPDecoder:
+class CSPDecoder(ArrayFile):
     """CSP or filter-bank CSP features followed by a linear decoder.
 
     Parameters
@@ -1099,9 +1067,7 @@ class CSPDecoder:
         cls, meta: dict[str, Any], arrays: dict[str, NDArray[Any]], where: str = "csp decoder"
     ) -> CSPDecoder:
         """Rebuild a decoder from :meth:`to_arrays` output, checking every field."""
-        for key in ("features", "csp", "linear"):
-            if key not in meta:
-                raise ConfigError(f"{where}: header lacks {key!r}")
+        require(where, meta, ("features", "csp", "linear"))
         if not isinstance(meta["csp"], dict) or not isinstance(meta["linear"], dict):
             raise ConfigError(f"{where}: 'csp' and 'linear' header fields must be objects")
         lin_arrays = {k[len(_LIN_PREFIX):]: v for k, v in arrays.items() if k.startswith(_LIN_PREFIX)}
@@ -1119,16 +1085,5 @@ class CSPDecoder:
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the decoder as an ``.npz`` of plain arrays plus a JSON header."""
-        meta, arrays = self.to_arrays()
-        return save_arrays(path, format=_DEC_FORMAT, version=_VERSION, meta=meta, arrays=arrays)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> CSPDecoder:
-        """Read a decoder written by :meth:`save`, never unpickling anything."""
-        required = (*_FB_ARRAYS, *(_LIN_PREFIX + k for k in ("coef", "intercept", "classes")))
-        meta, arrays = load_arrays(
-            path, format=_DEC_FORMAT, version=_VERSION, required=required, what="decoder"
-        )
-        return cls.from_arrays(meta, arrays, where=f"decoder file {str(path)!r}")
+    file_format: ClassVar[str] = _DEC_FORMAT
+    file_arrays: ClassVar[tuple[str, ...]] = (*_FB_ARRAYS, *(_LIN_PREFIX + k for k in ("coef", "intercept", "classes")))

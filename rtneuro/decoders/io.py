@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from rtneuro.errors import ConfigError
 
-__all__ = ["save_arrays", "load_arrays", "one_line"]
+__all__ = ["ArrayFile", "checked", "save_arrays", "load_arrays", "one_line"]
 
 _META = "meta"
+T = TypeVar("T")
 
 
 def one_line(exc: BaseException) -> str:
@@ -152,3 +153,76 @@ def load_arrays(
             f"(this rtneuro reads version {version})"
         )
     return meta, arrays
+
+
+class ArrayFile:
+    """``save`` / ``load`` for a class that turns into arrays and back.
+
+    A subclass defines ``to_arrays() -> (meta, arrays)``, the classmethod
+    ``from_arrays(meta, arrays, where)``, and the class attributes
+    ``file_format``, ``file_version``, ``file_arrays`` (the arrays a file
+    must hold) and ``file_what`` (how messages name the file).
+    """
+
+    file_format: ClassVar[str]
+    file_version: ClassVar[int] = 1
+    file_arrays: ClassVar[tuple[str, ...]] = ()
+    file_what: ClassVar[str] = "decoder"
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @classmethod
+    def from_arrays(cls, meta: dict[str, Any], arrays: dict[str, NDArray[Any]], where: str) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write as an ``.npz`` of plain arrays plus a JSON header, atomically (temporary file, then rename)."""
+        meta, arrays = self.to_arrays()
+        return save_arrays(path, format=self.file_format, version=self.file_version, meta=meta, arrays=arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Any:
+        """Read a file written by :meth:`save`, never unpickling anything.
+
+        Raises
+        ------
+        ConfigError
+            One line naming the file and the problem: missing, not an npz
+            archive, truncated, holding a pickled object, missing or extra
+            arrays, a bad header, or inconsistent arrays.
+        """
+        meta, arrays = load_arrays(path, format=cls.file_format, version=cls.file_version,
+                                   required=cls.file_arrays, what=cls.file_what)
+        return cls.from_arrays(meta, arrays, where=f"{cls.file_what} file {str(path)!r}")
+
+
+def checked(where: str, make: Callable[[], T]) -> T:
+    """``make()``, with its errors turned into one ``"<where>: ..."`` ConfigError line.
+
+    For ``from_arrays``: a ConfigError from the constructor gets the file's
+    name in front; a TypeError, ValueError or LinAlgError from inconsistent
+    arrays becomes ``"<where>: inconsistent contents (...)"``.
+    """
+    try:
+        return make()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    except (TypeError, ValueError, np.linalg.LinAlgError) as exc:
+        raise ConfigError(f"{where}: inconsistent contents ({one_line(exc)})") from exc
+
+
+def require(where: str, meta: Mapping[str, Any], keys: Iterable[str]) -> None:
+    """Refuse a header that lacks one of ``keys``: ``"<where>: header lacks 'key'"``."""
+    for key in keys:
+        if key not in meta:
+            raise ConfigError(f"{where}: header lacks {key!r}")
+
+
+def require_arrays(where: str, arrays: Mapping[str, NDArray[Any]], keys: Iterable[str], floating: bool = False) -> None:
+    """Refuse a file that lacks one of the arrays ``keys`` (or, with ``floating``, holds one that is not float)."""
+    for key in keys:
+        if key not in arrays:
+            raise ConfigError(f"{where}: lacks array {key!r}")
+        if floating and arrays[key].dtype.kind != "f":
+            raise ConfigError(f"{where}: {key!r} must be floating point, got {arrays[key].dtype}")

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.linalg
@@ -30,7 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from rtneuro.errors import ConfigError, did_you_mean
 
-from .io import load_arrays, one_line, save_arrays
+from .io import ArrayFile, checked, require, require_arrays
 from .linear import training_hash
 
 __all__ = [
@@ -46,7 +44,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _FORMAT = "rtneuro.kalman_decoder"
-_VERSION = 1
 _ARRAYS = ("A", "W", "C", "c0", "Q")
 _GAINS = ("adaptive", "steady")
 
@@ -391,7 +388,7 @@ class AdaptRecord:
 # --------------------------------------------------------------------------- decoder
 
 
-class KalmanDecoder:
+class KalmanDecoder(ArrayFile):
     """Velocity Kalman filter ``x = [v, 1]``, ``z = C x + q``, with CLDA.
 
     Parameters
@@ -813,24 +810,13 @@ class KalmanDecoder:
         ConfigError
             ``"<where>: <problem>"`` on a missing field or inconsistent arrays.
         """
-        for key in ("bin_s", "gain", "n_units", "n_dims", "train_hash", "riccati_tol"):
-            if key not in meta:
-                raise ConfigError(f"{where}: header lacks {key!r}")
-        for key in _ARRAYS:
-            if key not in arrays:
-                raise ConfigError(f"{where}: lacks array {key!r}")
-            if arrays[key].dtype.kind != "f":
-                raise ConfigError(f"{where}: {key!r} must be floating point, got {arrays[key].dtype}")
-        try:
-            dec = cls(
-                A=arrays["A"], W=arrays["W"], C=arrays["C"], c0=arrays["c0"], Q=arrays["Q"],
-                bin_s=meta["bin_s"], gain=meta["gain"], train_hash=meta["train_hash"],
-                riccati_tol=float(meta["riccati_tol"]),
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: inconsistent contents ({one_line(exc)})") from exc
+        require(where, meta, ("bin_s", "gain", "n_units", "n_dims", "train_hash", "riccati_tol"))
+        require_arrays(where, arrays, _ARRAYS, floating=True)
+        dec = checked(where, lambda: cls(
+            A=arrays["A"], W=arrays["W"], C=arrays["C"], c0=arrays["c0"], Q=arrays["Q"],
+            bin_s=meta["bin_s"], gain=meta["gain"], train_hash=meta["train_hash"],
+            riccati_tol=float(meta["riccati_tol"]),
+        ))
         if (dec.n_units, dec.n_dims) != (meta["n_units"], meta["n_dims"]):
             raise ConfigError(
                 f"{where}: header says {meta['n_units']} units x {meta['n_dims']} dims, "
@@ -838,21 +824,5 @@ class KalmanDecoder:
             )
         return dec
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the decoder as an ``.npz`` of plain arrays plus a JSON header (atomically)."""
-        meta, arrays = self.to_arrays()
-        return save_arrays(path, format=_FORMAT, version=_VERSION, meta=meta, arrays=arrays)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> KalmanDecoder:
-        """Read a decoder written by :meth:`save`, never unpickling anything.
-
-        Raises
-        ------
-        ConfigError
-            One line naming the file and the problem.
-        """
-        meta, arrays = load_arrays(
-            path, format=_FORMAT, version=_VERSION, required=_ARRAYS, what="decoder"
-        )
-        return cls.from_arrays(meta, arrays, where=f"decoder file {str(path)!r}")
+    file_format: ClassVar[str] = _FORMAT
+    file_arrays: ClassVar[tuple[str, ...]] = _ARRAYS

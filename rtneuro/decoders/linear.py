@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,7 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from rtneuro.errors import ConfigError, RtneuroError, did_you_mean
 
-from .io import load_arrays, one_line, save_arrays
+from .io import ArrayFile, checked, require, require_arrays
 
 __all__ = [
     "LINK_IDENTITY",
@@ -42,7 +40,6 @@ LINK_LOGISTIC = 1
 LINK_SOFTMAX = 2
 
 _FORMAT = "rtneuro.linear_decoder"
-_VERSION = 1
 _ARRAYS = ("coef", "intercept", "classes")
 _KINDS = ("lda", "logreg", "ridge")
 
@@ -210,7 +207,7 @@ def _classes_array(classes: ArrayLike) -> NDArray[Any]:
 # --------------------------------------------------------------------------- decoder
 
 
-class LinearDecoder:
+class LinearDecoder(ArrayFile):
     """A fitted linear model reduced to arrays, applied online by a numba kernel.
 
     Parameters
@@ -567,60 +564,25 @@ class LinearDecoder:
         ConfigError
             ``"<where>: <problem>"`` on a missing field or inconsistent arrays.
         """
-        for key in ("kind", "ravel", "n_features", "feature_names", "sfreq", "train_hash"):
-            if key not in meta:
-                raise ConfigError(f"{where}: header lacks {key!r}")
-        for key in ("coef", "intercept", "classes"):
-            if key not in arrays:
-                raise ConfigError(f"{where}: lacks array {key!r}")
-        for key in ("coef", "intercept"):
-            if arrays[key].dtype.kind != "f":
-                raise ConfigError(
-                    f"{where}: {key!r} must be floating point, got {arrays[key].dtype}"
-                )
-        try:
-            dec = cls(
-                kind=meta["kind"],
-                coef=arrays["coef"],
-                intercept=arrays["intercept"],
-                classes=None if meta["kind"] == "ridge" else arrays["classes"],
-                feature_names=meta["feature_names"],
-                sfreq=meta["sfreq"],
-                train_hash=meta["train_hash"],
-                ravel=bool(meta["ravel"]),
-                sklearn_version=meta.get("sklearn_version"),
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: inconsistent contents ({one_line(exc)})") from exc
+        require(where, meta, ("kind", "ravel", "n_features", "feature_names", "sfreq", "train_hash"))
+        require_arrays(where, arrays, ("coef", "intercept", "classes"))
+        require_arrays(where, arrays, ("coef", "intercept"), floating=True)
+        dec = checked(where, lambda: cls(
+            kind=meta["kind"],
+            coef=arrays["coef"],
+            intercept=arrays["intercept"],
+            classes=None if meta["kind"] == "ridge" else arrays["classes"],
+            feature_names=meta["feature_names"],
+            sfreq=meta["sfreq"],
+            train_hash=meta["train_hash"],
+            ravel=bool(meta["ravel"]),
+            sklearn_version=meta.get("sklearn_version"),
+        ))
         if dec.n_features != meta["n_features"]:
             raise ConfigError(
                 f"{where}: header says {meta['n_features']} features, coef has {dec.n_features}"
             )
         return dec
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the decoder as an ``.npz`` of plain arrays plus a JSON header.
-
-        Written to a temporary file and renamed, so a crash cannot leave a
-        half-written decoder under ``path``. Returns the path.
-        """
-        meta, arrays = self.to_arrays()
-        return save_arrays(path, format=_FORMAT, version=_VERSION, meta=meta, arrays=arrays)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> LinearDecoder:
-        """Read a decoder written by :meth:`save`, never unpickling anything.
-
-        Raises
-        ------
-        ConfigError
-            One line naming the file and the problem: missing, not an npz
-            archive, truncated, holding a pickled object, missing or extra
-            arrays, a bad header, or inconsistent arrays.
-        """
-        meta, arrays = load_arrays(
-            path, format=_FORMAT, version=_VERSION, required=_ARRAYS, what="decoder"
-        )
-        return cls.from_arrays(meta, arrays, where=f"decoder file {str(path)!r}")
+    file_format: ClassVar[str] = _FORMAT
+    file_arrays: ClassVar[tuple[str, ...]] = _ARRAYS

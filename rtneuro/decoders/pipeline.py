@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from rtneuro.errors import ConfigError, did_you_mean
 
-from .io import load_arrays, save_arrays
+from .io import load_arrays, require, save_arrays
 from .linear import LinearDecoder
 from .windows import FilterBankWindows, design_bank
 
@@ -285,9 +285,7 @@ class DecoderPipeline:
         where = f"model file {str(path)!r}"
         meta, arrays = load_arrays(path, format=_FORMAT, version=_VERSION, required=(),
                                    optional=None, what="model")
-        for key in ("spec", "ch_names", "sfreq", "classes", "decoder_kind", "decoder"):
-            if key not in meta:
-                raise ConfigError(f"{where}: header lacks {key!r}")
+        require(where, meta, ("spec", "ch_names", "sfreq", "classes", "decoder_kind", "decoder"))
         dec_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("dec_")}
         lda = {k[4:]: v for k, v in arrays.items() if k.startswith("lda_")}
         if lda and sorted(lda) != ["covariance", "means", "priors"]:

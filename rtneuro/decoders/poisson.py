@@ -9,9 +9,7 @@ grid, the posterior and the MAP index, without allocating.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numba import njit
@@ -19,13 +17,12 @@ from numpy.typing import ArrayLike, NDArray
 
 from rtneuro.errors import ConfigError, RtneuroError
 
-from .io import load_arrays, one_line, save_arrays
+from .io import ArrayFile, checked, require, require_arrays
 from .linear import training_hash
 
 __all__ = ["PoissonDecoder", "poisson_infer", "poisson_infer_batch"]
 
 _FORMAT = "rtneuro.poisson_decoder"
-_VERSION = 1
 _ARRAYS = ("rates_hz", "log_prior", "grid")
 
 
@@ -111,7 +108,7 @@ def poisson_infer_batch(log_rates, base, counts, logpost, post, index):  # pragm
 # --------------------------------------------------------------------------- decoder
 
 
-class PoissonDecoder:
+class PoissonDecoder(ArrayFile):
     """Independent-Poisson Bayesian decoder on a discrete stimulus grid.
 
     Parameters
@@ -321,24 +318,13 @@ class PoissonDecoder:
         ConfigError
             ``"<where>: <problem>"`` on a missing field or inconsistent arrays.
         """
-        for key in ("bin_s", "n_units", "n_grid", "train_hash"):
-            if key not in meta:
-                raise ConfigError(f"{where}: header lacks {key!r}")
-        for key in _ARRAYS:
-            if key not in arrays:
-                raise ConfigError(f"{where}: lacks array {key!r}")
-        for key in ("rates_hz", "log_prior"):
-            if arrays[key].dtype.kind != "f":
-                raise ConfigError(f"{where}: {key!r} must be floating point, got {arrays[key].dtype}")
-        try:
-            dec = cls(
-                rates_hz=arrays["rates_hz"], bin_s=meta["bin_s"], log_prior=arrays["log_prior"],
-                grid=arrays["grid"], train_hash=meta["train_hash"],
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: inconsistent contents ({one_line(exc)})") from exc
+        require(where, meta, ("bin_s", "n_units", "n_grid", "train_hash"))
+        require_arrays(where, arrays, _ARRAYS)
+        require_arrays(where, arrays, ("rates_hz", "log_prior"), floating=True)
+        dec = checked(where, lambda: cls(
+            rates_hz=arrays["rates_hz"], bin_s=meta["bin_s"], log_prior=arrays["log_prior"],
+            grid=arrays["grid"], train_hash=meta["train_hash"],
+        ))
         if (dec.n_units, dec.n_grid) != (meta["n_units"], meta["n_grid"]):
             raise ConfigError(
                 f"{where}: header says {meta['n_units']} units x {meta['n_grid']} grid points, "
@@ -346,21 +332,5 @@ class PoissonDecoder:
             )
         return dec
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the decoder as an ``.npz`` of plain arrays plus a JSON header (atomically)."""
-        meta, arrays = self.to_arrays()
-        return save_arrays(path, format=_FORMAT, version=_VERSION, meta=meta, arrays=arrays)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PoissonDecoder:
-        """Read a decoder written by :meth:`save`, never unpickling anything.
-
-        Raises
-        ------
-        ConfigError
-            One line naming the file and the problem.
-        """
-        meta, arrays = load_arrays(
-            path, format=_FORMAT, version=_VERSION, required=_ARRAYS, what="decoder"
-        )
-        return cls.from_arrays(meta, arrays, where=f"decoder file {str(path)!r}")
+    file_format: ClassVar[str] = _FORMAT
+    file_arrays: ClassVar[tuple[str, ...]] = _ARRAYS

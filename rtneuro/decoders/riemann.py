@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numba import njit, types
@@ -26,7 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from rtneuro.errors import ConfigError, RtneuroError, did_you_mean
 
-from .io import load_arrays, one_line, save_arrays
+from .io import ArrayFile, checked, require, require_arrays
 from .linear import LinearDecoder, _classes_array, linear_infer
 
 __all__ = [
@@ -53,7 +51,6 @@ SHRINKAGE_LEDOIT_WOLF = -1.0
 
 _MDM_FORMAT = "rtneuro.mdm_decoder"
 _TS_FORMAT = "rtneuro.tangent_space_decoder"
-_VERSION = 1
 _MDM_ARRAYS = ("covmeans", "covmeans_isqrt", "classes")
 _TS_ARRAYS = ("reference", "reference_isqrt", "linear_coef", "linear_intercept", "linear_classes")
 
@@ -584,7 +581,7 @@ def _metric_is_riemann(metric: Any) -> bool:
 # --------------------------------------------------------------------------- MDM
 
 
-class MdmDecoder:
+class MdmDecoder(ArrayFile):
     """Minimum distance to mean (affine-invariant metric), applied online by numba.
 
     Parameters
@@ -799,28 +796,17 @@ class MdmDecoder:
         ConfigError
             ``"<where>: <problem>"`` on a missing field or inconsistent arrays.
         """
-        for key in ("n_channels", "ch_names", "sfreq", "estimator"):
-            if key not in meta:
-                raise ConfigError(f"{where}: header lacks {key!r}")
-        for key in _MDM_ARRAYS:
-            if key not in arrays:
-                raise ConfigError(f"{where}: lacks array {key!r}")
-        for key in ("covmeans", "covmeans_isqrt"):
-            if arrays[key].dtype.kind != "f":
-                raise ConfigError(f"{where}: {key!r} must be floating point, got {arrays[key].dtype}")
-        try:
-            dec = cls(
-                covmeans=arrays["covmeans"],
-                classes=arrays["classes"],
-                covmeans_isqrt=arrays["covmeans_isqrt"],
-                ch_names=meta["ch_names"],
-                sfreq=meta["sfreq"],
-                estimator=meta["estimator"],
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-        except (TypeError, ValueError, np.linalg.LinAlgError) as exc:
-            raise ConfigError(f"{where}: inconsistent contents ({one_line(exc)})") from exc
+        require(where, meta, ("n_channels", "ch_names", "sfreq", "estimator"))
+        require_arrays(where, arrays, _MDM_ARRAYS)
+        require_arrays(where, arrays, ("covmeans", "covmeans_isqrt"), floating=True)
+        dec = checked(where, lambda: cls(
+            covmeans=arrays["covmeans"],
+            classes=arrays["classes"],
+            covmeans_isqrt=arrays["covmeans_isqrt"],
+            ch_names=meta["ch_names"],
+            sfreq=meta["sfreq"],
+            estimator=meta["estimator"],
+        ))
         if dec.n_channels != meta["n_channels"]:
             raise ConfigError(
                 f"{where}: header says {meta['n_channels']} channels, covmeans are "
@@ -828,30 +814,14 @@ class MdmDecoder:
             )
         return dec
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the decoder as an ``.npz`` of plain arrays plus a JSON header (atomic)."""
-        meta, arrays = self.to_arrays()
-        return save_arrays(path, format=_MDM_FORMAT, version=_VERSION, meta=meta, arrays=arrays)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> MdmDecoder:
-        """Read a decoder written by :meth:`save`, never unpickling anything.
-
-        Raises
-        ------
-        ConfigError
-            One line naming the file and the problem.
-        """
-        meta, arrays = load_arrays(
-            path, format=_MDM_FORMAT, version=_VERSION, required=_MDM_ARRAYS, what="decoder"
-        )
-        return cls.from_arrays(meta, arrays, where=f"decoder file {str(path)!r}")
+    file_format: ClassVar[str] = _MDM_FORMAT
+    file_arrays: ClassVar[tuple[str, ...]] = _MDM_ARRAYS
 
 
 # --------------------------------------------------------------------------- tangent space
 
 
-class TangentSpaceDecoder:
+class TangentSpaceDecoder(ArrayFile):
     """Tangent-space projection (affine-invariant) followed by a linear decoder.
 
     Parameters
@@ -1145,32 +1115,21 @@ class TangentSpaceDecoder:
         ConfigError
             ``"<where>: <problem>"`` on a missing field or inconsistent arrays.
         """
-        for key in ("n_channels", "ch_names", "sfreq", "estimator", "linear"):
-            if key not in meta:
-                raise ConfigError(f"{where}: header lacks {key!r}")
+        require(where, meta, ("n_channels", "ch_names", "sfreq", "estimator", "linear"))
         if not isinstance(meta["linear"], dict):
             raise ConfigError(f"{where}: header field 'linear' must be an object")
-        for key in _TS_ARRAYS:
-            if key not in arrays:
-                raise ConfigError(f"{where}: lacks array {key!r}")
-        for key in ("reference", "reference_isqrt"):
-            if arrays[key].dtype.kind != "f":
-                raise ConfigError(f"{where}: {key!r} must be floating point, got {arrays[key].dtype}")
+        require_arrays(where, arrays, _TS_ARRAYS)
+        require_arrays(where, arrays, ("reference", "reference_isqrt"), floating=True)
         lin_arrays = {k[len("linear_"):]: v for k, v in arrays.items() if k.startswith("linear_")}
         linear = LinearDecoder.from_arrays(meta["linear"], lin_arrays, where=f"{where} (linear)")
-        try:
-            dec = cls(
-                reference=arrays["reference"],
-                reference_isqrt=arrays["reference_isqrt"],
-                linear=linear,
-                ch_names=meta["ch_names"],
-                sfreq=meta["sfreq"],
-                estimator=meta["estimator"],
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-        except (TypeError, ValueError, np.linalg.LinAlgError) as exc:
-            raise ConfigError(f"{where}: inconsistent contents ({one_line(exc)})") from exc
+        dec = checked(where, lambda: cls(
+            reference=arrays["reference"],
+            reference_isqrt=arrays["reference_isqrt"],
+            linear=linear,
+            ch_names=meta["ch_names"],
+            sfreq=meta["sfreq"],
+            estimator=meta["estimator"],
+        ))
         if dec.n_channels != meta["n_channels"]:
             raise ConfigError(
                 f"{where}: header says {meta['n_channels']} channels, the reference is "
@@ -1178,21 +1137,5 @@ class TangentSpaceDecoder:
             )
         return dec
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the decoder as an ``.npz`` of plain arrays plus a JSON header (atomic)."""
-        meta, arrays = self.to_arrays()
-        return save_arrays(path, format=_TS_FORMAT, version=_VERSION, meta=meta, arrays=arrays)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> TangentSpaceDecoder:
-        """Read a decoder written by :meth:`save`, never unpickling anything.
-
-        Raises
-        ------
-        ConfigError
-            One line naming the file and the problem.
-        """
-        meta, arrays = load_arrays(
-            path, format=_TS_FORMAT, version=_VERSION, required=_TS_ARRAYS, what="decoder"
-        )
-        return cls.from_arrays(meta, arrays, where=f"decoder file {str(path)!r}")
+    file_format: ClassVar[str] = _TS_FORMAT
+    file_arrays: ClassVar[tuple[str, ...]] = _TS_ARRAYS
