@@ -215,12 +215,14 @@ def _fit(spec: PipelineSpec, ch_names: Sequence[str], sfreq: float, wins: NDArra
     filters = None
     selected = None
     if spec.features in ("csp", "fbcsp"):
-        from .csp import CSP
+        from .csp import FilterBankCSP
 
         k = min(spec.n_components, C)
-        filters = np.empty((B, k, C))
-        for b in range(B):
-            filters[b] = CSP.fit(wins[:, b].transpose(0, 2, 1), y, n_components=k).filters
+        k_best = spec.select if spec.select is not None and spec.select < B * k else None
+        fb = FilterBankCSP.fit(wins.transpose(1, 0, 3, 2), y, n_components=k, k_best=k_best,
+                               random_state=spec.seed)
+        filters = np.stack([c.filters for c in fb.csps])
+        selected = None if k_best is None else np.asarray(fb.selected, dtype=np.int64)
     if spec.features == "covariance":
         from .riemann import MdmDecoder, TangentSpaceDecoder, covariance, estimator_shrinkage
 
@@ -243,11 +245,7 @@ def _fit(spec: PipelineSpec, ch_names: Sequence[str], sfreq: float, wins: NDArra
     X = np.empty((n, len(probe.feature_names)))
     for i in range(n):
         runner.features_of(wins[i], X[i])
-    if spec.select is not None and spec.select < X.shape[1]:
-        from sklearn.feature_selection import mutual_info_classif
-
-        mi = mutual_info_classif(X, y, random_state=spec.seed)
-        selected = np.sort(np.argsort(-mi, kind="stable")[: spec.select]).astype(np.int64)
+    if selected is not None:
         X = X[:, selected]
     model: Any
     if spec.classifier == "lda":
