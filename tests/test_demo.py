@@ -112,16 +112,39 @@ def test_every_live_config_runs_on_the_demo_recording_played_over_lsl(config, tm
         r = subprocess.run([sys.executable, "-m", "rtneuro", "train", f"configs/{config}", "--data", recording],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
+    # the decoder's outputs as an application sees them: LSL outlets named after the outlet node and the stream
+    outlets = {f"{n['params']['name']}-{d['id']}": 0 for n in graph["nodes"] if n["type"] == "lsl_outlet"
+               for d in decoders if d["id"] in n["inputs"]}
+    widths: set[int] = set()
+
+    def listen(stream_name: str) -> None:
+        found = pylsl.resolve_byprop("name", stream_name, 1, 60)
+        if found:
+            inlet = pylsl.StreamInlet(found[0])
+            for _ in range(50):
+                data, _ = inlet.pull_chunk(timeout=0.2)
+                outlets[stream_name] += len(data)
+                widths.update(len(row) for row in data)
+
+    import threading
+
+    listeners = [threading.Thread(target=listen, args=(n,), daemon=True) for n in outlets]
     player = subprocess.Popen([sys.executable, "-m", "rtneuro", "replay", recording, "--lsl", "--name", name,
                                "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert pylsl.resolve_byprop("name", name, 1, 60), player.stderr
+        for t in listeners:
+            t.start()
         report = tmp_path / "r.json"
         r = subprocess.run([sys.executable, "-m", "rtneuro", "run", f"configs/{config}", "--quiet", "--duration", "8",
                             "--report", str(report), "--record", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=180)
     finally:
         player.terminate()
         player.wait(10)
+    for t in listeners:
+        t.join(20)
+    assert all(n > 10 for n in outlets.values()), outlets
+    assert not outlets or widths == {3}  # p:left, p:right, class
     assert r.returncode == 0, r.stderr
     rep = json.loads(report.read_text())
     assert rep["errors"] == [] and rep["streams"]["eeg"]["samples"] > 500
