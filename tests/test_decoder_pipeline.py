@@ -322,6 +322,16 @@ def test_node_adapts_from_labelled_events_and_publishes_it(trained, rec, tmp_pat
     assert adapt[-1, 0] == 165 and node.report()["adapt_updates"] == 165
     assert (adapt[:, 3:] <= 0.5 + 1e-9).all()
     assert adapt[-1, 2] != adapt[0, 2]  # the bias moved
+    # any split of the signal gives the same decisions and the same adaptation (updates happen between frames)
+    node.reset()
+    node.process(Chunk(events, 0, 0.0, 0.0, []), port=1)
+    rows, adapt_rows = [], []
+    b = _splits(rec.data.shape[0], np.random.default_rng(5))
+    for a, z in zip(b[:-1], b[1:], strict=True):
+        for port, ch in node.process(Chunk(np.ascontiguousarray(rec.data[a:z]), a, a / 160.0, 160.0, [])) or []:
+            (rows if port == "" else adapt_rows if port == "adapt" else []).append(ch.data)
+    np.testing.assert_array_equal(np.concatenate(rows), out[""].data)
+    np.testing.assert_array_equal(np.concatenate(adapt_rows), adapt)
     # without the second input, adapt is refused
     with pytest.raises(ConfigError, match="second input"):
         _node({"model": "m.npz", "adapt": {}}, [_meta(rec.ch_names)], tmp_path)

@@ -364,8 +364,13 @@ class PipelineRunner:
             for b in range(win.shape[0]):
                 logvar_channels(win[b], out[b * C:(b + 1) * C])
 
-    def push(self, x: NDArray[np.float64]) -> Frames:
-        """Take samples (the model's channels, in order); decode every window completed."""
+    def push(self, x: NDArray[np.float64], decode: bool = True) -> Frames:
+        """Take samples (the model's channels, in order); decode every window completed.
+
+        With ``decode=False`` only the features are computed (``scores``,
+        ``proba`` and ``index`` are left unset): for a caller that decodes
+        frame by frame itself, such as adaptive LDA, which updates between frames.
+        """
         ends, wins = self.cut.push(x)
         n = len(ends)
         pipe = self.pipe
@@ -377,11 +382,12 @@ class PipelineRunner:
         if pipe.spec.features == "covariance":
             from .riemann import covariance
 
-            for i in range(n):
+            for i in range(n if decode else 0):
                 covariance(wins[i, 0], self._cov, self._shrink, self._cov_work)
                 index[i] = dec.infer(self._cov, scores[i], proba[i])
         else:
             for i in range(n):
                 self.features_of(wins[i], feats[i])
-                index[i] = dec.infer(feats[i], scores[i], proba[i])
+                if decode:
+                    index[i] = dec.infer(feats[i], scores[i], proba[i])
         return Frames(ends, feats, scores, proba, index)

@@ -189,7 +189,7 @@ class Decoder(Node):
             self._origin = chunk.first
         self._ref = (chunk.first, chunk.t0)
         xs = np.ascontiguousarray(x[:, self.picks], dtype=np.float64)
-        fr = self.runner.push(xs)
+        fr = self.runner.push(xs, decode=self.adaptive is None)  # adaptive LDA decodes frame by frame below
         n = len(fr.ends)
         if n == 0:
             return None
