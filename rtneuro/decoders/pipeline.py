@@ -372,6 +372,10 @@ class PipelineRunner:
         frame by frame itself, such as adaptive LDA, which updates between frames.
         """
         ends, wins = self.cut.push(x)
+        return self.decode_windows(ends, wins, decode)
+
+    def decode_windows(self, ends: NDArray[np.int64], wins: NDArray[np.float64], decode: bool = True) -> Frames:
+        """Features and decoding of windows already cut ``(n, n_bands, window, n_channels)``."""
         n = len(ends)
         pipe = self.pipe
         feats = np.empty((n, self.n_features)) if pipe.spec.features != "covariance" else np.empty((n, 0))

@@ -347,10 +347,10 @@ def fit_pipeline(spec: PipelineSpec, rec: Recording) -> TrainResult:
     fold_acc = []
     for train_i, test_i in cv.split(np.zeros(len(y)), y, groups):
         pipe = _fit(spec, picks, rec.sfreq, wins[train_i], y[train_i], classes)
-        fr = _decode_windows(pipe, wins[test_i])
-        pred[test_i] = fr[0]
-        proba[test_i] = fr[1]
-        fold_acc.append(float(np.mean(fr[0] == y[test_i])))
+        fr = pipe.runner().decode_windows(ends[test_i], wins[test_i])
+        pred[test_i] = fr.index
+        proba[test_i] = fr.proba
+        fold_acc.append(float(np.mean(fr.index == y[test_i])))
     K = len(classes)
     wconf = np.zeros((K, K), dtype=np.int64)
     np.add.at(wconf, (y, np.clip(pred, 0, K - 1)), 1)
@@ -373,28 +373,6 @@ def fit_pipeline(spec: PipelineSpec, rec: Recording) -> TrainResult:
     return TrainResult(final, classes, n_trials, float(np.mean(pred == y)), int(len(y)), fold_acc,
                        n_ok / len(trials), int(len(trials)), wilson_interval(n_ok, len(trials)), chance,
                        tconf, wconf)
-
-
-def _decode_windows(pipe: DecoderPipeline, wins: NDArray[np.float64]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Labels and probabilities of already cut windows, through the online kernels."""
-    runner = pipe.runner()
-    n = wins.shape[0]
-    index = np.empty(n, dtype=np.int64)
-    proba = np.empty((n, pipe.n_classes))
-    scores = np.empty(runner.n_out)
-    if pipe.spec.features == "covariance":
-        from .riemann import covariance, estimator_shrinkage
-
-        cov = np.empty((wins.shape[3], wins.shape[3]))
-        for i in range(n):
-            covariance(wins[i, 0], cov, estimator_shrinkage(pipe.spec.covariance))
-            index[i] = pipe.decoder.infer(cov, scores, proba[i])
-    else:
-        feats = np.empty(runner.n_features)
-        for i in range(n):
-            runner.features_of(wins[i], feats)
-            index[i] = pipe.decoder.infer(feats, scores, proba[i])
-    return index, proba
 
 
 def train(spec: PipelineSpec, data: Sequence[str | Path], labels: dict[str, str] | None = None) -> TrainResult:

@@ -92,11 +92,6 @@ class FilterBankWindows:
         self._next_end = self.window
         self.n_replaced = 0
 
-    @property
-    def seen(self) -> int:
-        """Samples taken so far."""
-        return self._ring.written
-
     def filter(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         """Filter ``x`` (n_times, n_channels) through every band: ``(n_times, n_bands * n_channels)``.
 
