@@ -477,9 +477,10 @@ class Supervisor:
         else:
             self._estop_latched = {"reason": reason, "since": now}
         log.warning("%s requested (%s): forwarding to every process", "emergency stop clear" if clear else "emergency stop", reason)
+        # stamped before the first send: a stimulator may confirm before the last process has been told
+        t_forwarded = lsl_clock()
         for proc in self.procs.values():
             self._send(proc, {"op": op, "id": rid, "reason": reason})
-        t_forwarded = lsl_clock()
         waiting = {p.name for p in self._stim_procs()}
         expected = [nid for nid, spec in self.graph.nodes.items() if spec.category == "stimulator" and spec.process in waiting]
         event = {"op": op, "id": rid, "reason": reason, "t_received": now, "t_forwarded": t_forwarded,
