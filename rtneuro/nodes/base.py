@@ -45,11 +45,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
 
+import numpy as np
+
 from ..errors import ConfigError, did_you_mean
 from ..messages import Chunk, StreamMeta
 from ..runtime.clock import lsl_clock
 
-__all__ = ["Node", "Source", "GeneratorSource", "NodeContext", "build_params", "param", "regular_rate", "resolve_picks", "window_and_step"]
+__all__ = ["Node", "Source", "GeneratorSource", "NodeContext", "build_params", "param", "regular_rate", "resolve_picks", "window_and_step",
+           "frames_chunk"]
 
 
 def _same_time(t: float) -> float:
@@ -253,6 +256,21 @@ def regular_rate(src: StreamMeta, what: str) -> float:
     if not src.sfreq > 0:
         raise ConfigError(f"stream '{src.name}' has no regular sampling rate; {what} needs one")
     return float(src.sfreq)
+
+
+def frames_chunk(chunk: Chunk, rows: np.ndarray, ends, *, origin: int, first_frame: int, window: int, step: int,
+                 fs: float, of: str) -> Chunk:
+    """Feature rows of sliding windows as a chunk, timed and traced by the input samples they cover.
+
+    ``ends`` are the windows' ends (one past the last sample) counted from
+    the stream index ``origin``; the chunk's time is that of the first
+    window's last sample, and ``extra["window"]`` is the input-sample span
+    ``[first, last]`` of the last window (the cause a command records).
+    """
+    last_idx = origin + int(ends[-1]) - 1
+    t_first = chunk.t0 + (origin + int(ends[0]) - 1 - chunk.first) / fs
+    extra = {"window": [last_idx - window + 1, last_idx], "of": of}
+    return Chunk(rows, first_frame, t_first, fs / step, chunk.trace, extra)
 
 
 def window_and_step(window_s: float, step_s: float, fs: float, min_window: int) -> tuple[int, int]:

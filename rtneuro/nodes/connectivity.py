@@ -13,7 +13,7 @@ from scipy.signal import get_window
 from ..errors import ConfigError, did_you_mean
 from ..kernels.connectivity import MEASURE_CODES, pair_connectivity, tapered_segments
 from ..messages import Chunk, StreamMeta
-from .base import Node, NodeContext, param, regular_rate, window_and_step
+from .base import Node, NodeContext, frames_chunk, param, regular_rate, window_and_step
 from .buffers import RingBuffer
 from .spectral import DEFAULT_BANDS
 
@@ -233,10 +233,8 @@ class Coherence(Node):
         assert origin is not None  # set by the first process() call
         first_frame = self._frames
         self._frames += len(rows)
-        last_idx = origin + ends[-1] - 1
-        t_first = chunk.t0 + (origin + ends[0] - 1 - chunk.first) / self.sfreq_in
-        extra = {"window": [last_idx - self.window + 1, last_idx], "of": self.inputs[0].name}
-        return Chunk(rows, first_frame, t_first, self.sfreq_in / self.step, chunk.trace, extra)
+        return frames_chunk(chunk, rows, ends, origin=origin, first_frame=first_frame, window=self.window,
+                            step=self.step, fs=self.sfreq_in, of=self.inputs[0].name)
 
     def report(self) -> dict:
         return {"frames": self._frames, "nonfinite_frames": self.n_nonfinite_frames,

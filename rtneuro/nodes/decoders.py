@@ -11,7 +11,7 @@ import numpy as np
 from ..decoders.pipeline import DecoderPipeline, PipelineSpec
 from ..errors import ConfigError
 from ..messages import EVENT_DTYPE, Chunk, StreamMeta, event_label
-from .base import Node, NodeContext, build_params, param, regular_rate
+from .base import Node, NodeContext, build_params, frames_chunk, param, regular_rate
 
 __all__ = ["Decoder", "DecoderParams", "AdaptParams"]
 
@@ -209,19 +209,16 @@ class Decoder(Node):
         rows[:, :K] = fr.proba
         rows[:, K] = fr.index
         self.nonfinite += int(np.count_nonzero(fr.index < 0))
-        origin = self._origin
-        last_idx = origin + int(fr.ends[-1]) - 1
-        t_first = chunk.t0 + (origin + int(fr.ends[0]) - 1 - chunk.first) / self.fs
-        extra = {"window": [last_idx - self.pipe.window + 1, last_idx], "of": self.inputs[0].name}
         first_frame = self._frames
         self._frames += n
-        rate = self.fs / self.pipe.step
-        out: list = [("", Chunk(rows, first_frame, t_first, rate, chunk.trace, extra))]
-        events = self._class_events(fr, t_first)
+        main = frames_chunk(chunk, rows, fr.ends, origin=self._origin, first_frame=first_frame, window=self.pipe.window,
+                            step=self.pipe.step, fs=self.fs, of=self.inputs[0].name)
+        out: list = [("", main)]
+        events = self._class_events(fr, main.t0)
         if events.size:
-            out.append(("events", Chunk(events, first_frame, t_first, 0.0, chunk.trace)))
+            out.append(("events", Chunk(events, first_frame, main.t0, 0.0, chunk.trace)))
         if self.adaptive is not None:
-            out.append(("adapt", Chunk(adapt_rows, first_frame, t_first, rate, chunk.trace)))
+            out.append(("adapt", Chunk(adapt_rows, first_frame, main.t0, main.sfreq, chunk.trace)))
         return out
 
     def _class_events(self, fr: Any, t_first: float) -> np.ndarray:

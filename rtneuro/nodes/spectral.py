@@ -33,7 +33,15 @@ from ..kernels.spectral import (
     sliding_bandpower,
 )
 from ..messages import Chunk, StreamMeta
-from .base import Node, NodeContext, param, regular_rate, resolve_picks, window_and_step
+from .base import (
+    Node,
+    NodeContext,
+    frames_chunk,
+    param,
+    regular_rate,
+    resolve_picks,
+    window_and_step,
+)
 from .buffers import RingBuffer
 
 __all__ = ["Bandpower", "BandpowerParams", "Envelope", "EnvelopeParams", "DEFAULT_BANDS"]
@@ -391,11 +399,8 @@ class Bandpower(Node):
         assert origin is not None  # set by the first process() call
         first_frame = self._frames
         self._frames += len(rows)
-        # stream index and time of the last sample of the first and last window
-        last_idx = origin + int(ends[-1]) - 1
-        t_first = chunk.t0 + (origin + int(ends[0]) - 1 - chunk.first) / self.sfreq_in
-        extra = {"window": [last_idx - self.window + 1, last_idx], "of": self.inputs[0].name}
-        return Chunk(rows, first_frame, t_first, self.sfreq_in / self.step, chunk.trace, extra)
+        return frames_chunk(chunk, rows, ends, origin=origin, first_frame=first_frame, window=self.window,
+                            step=self.step, fs=self.sfreq_in, of=self.inputs[0].name)
 
 
 # -- envelope -------------------------------------------------------------------
