@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 
 from rtneuro.errors import ConfigError, did_you_mean
 
+from .csp import logvar, logvar_channels
 from .io import load_arrays, require, save_arrays
 from .linear import LinearDecoder
 from .windows import FilterBankWindows, design_bank
@@ -116,11 +117,22 @@ class PipelineSpec:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PipelineSpec:
+        """A spec from JSON or YAML values (lists for tuples); missing fields take their defaults.
+
+        Raises
+        ------
+        ConfigError
+            ``"train: ..."`` on an unknown field, or the field's own check.
+        """
         d = dict(d)
-        d["bands"] = tuple(tuple(float(v) for v in b) for b in d["bands"])
+        if "bands" in d:
+            d["bands"] = tuple(tuple(float(v) for v in b) for b in d["bands"])
         if d.get("picks") is not None:
             d["picks"] = tuple(d["picks"])
-        return cls(**d)
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"train: {exc}") from None
 
 
 @dataclass(slots=True)
@@ -346,8 +358,6 @@ class PipelineRunner:
 
     def features_of(self, win: NDArray[np.float64], out: NDArray[np.float64]) -> None:
         """Features of one window ``(n_bands, window, n_channels)`` into ``out``."""
-        from .csp import logvar, logvar_channels
-
         pipe = self.pipe
         s = pipe.spec
         if s.features in ("csp", "fbcsp"):

@@ -52,7 +52,7 @@ def read_recording(paths: Sequence[str | Path], picks: Sequence[str] | None = No
         Channels to keep, in this order (default: every EEG channel, or
         every channel when none is typed EEG).
     """
-    from rtneuro.nodes.sources import _clean, _open_raw
+    from rtneuro.nodes.sources import _clean, _open_raw, annotation_events, uv_scale
 
     if not paths:
         raise ConfigError("--data must name at least one recording")
@@ -61,14 +61,10 @@ def read_recording(paths: Sequence[str | Path], picks: Sequence[str] | None = No
             raise ConfigError("train on one session (.xdf) at a time, or on recordings MNE opens")
         return read_session_recording(paths[0], picks)
     chunks, events, names0, sfreq0 = [], [], None, None
-    h = hashlib.sha256()
     offset = 0
     for p in paths:
         path = Path(p)
         raw = _open_raw(path)
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
         names = [_clean(c) for c in raw.ch_names]
         if picks is None:
             types = raw.get_channel_types()
@@ -84,18 +80,12 @@ def read_recording(paths: Sequence[str | Path], picks: Sequence[str] | None = No
             names0, sfreq0 = these, sfreq
         elif these != names0 or sfreq != sfreq0:
             raise ConfigError(f"{path}: channels or sampling rate differ from {paths[0]}; train on matching files")
-        scale = np.array([1e6 if raw.info["chs"][i]["unit"] == 107 else 1.0 for i in sel])  # volts -> uV
-        x = raw.get_data(picks=sel).T * scale
-        ann = raw.annotations
-        if len(ann):
-            idx = raw.time_as_index(ann.onset, use_rounding=True, origin=ann.orig_time)
-            events += [(offset + int(i), str(d)) for i, d in zip(idx, ann.description, strict=True)
-                       if 0 <= i < raw.n_times]
+        x = raw.get_data(picks=sel).T * uv_scale(raw, sel)
+        events += [(offset + i, d) for i, d, _ in annotation_events(raw) if 0 <= i < raw.n_times]
         chunks.append(np.ascontiguousarray(x))
         offset += x.shape[0]
     assert names0 is not None and sfreq0 is not None
-    return Recording(np.concatenate(chunks), names0, sfreq0, events, [str(p) for p in paths],
-                     "sha256:" + h.hexdigest())
+    return Recording(np.concatenate(chunks), names0, sfreq0, events, [str(p) for p in paths], _sha256(paths))
 
 
 def read_session_recording(path: str | Path, picks: Sequence[str] | None = None, stream: str | None = None
@@ -148,11 +138,17 @@ def read_session_recording(path: str | Path, picks: Sequence[str] | None = None,
             elif "t" in rec and len(stamps):
                 events.append((int(np.searchsorted(stamps, float(rec["t"]))), str(rec["label"])))
     events.sort()
+    return Recording(data, tuple(names[i] for i in sel), meta.sfreq, events, [str(path)], _sha256([path]))
+
+
+def _sha256(paths: Sequence[str | Path]) -> str:
+    """SHA-256 of the files' bytes, in order, as ``"sha256:<hex>"``."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return Recording(data, tuple(names[i] for i in sel), meta.sfreq, events, [str(path)], "sha256:" + h.hexdigest())
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return "sha256:" + h.hexdigest()
 
 
 def labelled_windows(rec: Recording, pipe_windows: Any, labels: dict[str, str], tmin: float, tmax: float
@@ -228,8 +224,9 @@ def _fit(spec: PipelineSpec, ch_names: Sequence[str], sfreq: float, wins: NDArra
 
         decoder: Any
         covs = np.empty((n, C, C))
+        cov_shrink = estimator_shrinkage(spec.covariance)
         for i in range(n):
-            covariance(wins[i, 0], covs[i], estimator_shrinkage(spec.covariance))
+            covariance(wins[i, 0], covs[i], cov_shrink)
         if spec.classifier == "mdm":
             decoder = MdmDecoder.fit(covs, y, ch_names=ch_names, sfreq=sfreq)
         else:
@@ -431,12 +428,7 @@ def train_from_config(config: str | Path, data: Sequence[str | Path], labels: st
         raise ConfigError(f"{config}: no decoder node {node!r}{did_you_mean(node, nodes)}; decoders: {sorted(nodes)}")
     raw, base = nodes[node]
     params = build_params(DecoderParams, raw, f"node '{node}'")
-    spec_d = dict(params.train)
-    if "bands" in spec_d:
-        spec_d["bands"] = tuple(tuple(float(v) for v in b) for b in spec_d["bands"])
-    if spec_d.get("picks") is not None:
-        spec_d["picks"] = tuple(spec_d["picks"])
-    spec = PipelineSpec(**spec_d)
+    spec = PipelineSpec.from_json(params.train)
     result = train(spec, data, parse_labels(labels))
     path = Path(out) if out is not None else (base / params.model).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)

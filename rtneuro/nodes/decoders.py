@@ -35,15 +35,7 @@ class DecoderParams:
     adapt: dict[str, Any] | None = param(None, doc="adapt LDA class means from labelled events on the second input: {rate, max_shift}")
 
     def __post_init__(self) -> None:
-        try:
-            spec = dict(self.train)
-            if "bands" in spec:
-                spec["bands"] = tuple(tuple(float(v) for v in b) for b in spec["bands"])
-            if spec.get("picks") is not None:
-                spec["picks"] = tuple(spec["picks"])
-            PipelineSpec(**spec)
-        except TypeError as exc:
-            raise ConfigError(f"train: {exc}") from None
+        PipelineSpec.from_json(self.train)  # refuse a bad train: block when the graph is built
 
 
 class Decoder(Node):

@@ -299,18 +299,15 @@ class FileReplay(Source):
             stop = n_times if params.stop_s is None else min(n_times, int(round(params.stop_s * sfreq)))
             if start >= stop:
                 raise ConfigError(f"{p}: start_s={params.start_s} leaves no samples (the file lasts {n_times / sfreq:.1f} s)")
-            scale = np.array([1e6 if (params.unit == "uV" and u == 107) else 1.0 for u in raw_units])  # FIFF_UNIT_V = 107
-            ann = raw.annotations
+            scale = uv_scale(raw0, picks0, params.unit == "uV")
             evs = []
             label = f"file:{ctx.resolve(p).name}"
             labels.append(label)
             evs.append((0, label, 0.0))
-            if len(ann):
-                idx = raw.time_as_index(ann.onset, use_rounding=True, origin=ann.orig_time)
-                for i, desc, dur in zip(idx, ann.description, ann.duration, strict=True):
-                    if start <= i < stop:
-                        evs.append((int(i) - start, str(desc), float(dur)))
-                        labels.append(str(desc))
+            for i, desc, dur in annotation_events(raw):
+                if start <= i < stop:
+                    evs.append((i - start, desc, dur))
+                    labels.append(desc)
             raw_events.append(evs)
             self.parts.append(_Part(str(p), raw, start, stop, picks, scale, np.empty((0, 3))))
         self.event_id = {lab: i + 1 for i, lab in enumerate(sorted(set(labels)))}
@@ -322,7 +319,7 @@ class FileReplay(Source):
         self.chunk_size = params.chunk_size or max(1, int(round(sfreq / 10)))
         self.n_total = int(sum(part.stop - part.start for part in self.parts))
         units = tuple(
-            ("uV" if scale == 1e6 else "V") if u == 107 else "au"
+            ("uV" if scale == 1e6 else "V") if u == FIFF_UNIT_V else "au"
             for scale, u in zip(self.parts[0].scale, raw_units, strict=True)
         )
         self.outputs = {"": StreamMeta(
@@ -447,6 +444,24 @@ class FileReplay(Source):
                 rows.append((idx, self._origin + idx / self.sfreq, int(code), -1, dur, 0.0, self._label_of[int(code)]))
             span_lo = seg_end
         return make_events(rows)
+
+
+#: MNE's unit code for volts (FIFF_UNIT_V)
+FIFF_UNIT_V = 107
+
+
+def uv_scale(raw, picks, to_uv: bool = True) -> np.ndarray:
+    """Per picked channel, the factor that turns MNE's volts into microvolts (1 for other units, or without ``to_uv``)."""
+    return np.array([1e6 if (to_uv and raw.info["chs"][i]["unit"] == FIFF_UNIT_V) else 1.0 for i in picks])
+
+
+def annotation_events(raw) -> list[tuple[int, str, float]]:
+    """``(sample index in the file, description, duration)`` of each annotation of an MNE raw."""
+    ann = raw.annotations
+    if not len(ann):
+        return []
+    idx = raw.time_as_index(ann.onset, use_rounding=True, origin=ann.orig_time)
+    return [(int(i), str(d), float(dur)) for i, d, dur in zip(idx, ann.description, ann.duration, strict=True)]
 
 
 def _clean(name: str) -> str:
