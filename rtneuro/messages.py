@@ -99,6 +99,8 @@ MESSAGE_TYPES = ("data", "meta", "eos", "ack")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_TRACE = 64
 MAX_NDIM = 3
+#: Most channel names (types, units) a stream's metadata may list.
+MAX_CHANNELS = 65536
 
 #: Longest event label kept, in UTF-8 bytes (longer ones are truncated).
 EVENT_LABEL_BYTES = 64
@@ -330,8 +332,11 @@ class StreamMeta:
     def from_dict(cls, d: Any) -> StreamMeta:
         """Build from a received map, checking every field."""
         if not isinstance(d, dict):
-            raise SchemaError("meta", "stream metadata must be a map")
+            raise SchemaError("meta", f"stream metadata must be a map, got {type(d).__name__}")
         try:
+            for key in ("ch_names", "ch_types", "units"):
+                if len(d.get(key, ())) > MAX_CHANNELS:
+                    raise ValueError(f"{key} lists more than {MAX_CHANNELS} entries")
             meta = cls(
                 name=_str(d["name"]),
                 kind=_str(d["kind"]),
@@ -344,8 +349,9 @@ class StreamMeta:
                 event_id={_str(k): int(v) for k, v in dict(d.get("event_id", {})).items()},
                 desc=dict(d.get("desc", {})),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SchemaError("meta", f"stream metadata is malformed ({exc!r})") from None
+        except Exception as exc:  # noqa: BLE001 - anything from outside: OverflowError, RecursionError...
+            raise SchemaError("meta", f"stream metadata is malformed ({type(exc).__name__}: {str(exc)[:80]}); "
+                              "check the sender's StreamMeta") from None
         if meta.kind not in KINDS[:4]:
             raise SchemaError("meta", f"stream metadata has unknown kind {meta.kind!r}")
         if meta.dtype not in _DTYPE_CACHE:
@@ -458,7 +464,7 @@ _ndarray = np.ndarray
 
 
 def decode(frames: list, max_bytes: int = MAX_MESSAGE_BYTES, topic: str | None = None) -> Message:
-    """Validate and decode one received multipart message.
+    """Validate and decode one received multipart message; only :class:`SchemaError` can come out.
 
     Parameters
     ----------
@@ -480,7 +486,9 @@ def decode(frames: list, max_bytes: int = MAX_MESSAGE_BYTES, topic: str | None =
     ------
     SchemaError
         With ``kind`` one of ``frames``, ``topic``, ``header``, ``version``,
-        ``field``, ``dtype``, ``shape``, ``size``, ``oversized``.
+        ``field``, ``dtype``, ``shape``, ``size``, ``oversized``, ``meta``,
+        or ``malformed`` for any other failure while decoding: decoding is
+        total, whatever the bytes (a hypothesis fuzz test holds it to that).
 
     Notes
     -----
@@ -488,6 +496,16 @@ def decode(frames: list, max_bytes: int = MAX_MESSAGE_BYTES, topic: str | None =
     in the CPU caches, so it is written as straight-line checks on the
     common path, with the detailed wording only on the error paths.
     """
+    try:
+        return _decode(frames, max_bytes, topic)
+    except SchemaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every byte is untrusted: a counted rejection, never a crash
+        raise SchemaError("malformed", f"message could not be decoded ({type(exc).__name__}: {str(exc)[:80]}); "
+                          "the sender does not follow the rtneuro wire schema") from None
+
+
+def _decode(frames: list, max_bytes: int, topic: str | None) -> Message:
     n = len(frames)
     if n < 2:
         raise SchemaError("frames", f"message has {n} frame(s); expected [topic, header, payload...]")
@@ -563,8 +581,9 @@ def decode(frames: list, max_bytes: int = MAX_MESSAGE_BYTES, topic: str | None =
             raise SchemaError("shape", f"{topic!r}: shape {str(shape)[:40]} must be 1 to {MAX_NDIM} non-negative integers")
         expected = dtype.itemsize
         for d in shape:
-            if type(d) is not int or d < 0:
-                raise SchemaError("shape", f"{topic!r}: shape {str(shape)[:40]} must be 1 to {MAX_NDIM} non-negative integers")
+            # each dimension bounded by the message limit: a shape such as [2**63, 0] has 0 bytes, but no array
+            if type(d) is not int or not 0 <= d <= max_bytes:
+                raise SchemaError("shape", f"{topic!r}: shape {str(shape)[:40]} must be 1 to {MAX_NDIM} integers in [0, {max_bytes}]")
             expected *= d
         buf = frames[i]
         if expected != len(buf):
@@ -613,8 +632,10 @@ def unpack_control(buf: Any) -> dict:
     """Decode a control-channel message; raise SchemaError if malformed."""
     try:
         msg = msgpack.unpackb(buf, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0)
-    except Exception as exc:
-        raise SchemaError("header", f"control message is not valid msgpack ({type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
+        raise SchemaError("header", f"control message is not valid msgpack ({type(exc).__name__}); "
+                          "send pack_control() output") from None
     if type(msg) is not dict or type(msg.get("op")) is not str:
-        raise SchemaError("field", "control message must be a map with a string 'op'")
+        raise SchemaError("field", f"control message must be a map with a string 'op', got {type(msg).__name__}; "
+                          "send pack_control() output")
     return msg
