@@ -59,6 +59,7 @@ import zmq
 from zmq.utils import z85
 
 from .errors import ConfigError, RtneuroError
+from .ratelog import RateLog
 
 __all__ = [
     "PUBLIC_FILE",
@@ -74,12 +75,19 @@ __all__ = [
     "release_server",
     "stop_authenticator",
     "refusals",
+    "security_stats",
+    "REFUSAL_REASONS",
     "secure_ipc",
     "private_dir",
     "is_loopback",
 ]
 
 log = logging.getLogger(__name__)
+#: Every refusal is logged through this, by reason: a scanner costs a bounded number of lines.
+_ratelog = RateLog(log)
+#: Why a client was refused: an unknown public key (the ZAP handler), no CURVE at all, a wrong
+#: server key (its HELLO does not decrypt), another handshake failure (the socket's monitor).
+REFUSAL_REASONS = ("unknown_key", "no_curve", "wrong_server_key", "handshake")
 
 PUBLIC_FILE = "rtneuro.key"
 #: optional: the public key of the servers, when this folder's keypair is a client's own
@@ -238,16 +246,13 @@ class _Authorizer:
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
         self.refused = 0
-        self._logged: set = set()
 
     def callback(self, domain: str, key: bytes) -> bool:
         if key in self.keys.authorized:
             return True
         self.refused += 1
-        if key not in self._logged:  # once per key: a scanner must not flood the log
-            self._logged.add(key)
-            log.warning("refused a CURVE client with unknown public key %s (not in %s); add it there if it should be allowed",
-                        key.decode("ascii", "replace"), self.keys.directory / AUTHORIZED_FILE)
+        _ratelog.warning("unknown_key", "refused a CURVE client with unknown public key %s (not in %s); add it there if it should be allowed",
+                         key[:40].decode("ascii", "replace"), self.keys.directory / AUTHORIZED_FILE)
         return False
 
 
@@ -292,17 +297,25 @@ class _HandshakeMonitor:
     def __init__(self) -> None:
         import queue
 
-        self.refused = 0
+        #: handshake failures by reason, all sockets of the context together
+        self.counts: dict[str, int] = dict.fromkeys(REFUSAL_REASONS[1:], 0)
         self._new: queue.SimpleQueue = queue.SimpleQueue()
-        self._logged: set = set()
+        self._stats: dict[zmq.Socket, dict[str, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rtneuro-curve-monitor", daemon=True)
         self._thread.start()
 
-    def watch(self, sock: zmq.Socket) -> None:
+    @property
+    def refused(self) -> int:
+        return sum(self.counts.values())
+
+    def watch(self, sock: zmq.Socket) -> dict[str, int]:
+        """Watch ``sock``; returns its own handshake failures by reason (updated by the thread)."""
         mon = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
         mon.linger = 0
-        self._new.put(mon)  # the thread owns it from here on
+        stats = dict.fromkeys(REFUSAL_REASONS[1:], 0)
+        self._new.put((mon, stats))  # the thread owns the monitor from here on
+        return stats
 
     def _run(self) -> None:
         mons: list[zmq.Socket] = []
@@ -320,24 +333,35 @@ class _HandshakeMonitor:
         poller = zmq.Poller()
         while not self._stop.is_set():
             while not self._new.empty():
-                m = self._new.get()
+                m, stats = self._new.get()
                 mons.append(m)
+                self._stats[m] = stats
                 poller.register(m, zmq.POLLIN)
             for m, _ev in poller.poll(50) if mons else []:
-                msg = recv_monitor_message(m)
+                try:
+                    msg = recv_monitor_message(m, zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
                 if msg["event"] == zmq.EVENT_MONITOR_STOPPED:
                     poller.unregister(m)
                     mons.remove(m)
+                    self._stats.pop(m, None)
                     m.close(0)
                     continue
-                self.refused += 1
-                endpoint = msg["endpoint"].decode("utf-8", "replace")
-                if endpoint not in self._logged:  # once per endpoint: a scanner must not flood the log
-                    self._logged.add(endpoint)
-                    why = ("it does not use CURVE" if msg["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
-                           else f"its handshake failed ({msg['event'].name}, {msg['value']})")
-                    log.warning("refused a client on %s: %s; clients need the deployment's keys (transport.keys, made by 'rtneuro keys')",
-                                endpoint, why)
+                value = msg["value"]
+                if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+                    reason, why = "no_curve", "it does not use CURVE"
+                elif value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+                    reason, why = "wrong_server_key", "its CURVE handshake does not decrypt (a wrong server key)"
+                else:
+                    reason, why = "handshake", f"its handshake failed ({msg['event'].name}, {value})"
+                self.counts[reason] += 1
+                stats = self._stats.get(m)
+                if stats is not None:
+                    stats[reason] += 1
+                _ratelog.warning(reason, "refused a client on %s: %s; clients need the deployment's keys "
+                                 "(transport.keys, made by 'rtneuro keys'; an operator's own folder needs its server.key)",
+                                 msg["endpoint"].decode("utf-8", "replace"), why)
             if not mons:
                 self._stop.wait(0.05)
 
@@ -350,11 +374,20 @@ _auth_lock = threading.Lock()
 _auths: dict[int, _ContextAuth] = {}
 
 
-def curve_server(sock: zmq.Socket, keys: Keys) -> None:
+def curve_server(sock: zmq.Socket, keys: Keys) -> dict[str, int]:
     """Make ``sock`` (before it binds) a CURVE server that only accepts ``keys.authorized``.
 
     Starts the context's ZAP authenticator on first use. Call
     :func:`release_server` when the socket is closed.
+
+    Returns
+    -------
+    dict
+        This socket's failed handshakes by reason (``no_curve``,
+        ``wrong_server_key``, ``handshake``; a client that keeps retrying
+        counts once per attempt), kept up to date by the monitor thread.
+        Unknown keys are refused by the ZAP handler, counted per context
+        by :func:`security_stats`.
     """
     ctx = sock.context
     with _auth_lock:
@@ -374,7 +407,7 @@ def curve_server(sock: zmq.Socket, keys: Keys) -> None:
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
     sock.curve_server = True
-    entry.monitor.watch(sock)
+    return entry.monitor.watch(sock)
 
 
 def release_server(ctx: zmq.Context, keys: Keys) -> None:
@@ -399,10 +432,23 @@ def stop_authenticator(ctx: zmq.Context) -> None:
 
 
 def refusals(ctx: zmq.Context) -> int:
-    """Clients refused so far by the authenticator of ``ctx``."""
+    """Clients refused so far by the CURVE servers of ``ctx`` (every reason together)."""
+    return sum(security_stats(ctx).values())
+
+
+def security_stats(ctx: zmq.Context) -> dict[str, int]:
+    """Clients refused so far by the CURVE servers of ``ctx``, by reason (:data:`REFUSAL_REASONS`).
+
+    For the run report; every refusal is also logged, at most once per
+    reason per 10 s with the count of the others.
+    """
+    out = dict.fromkeys(REFUSAL_REASONS, 0)
     with _auth_lock:
         entry = _auths.get(id(ctx))
-        return sum(p.refused for p in entry.providers.values()) + entry.monitor.refused if entry else 0
+        if entry is not None:
+            out["unknown_key"] = sum(p.refused for p in entry.providers.values())
+            out.update(entry.monitor.counts)
+    return out
 
 
 def curve_client(sock: zmq.Socket, keys: Keys) -> None:

@@ -23,6 +23,36 @@ Gap detection
     ``seq`` counts messages per stream and publisher incarnation (``inc``).
     A jump is a gap; a new ``inc`` is a publisher restart.
 
+Stream time
+    A data message whose ``t0`` goes backwards from the previous one, or
+    (regular streams) lies more than ``max_jump_s`` away from where the
+    previous message and the sample index put it (``t0 + (first -
+    first_prev) / sfreq``), is a discontinuity: counted like a gap
+    (``RecvStats.discontinuities``) and logged at a bounded rate; the
+    message is still delivered (the stimulator's gate judges command times
+    itself).
+
+Untrusted peers
+    Every message is decoded by :func:`~rtneuro.messages.decode`, which can
+    only fail into a :class:`SchemaError` counted by kind. Control messages
+    are honoured only from the stream's publisher: on a ``SUB`` socket an
+    ``eos`` counts only with the incarnation (``inc``) that sent the
+    stream's data (or before any data), and a ``meta`` from a new
+    incarnation is applied only once data from that incarnation arrives (a
+    genuine restart sends data; a forger's ``meta`` is never applied
+    otherwise). On the command ``ROUTER``, see :class:`CommandReceiver`.
+    Refused control messages are counted as ``forged``. Per-peer state is
+    bounded: a publisher tracks (and lets libzmq match) only the topics it
+    publishes (``XPUB_MANUAL``), the receiver's de-duplication tables keep
+    the most recent ``max_peers`` senders. Logs about input go through
+    :class:`~rtneuro.ratelog.RateLog` by reason.
+
+Nothing blocks without a bound
+    Every send is ``NOBLOCK``: a command that cannot be queued stays in
+    ``CommandSender.pending`` and is tried again by ``poll()`` until its
+    deadline (counted as ``blocked``); only the ``lossless`` publisher
+    waits for room, and asks ``on_stall`` between tries.
+
 Commands
     Not PUB/SUB: a controller's ``DEALER`` sends each command with a sequence
     number and a deadline to the stimulate service's ``ROUTER``, which answers
@@ -47,8 +77,11 @@ Security (see :mod:`rtneuro.security`)
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -60,6 +93,7 @@ import zmq
 
 from .errors import ConfigError, SchemaError
 from .messages import (
+    DECISION_STATUS,
     MAX_MESSAGE_BYTES,
     Chunk,
     Message,
@@ -70,6 +104,7 @@ from .messages import (
     encode_eos,
     encode_meta,
 )
+from .ratelog import RateLog
 from .security import (
     Keys,
     curve_client,
@@ -92,6 +127,19 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: A regular stream's ``t0`` further than this from where its sample index puts it is a discontinuity.
+MAX_TIME_JUMP_S = 1.0
+#: Senders (routing id, stream, incarnation) whose sequence numbers a command receiver remembers.
+MAX_PEERS = 64
+#: Without declared topics, the most distinct topics a publisher lets peers subscribe to.
+MAX_OPEN_TOPICS = 256
+#: After this many refused subscriptions have been released, the heap is trimmed (libzmq's
+#: subscription trie grew with them; glibc keeps freed memory otherwise).
+TRIM_AFTER = 10_000
+#: Without a (finite) deadline, an unacknowledged command is re-sent for this long.
+DEFAULT_RESEND_S = 10.0
+_ACK_STATUSES = frozenset(DECISION_STATUS.values())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,6 +266,10 @@ class RecvStats:
     dropped: int = 0
     invalid: int = 0
     restarts: int = 0
+    #: stream time that went backwards or jumped (see the module documentation)
+    discontinuities: int = 0
+    #: control messages refused: not from the stream's publisher
+    forged: int = 0
     eos: bool = False
 
     def as_dict(self) -> dict:
@@ -229,22 +281,30 @@ class RecvStats:
             "dropped": self.dropped,
             "invalid": self.invalid,
             "restarts": self.restarts,
+            "discontinuities": self.discontinuities,
+            "forged": self.forged,
         }
+
+
+def _ratelog() -> RateLog:
+    return RateLog(log)
 
 
 @dataclass(slots=True)
 class Rejections:
-    """Rejected messages, by reason, with a one-line log per (stream, reason)."""
+    """Rejected messages by reason (the SchemaError's ``kind``), logged at a bounded rate by reason.
+
+    ``stream`` may come from the input: it only appears in the text of a
+    line (shortened), never as a key.
+    """
 
     counts: dict = field(default_factory=dict)
-    _logged: set = field(default_factory=set)
+    log: RateLog = field(default_factory=_ratelog)
 
     def add(self, stream: str, exc: SchemaError) -> None:
-        self.counts[exc.kind] = self.counts.get(exc.kind, 0) + 1
-        key = (stream, exc.kind)
-        if key not in self._logged:
-            self._logged.add(key)
-            log.warning("dropped a malformed message on %s: %s (further ones of this kind are only counted)", stream, exc)
+        kind = exc.kind if isinstance(exc.kind, str) else "other"
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        self.log.warning(kind, "dropped a message on %s: %s", str(stream)[:40], str(exc)[:200])
 
     @property
     def total(self) -> int:
@@ -252,7 +312,8 @@ class Rejections:
 
 
 class _StreamState:
-    __slots__ = ("stats", "inc", "next_seq", "next_index", "meta", "topic", "n_channels", "dtype")
+    __slots__ = ("stats", "inc", "next_seq", "next_index", "meta", "topic", "n_channels", "dtype",
+                 "last_t0", "last_first", "pending_meta", "publisher", "peer", "peer_inc")
 
     def __init__(self, expected: StreamMeta | None, topic: str | None = None) -> None:
         self.topic = topic
@@ -264,6 +325,85 @@ class _StreamState:
         self.next_seq = 0
         self.next_index: int | None = None
         self.meta: StreamMeta | None = None  # as announced by the publisher
+        self.last_t0: float | None = None  # t0 and first of the last data message (this incarnation)
+        self.last_first = 0
+        self.pending_meta: tuple[int, StreamMeta] | None = None  # from a new incarnation, not yet applied
+        self.publisher: str | None = None  # commands: the process that sends this stream
+        self.peer: bytes | None = None  # commands: routing id and inc of the last accepted command
+        self.peer_inc: int | None = None
+
+
+def _track(state: _StreamState, msg: Message, ratelog: RateLog, max_jump_s: float) -> bool:
+    """Gap, restart and stream-time accounting; False for a repeated (stale) message."""
+    st = state.stats
+    if msg.inc != state.inc:
+        if state.inc is not None:
+            st.restarts += 1
+            ratelog.warning("restart", "%s: publisher restarted (incarnation %d)", msg.topic, msg.inc)
+        state.inc = msg.inc
+        state.last_t0 = None  # a new incarnation's time is not compared with the old one's
+        pending = state.pending_meta
+        if pending is not None and pending[0] == msg.inc:
+            state.meta = pending[1]
+        state.pending_meta = None
+        if msg.seq > 0 and state.next_index is not None:
+            st.gaps += 1
+            st.lost += msg.seq
+    elif msg.seq != state.next_seq:
+        if msg.seq < state.next_seq:
+            st.invalid += 1  # a repeated seq: cannot happen on one pipe
+            return False
+        ratelog.warning("gap", "%s: gap of %d message(s) before seq %d", msg.topic, msg.seq - state.next_seq, msg.seq)
+        st.gaps += 1
+        st.lost += msg.seq - state.next_seq
+    state.next_seq = msg.seq + 1
+    if msg.type == "eos":
+        st.eos = True
+        return True
+    st.messages += 1
+    n = msg.arrays[0].shape[0]
+    st.samples += n
+    first = msg.header["first"]
+    state.next_index = first + n
+    chunk = msg.data
+    if chunk is not None:
+        t0, last = chunk.t0, state.last_t0
+        if last is not None:
+            if t0 < last:
+                _discontinuity(st, ratelog, msg, f"went back {last - t0:.6g} s")
+            elif chunk.sfreq > 0:
+                off = t0 - (last + (first - state.last_first) / chunk.sfreq)
+                if abs(off) > max_jump_s:
+                    _discontinuity(st, ratelog, msg, f"is {off:+.6g} s from where sample {first} belongs")
+        state.last_t0 = t0
+        state.last_first = first
+    return True
+
+
+def _discontinuity(st: RecvStats, ratelog: RateLog, msg: Message, what: str) -> None:
+    st.discontinuities += 1
+    ratelog.warning("discontinuity", "%s: stream time t0=%.6f %s (seq %d); counted as a discontinuity",
+                    msg.topic, msg.data.t0 if msg.data is not None else math.nan, what, msg.seq)
+
+
+def _forged(state: _StreamState | None, rejections: Rejections, msg: Message, why: str) -> None:
+    if state is not None:
+        state.stats.forged += 1
+    rejections.add(msg.topic, SchemaError("forged", f"{msg.topic!r}: refused a {msg.type!r} message {why}"))
+
+
+_malloc_trim: Callable[[int], int] | None = None
+
+
+def _trim_heap() -> bool:
+    """Give freed heap memory back to the system (glibc), after a flood of peer state was released."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = lambda pad: 0  # noqa: E731 - not glibc: nothing to do
+    return bool(_malloc_trim(0))
 
 
 def _configure(sock: zmq.Socket, params: TransportParams) -> None:
@@ -283,9 +423,24 @@ class Publisher:
     params : TransportParams
     inc : int
         This process incarnation's id, stamped on every message.
+    topics : iterable of bytes or None
+        The topics this publisher will publish. Subscriptions to other
+        topics are refused (counted in ``stats["subscriptions_refused"]``)
+        and never enter libzmq's matching trie (``XPUB_MANUAL``). None:
+        topics become known when announced or first published, and up to
+        ``MAX_OPEN_TOPICS`` others are let in meanwhile.
+
+    Notes
+    -----
+    libzmq still parses every subscription a peer sends into a per-peer
+    trie while that peer is connected (about 1.5 kB each); when refused
+    ones are released (the peer unsubscribes or leaves) the heap is
+    trimmed, so a flood does not keep its memory. Who may connect at all
+    is bounded by :mod:`rtneuro.security` (``0600`` ipc files, CURVE).
     """
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, params: TransportParams, inc: int) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, params: TransportParams, inc: int,
+                 topics: Iterable[bytes] | None = None) -> None:
         self.params = params
         self.inc = inc
         self.lossless = params.policy == "lossless"
@@ -293,19 +448,29 @@ class Publisher:
         _configure(sock, params)
         sock.setsockopt(zmq.SNDHWM, params.hwm)
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        # subscriptions reach libzmq's matching trie only when poll_subscriptions() accepts them
+        sock.setsockopt(zmq.XPUB_MANUAL, 1)
         if self.lossless:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
         self._keys = _server_keys(params, endpoint)
+        #: CURVE handshakes this socket refused, by reason (empty without CURVE)
+        self.security: dict[str, int] = {}
         if self._keys is not None:
-            curve_server(sock, self._keys)
+            self.security = curve_server(sock, self._keys)
         sock.bind(endpoint)
         self.socket = sock
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         secure_ipc(self.endpoint)
         self._meta_frames: dict[bytes, list] = {}
         self._seq: dict[bytes, int] = {}
-        #: subscription messages seen per topic (one per subscribing socket)
+        self._declared = topics is not None
+        self._known: set[bytes] = set(topics or ())
+        #: subscriptions per accepted topic (one per subscribing socket)
         self.subscriptions: dict[bytes, int] = {}
+        #: what peers were refused and what was done about it
+        self.stats: dict[str, int] = {"subscriptions_refused": 0, "blocked": 0, "heap_trims": 0}
+        self._released = 0  # refused subscriptions released since the last heap trim
+        self.log = RateLog(log)
         self.stalls = 0
         #: Called while a lossless send waits for room; returning True drops the message.
         self.on_stall: Callable[[], bool] | None = None
@@ -316,10 +481,14 @@ class Publisher:
         frames = encode_meta(meta, self.inc)
         self._meta_frames[meta.topic] = frames
         self._seq.setdefault(meta.topic, 0)
+        self._known.add(meta.topic)
         self._send(frames)
 
     def publish(self, kind: str, stream: str, topic: bytes, chunk: Chunk) -> None:
-        seq = self._seq.get(topic, 0)
+        seq = self._seq.get(topic)
+        if seq is None:
+            seq = 0
+            self._known.add(topic)
         self._seq[topic] = seq + 1
         self._send(encode(kind, stream, seq, self.inc, chunk, topic, self._packer))
 
@@ -332,7 +501,10 @@ class Publisher:
     def _send(self, frames: list) -> None:
         sock = self.socket
         if not self.lossless:
-            sock.send_multipart(frames, copy=False)
+            try:  # policy 'latest': never wait (XPUB drops at the high-water mark rather than block)
+                sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self.stats["blocked"] += 1
             return
         while True:
             try:
@@ -347,29 +519,64 @@ class Publisher:
                 if self.on_stall is not None and self.on_stall():
                     return
 
+    def _accepts(self, topic: bytes) -> bool:
+        if topic in self._known:
+            return True
+        if self._declared or len(self.subscriptions) >= MAX_OPEN_TOPICS:
+            return False
+        try:  # not declared: a well-formed topic may be one this process will publish
+            kind, dot, stream = topic.decode("ascii").partition(".")
+        except UnicodeDecodeError:
+            return False
+        return bool(dot and stream) and kind in ("sig", "feat", "evt", "cmd")
+
     def poll_subscriptions(self) -> int:
-        """Handle pending (un)subscriptions; re-announce metadata to newcomers."""
+        """Handle pending (un)subscriptions; re-announce metadata to newcomers.
+
+        Only topics this publisher publishes are accepted (and let into
+        libzmq's trie, which applies ``setsockopt(SUBSCRIBE)`` to the peer
+        whose message was read last); others are counted and logged by
+        reason, never kept.
+        """
         n = 0
         sock = self.socket
         while True:
             try:
                 msg = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return n
-            if not msg:
+                break
+            if not msg or msg[0] not in (0, 1):
                 continue
             topic = msg[1:]
+            count = self.subscriptions.get(topic)
             if msg[0] == 1:
+                if count is None and not self._accepts(topic):
+                    self.stats["subscriptions_refused"] += 1
+                    self.log.warning("unknown_topic", "refused a subscription to %r: this process does not publish it",
+                                     topic[:40])
+                    continue
+                sock.setsockopt(zmq.SUBSCRIBE, topic)
                 n += 1
-                self.subscriptions[topic] = self.subscriptions.get(topic, 0) + 1
+                self.subscriptions[topic] = (count or 0) + 1
                 frames = self._meta_frames.get(topic)
                 if frames is not None:
                     try:  # best effort: a full lossless queue must not stop the publisher
                         sock.send_multipart(frames, flags=zmq.NOBLOCK)
                     except zmq.Again:
                         pass
-            elif msg[0] == 0:
-                self.subscriptions[topic] = max(0, self.subscriptions.get(topic, 0) - 1)
+            elif count is None:
+                self._released += 1  # a refused subscription, released by its peer
+            else:
+                sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+                if count > 1 or topic in self._known:
+                    self.subscriptions[topic] = max(0, count - 1)
+                else:
+                    del self.subscriptions[topic]  # an open slot is free again
+        if self._released >= TRIM_AFTER:
+            self._released = 0
+            self.stats["heap_trims"] += 1
+            _trim_heap()
+        return n
 
     def close(self, linger_ms: int = 0) -> None:
         """Close; with ``linger_ms`` > 0, first try that long to deliver what is queued."""
@@ -401,6 +608,9 @@ class Subscriber:
         self.socket = sock
         self.streams: dict[bytes, _StreamState] = {}
         self.rejections = Rejections()
+        self.log = RateLog(log)
+        #: a regular stream's t0 further than this from its expected time is a discontinuity
+        self.max_jump_s = MAX_TIME_JUMP_S
 
     def connect(self, endpoint: str) -> None:
         self.socket.connect(endpoint)
@@ -459,11 +669,19 @@ class Subscriber:
             self.rejections.add(topic.decode("ascii", "replace"), exc)
             return None
         if msg.type == "meta":
-            state.meta = msg.header["meta"]
+            # the incarnation that sends the data (or, before any data, anyone) sets the metadata;
+            # a new incarnation's is kept aside and applied when its data arrives (a genuine restart)
+            if state.inc is None or msg.inc == state.inc:
+                state.meta = msg.header["meta"]
+            else:
+                state.pending_meta = (msg.inc, msg.header["meta"])
             return None
         if msg.type == "ack":
             return None
-        return msg if self._track(state, msg) else None
+        if msg.type == "eos" and state.inc is not None and msg.inc != state.inc:
+            _forged(state, self.rejections, msg, f"from incarnation {msg.inc}, not the one that sends the stream")
+            return None
+        return msg if _track(state, msg, self.log, self.max_jump_s) else None
 
     @staticmethod
     def _check_data(state: _StreamState, msg: Message) -> None:
@@ -474,37 +692,6 @@ class Subscriber:
                 raise SchemaError("shape", f"{msg.topic!r}: chunk of shape {shape} but the stream has {n} channels; check the producer's channel count")
         if state.dtype is not None and msg.header["arrays"][0][0] != state.dtype:
             raise SchemaError("dtype", f"{msg.topic!r}: dtype {msg.header['arrays'][0][0]} but the stream was announced as {state.dtype}")
-
-    @staticmethod
-    def _track(state: _StreamState, msg: Message) -> bool:
-        """Gap and restart accounting; False for a repeated (stale) message."""
-        st = state.stats
-        if msg.inc != state.inc:
-            if state.inc is not None:
-                st.restarts += 1
-                log.warning("%s: publisher restarted", msg.topic)
-            state.inc = msg.inc
-            if msg.seq > 0 and state.next_index is not None:
-                st.gaps += 1
-                st.lost += msg.seq
-        elif msg.seq != state.next_seq:
-            if msg.seq < state.next_seq:
-                st.invalid += 1  # a repeated seq: cannot happen on one pipe
-                return False
-            if not st.gaps:
-                log.warning("%s: gap of %d message(s) before seq %d (further gaps are only counted)",
-                            msg.topic, msg.seq - state.next_seq, msg.seq)
-            st.gaps += 1
-            st.lost += msg.seq - state.next_seq
-        state.next_seq = msg.seq + 1
-        if msg.type == "eos":
-            st.eos = True
-            return True
-        st.messages += 1
-        n = msg.arrays[0].shape[0]
-        st.samples += n
-        state.next_index = msg.header["first"] + n
-        return True
 
     def _trim(self, msgs: list[Message]) -> list[Message]:
         """``latest`` policy: keep the newest ``max_backlog`` data messages per stream."""
@@ -531,7 +718,8 @@ class Subscriber:
             if c > keep:
                 st = self.streams[t.encode("ascii")].stats
                 st.gaps += 1
-                log.warning("%s: consumer behind by %d messages; dropped the oldest %d (policy 'latest')", t, c, c - keep)
+                self.log.warning("backlog", "%s: consumer behind by %d messages; dropped the oldest %d (policy 'latest')",
+                                 t, c, c - keep)
         return out
 
     def close(self, linger_ms: int = 0) -> None:
@@ -546,6 +734,8 @@ class CommandStats:
     acked: int = 0
     resent: int = 0
     unacked: int = 0
+    #: sends the socket could not take at once (no peer, queue full): kept and tried again by poll()
+    blocked: int = 0
     statuses: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -555,12 +745,25 @@ class CommandStats:
             "acked": self.acked,
             "resent": self.resent,
             "unacked": self.unacked,
+            "blocked": self.blocked,
             "statuses": dict(self.statuses),
         }
 
 
+def _resend_until(deadline: object, now: float) -> float:
+    """Until when a command is re-sent: its deadline, or ``DEFAULT_RESEND_S`` without a finite one."""
+    if (type(deadline) is float or type(deadline) is int) and math.isfinite(deadline):
+        return float(deadline)
+    return now + DEFAULT_RESEND_S
+
+
 class CommandSender:
     """Controller side of the command channel (``DEALER``).
+
+    No call blocks: a command the socket cannot take at once (the
+    stimulator unreachable, a CURVE handshake that never completes, a full
+    queue) stays in :attr:`pending` and is tried again by :meth:`poll`
+    until its deadline, then counted as unacknowledged.
 
     Parameters
     ----------
@@ -572,35 +775,59 @@ class CommandSender:
         Sender incarnation; with ``seq`` it identifies each command.
     clock : callable
         LSL clock, for ack timeouts.
+    identity : bytes or None
+        The socket's routing id, ``b"<process>:<inc>"``: a receiver that
+        knows the stream's publisher accepts commands only from it.
     """
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, params: TransportParams, inc: int, clock) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, params: TransportParams, inc: int, clock,
+                 identity: bytes | None = None) -> None:
         sock = ctx.socket(zmq.DEALER)
         _configure(sock, params)
         sock.setsockopt(zmq.SNDHWM, params.hwm)
         sock.setsockopt(zmq.RCVHWM, params.hwm)
+        if identity is not None:
+            sock.setsockopt(zmq.ROUTING_ID, identity)
         keys = params.curve_keys() if endpoint.startswith("tcp://") else None
         if keys is not None:
             curve_client(sock, keys)
         sock.connect(endpoint)
         self.socket = sock
         self.inc = inc
+        self.identity = identity
         self.clock = clock
         self.ack_timeout = params.ack_timeout_ms / 1000.0
         self.max_bytes = params.max_message_bytes
+        self.max_pending = params.hwm
         self._seq: dict[str, int] = {}
-        #: (stream, seq) -> [frames, t_sent, deadline]
+        #: (stream, seq) -> [frames, t_sent (None: not sent yet), re-sent until]
         self.pending: OrderedDict[tuple[str, int], list] = OrderedDict()
+        self._eos: list[list] = []  # [frames, until] of end-of-stream marks not sent yet
         self.stats = CommandStats()
         self.rejections = Rejections()
+        self.log = RateLog(log)
+
+    def _try_send(self, frames: list) -> bool:
+        try:
+            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            self.stats.blocked += 1
+            self.log.warning("blocked", "a command could not be sent at once (is the stimulate service reachable?); "
+                             "it is kept and tried again until its deadline")
+            return False
 
     def send(self, stream: str, chunk: Chunk, heartbeat: bool) -> int:
         seq = self._seq.get(stream, 0)
         self._seq[stream] = seq + 1
         frames = encode("cmd", stream, seq, self.inc, chunk)
-        self.socket.send_multipart(frames, copy=False)
-        deadline = (chunk.extra or {}).get("deadline", self.clock() + 10.0)  # no deadline (virtual clock): re-sent for 10 s
-        self.pending[(stream, seq)] = [frames, self.clock(), deadline]
+        now = self.clock()
+        until = _resend_until((chunk.extra or {}).get("deadline"), now)  # no deadline (virtual clock): 10 s
+        sent = self._try_send(frames)
+        self.pending[(stream, seq)] = [frames, now if sent else None, until]
+        while len(self.pending) > self.max_pending:  # bounded: the oldest is given up
+            (s, q), _ = self.pending.popitem(last=False)
+            self._give_up(s, q)
         if heartbeat:
             self.stats.heartbeats += 1
         else:
@@ -608,13 +835,15 @@ class CommandSender:
         return seq
 
     def end(self, stream: str, next_index: int) -> None:
-        """Tell the receiver that ``stream`` is over (not acknowledged)."""
+        """Tell the receiver that ``stream`` is over (not acknowledged; tried again by poll() if need be)."""
         seq = self._seq.get(stream, 0)
         self._seq[stream] = seq + 1
-        self.socket.send_multipart(encode_eos("cmd", stream, seq, self.inc, next_index))
+        frames = encode_eos("cmd", stream, seq, self.inc, next_index)
+        if not self._try_send(frames):
+            self._eos.append([frames, self.clock() + DEFAULT_RESEND_S])
 
     def poll(self) -> list[dict]:
-        """Read acknowledgements; re-send or give up on overdue commands.
+        """Read acknowledgements; send what is waiting, re-send or give up on overdue commands.
 
         Returns
         -------
@@ -623,84 +852,143 @@ class CommandSender:
         """
         acks = []
         sock = self.socket
-        while True:
-            if not sock.get(zmq.EVENTS) & zmq.POLLIN:
+        while sock.get(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
                 break
-            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             try:
                 msg = decode(frames, self.max_bytes)
                 if msg.type != "ack":
                     raise SchemaError("field", f"expected an ack, got a {msg.type!r} message")
+                x = msg.header.get("x") or {}
+                statuses, reasons = x.get("status") or [], x.get("reason") or []
+                if not (type(statuses) is list and type(reasons) is list
+                        and all(type(v) is str for v in statuses) and all(type(v) is str for v in reasons)):
+                    raise SchemaError("field", f"{msg.topic!r}: an ack's status and reason must be lists of strings")
             except SchemaError as exc:
                 self.rejections.add("ack", exc)
                 continue
             if self.pending.pop((msg.stream, msg.seq), None) is None:
                 continue  # ack of a re-sent command already acknowledged
-            x = msg.header.get("x") or {}
-            statuses = x.get("status") or []
             self.stats.acked += 1
-            for s in statuses:
-                self.stats.statuses[s] = self.stats.statuses.get(s, 0) + 1
-            acks.append({"stream": msg.stream, "seq": msg.seq, "statuses": statuses, "reasons": x.get("reason") or []})
+            for st in statuses:
+                key = st if st in _ACK_STATUSES else "other"  # a fixed vocabulary, whatever the peer says
+                self.stats.statuses[key] = self.stats.statuses.get(key, 0) + 1
+            acks.append({"stream": msg.stream, "seq": msg.seq, "statuses": statuses, "reasons": reasons})
+        if self._eos:
+            now = self.clock()
+            self._eos = [e for e in self._eos if now < e[1] and not self._try_send(e[0])]
         if self.pending:
             self._overdue()
         return acks
+
+    def _give_up(self, stream: str, seq: int) -> None:
+        self.stats.unacked += 1
+        self.log.error("unacked", "command %s seq %d was not acknowledged before its deadline; "
+                       "is the stimulate service running?", stream[:40], seq)
 
     def _overdue(self) -> None:
         now = self.clock()
         for key in list(self.pending):
             entry = self.pending[key]
-            frames, t_sent, deadline = entry
-            if now > deadline + self.ack_timeout:
+            frames, t_sent, until = entry
+            if now > until + self.ack_timeout:
                 del self.pending[key]
-                self.stats.unacked += 1
-                log.error("command %s seq %d was not acknowledged before its deadline; is the stimulate service running?", key[0], key[1])
-            elif now - t_sent > self.ack_timeout and now < deadline:
-                self.socket.send_multipart(frames, copy=False)
+                self._give_up(*key)
+            elif now < until and (t_sent is None or now - t_sent > self.ack_timeout):
+                if not self._try_send(frames):
+                    break  # the socket takes nothing now: the next poll tries again
                 entry[1] = now
-                self.stats.resent += 1
+                if t_sent is not None:
+                    self.stats.resent += 1
 
     def close(self, linger_ms: int = 0) -> None:
         """Close; with ``linger_ms`` > 0, first try that long to deliver what is queued."""
         self.socket.close(linger=linger_ms)
 
 
-class CommandReceiver:
-    """Stimulate-service side of the command channel (``ROUTER``)."""
+def _is_peer_of(peer: bytes, publisher: str) -> bool:
+    """True when the routing id ``peer`` is ``b"<publisher>:<decimal inc>"``."""
+    name, colon, inc = peer.rpartition(b":")
+    return bool(colon) and name == publisher.encode() and 0 < len(inc) <= 20 and inc.isdigit()
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, params: TransportParams, inc: int) -> None:
+
+class CommandReceiver:
+    """Stimulate-service side of the command channel (``ROUTER``).
+
+    Who may send what
+        With ``expect(stream, publisher=NAME)``, command data and
+        end-of-stream are accepted only from a peer whose routing id is
+        ``NAME:<inc>`` (the :class:`CommandSender` ``identity`` the runtime
+        gives each controller). In every case an ``eos`` is honoured only
+        from the peer (routing id and header ``inc``) that sent the stream's
+        most recent accepted command (before any command: only from the
+        named publisher). Anything else is refused, counted as ``forged``
+        (per stream in ``RecvStats.forged``, in :attr:`rejections` and in
+        :attr:`stats`) and never returned.
+
+    Bounded state
+        The de-duplication tables keep the ``max_peers`` most recently
+        active senders (routing id, stream, incarnation); older ones are
+        evicted (``stats["evicted"]``): a flood of fresh identities costs
+        no memory.
+    """
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, params: TransportParams, inc: int,
+                 max_peers: int = MAX_PEERS) -> None:
         sock = ctx.socket(zmq.ROUTER)
         _configure(sock, params)
         sock.setsockopt(zmq.RCVHWM, params.hwm)
         sock.setsockopt(zmq.SNDHWM, params.hwm)
         self._keys = _server_keys(params, endpoint)
+        #: CURVE handshakes this socket refused, by reason (empty without CURVE)
+        self.security: dict[str, int] = {}
         if self._keys is not None:
-            curve_server(sock, self._keys)
+            self.security = curve_server(sock, self._keys)
         sock.bind(endpoint)
         self.socket = sock
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         secure_ipc(self.endpoint)
         self.inc = inc
         self.max_bytes = params.max_message_bytes
+        self.max_peers = max_peers
         self.rejections = Rejections()
+        self.log = RateLog(log)
         self.duplicates = 0
-        #: (peer, stream, sender inc) -> highest seq received
-        self._last_seq: dict[tuple, int] = {}
-        #: (peer, stream, sender inc) -> {seq: (statuses, reasons)} of the last acks
-        self._acked: dict[tuple, OrderedDict] = {}
+        #: what was refused or evicted: forged control/data, evicted senders, acks the socket did not take
+        self.stats: dict[str, int] = {"forged": 0, "evicted": 0, "blocked": 0}
+        #: (peer, stream, sender inc) -> [highest seq received, {seq: (statuses, reasons)} of the last acks]
+        self._peers: OrderedDict[tuple, list] = OrderedDict()
         self.streams: dict[str, _StreamState] = {}
+        #: a command's t0 further than this from its expected time is a discontinuity
+        self.max_jump_s = MAX_TIME_JUMP_S
 
-    def expect(self, stream: str, meta: StreamMeta | None = None) -> None:
-        self.streams[stream] = _StreamState(meta)
+    def expect(self, stream: str, meta: StreamMeta | None = None, publisher: str | None = None) -> None:
+        """Accept commands of ``stream``; with ``publisher``, only from that process (see the class notes)."""
+        state = _StreamState(meta)
+        state.publisher = publisher
+        self.streams[stream] = state
+
+    def current_publisher(self, stream: str) -> bytes | None:
+        """Routing id of the peer whose command of ``stream`` was accepted last (None: none yet)."""
+        return self.streams[stream].peer
+
+    def _refuse(self, state: _StreamState, msg: Message, why: str) -> None:
+        self.stats["forged"] += 1
+        _forged(state, self.rejections, msg, why)
 
     def drain(self, max_messages: int = 10_000) -> list[tuple[bytes, Message]]:
-        """Pending commands, validated and de-duplicated, in arrival order."""
+        """Pending commands, validated and de-duplicated, in arrival order (accepted ones only)."""
         out = []
         sock = self.socket
         for _ in range(max_messages):
             if not sock.get(zmq.EVENTS) & zmq.POLLIN:
                 break
-            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
             peer = frames[0].bytes
             body = frames[1:]
             try:
@@ -718,40 +1006,57 @@ class CommandReceiver:
                     self.streams[name[4:]].stats.invalid += 1
                 self.rejections.add(name, exc)
                 continue
+            if state.publisher is not None and not _is_peer_of(peer, state.publisher):
+                self._refuse(state, msg, f"from a peer that is not its publisher '{state.publisher}'")
+                continue
             if msg.type == "eos":
-                if Subscriber._track(state, msg):
+                if state.peer is None:  # before any command: only the named publisher (checked above)
+                    honoured = state.publisher is not None
+                else:
+                    honoured = peer == state.peer and msg.inc == state.peer_inc
+                if not honoured:
+                    self._refuse(state, msg, "from a peer other than the one that sent its last command")
+                    continue
+                if _track(state, msg, self.log, self.max_jump_s):
                     out.append((peer, msg))
                 continue
             key = (peer, msg.stream, msg.inc)
-            if msg.seq <= self._last_seq.get(key, -1):
+            entry = self._peers.get(key)
+            if entry is None:
+                entry = self._peers[key] = [-1, OrderedDict()]
+                if len(self._peers) > self.max_peers:
+                    self._peers.popitem(last=False)
+                    self.stats["evicted"] += 1
+            else:
+                self._peers.move_to_end(key)
+            if msg.seq <= entry[0]:
                 # a re-sent command: never applied twice; answered again if known
                 self.duplicates += 1
-                acked = self._acked.get(key)
-                done = acked.get(msg.seq) if acked is not None else None
+                done = entry[1].get(msg.seq)
                 if done is not None:
                     self._send_ack(peer, msg, done[0], done[1])
                 continue
-            self._last_seq[key] = msg.seq
-            Subscriber._track(state, msg)
+            entry[0] = msg.seq
+            state.peer, state.peer_inc = peer, msg.inc
+            _track(state, msg, self.log, self.max_jump_s)
             out.append((peer, msg))
         return out
 
     def ack(self, peer: bytes, msg: Message, statuses: list[str], reasons: list[str], t: float) -> None:
-        key = (peer, msg.stream, msg.inc)
-        acked = self._acked.get(key)
-        if acked is None:
-            acked = self._acked[key] = OrderedDict()
-        acked[msg.seq] = (statuses, reasons)
-        if len(acked) > 256:
-            acked.popitem(last=False)
+        entry = self._peers.get((peer, msg.stream, msg.inc))
+        if entry is not None:  # an evicted sender is answered, but not remembered
+            acked = entry[1]
+            acked[msg.seq] = (statuses, reasons)
+            if len(acked) > 256:
+                acked.popitem(last=False)
         self._send_ack(peer, msg, statuses, reasons, t)
 
     def _send_ack(self, peer: bytes, msg: Message, statuses, reasons, t: float = 0.0) -> None:
         frames = encode_ack(msg.stream, msg.seq, self.inc, statuses, reasons, t)
         try:
             self.socket.send_multipart([peer, *frames], flags=zmq.NOBLOCK)
-        except zmq.Again:  # pragma: no cover - peer's queue full; it will re-send
-            pass
+        except zmq.Again:  # the peer's queue is full: it will re-send
+            self.stats["blocked"] += 1
 
     def close(self, linger_ms: int = 0) -> None:
         """Close; with ``linger_ms`` > 0, first try that long to deliver what is queued."""
