@@ -1,8 +1,8 @@
 """Acquisition service: hosts sources and paces them with the run's clock."""
 
-from rtneuro.runtime.service import main
+from rtneuro.runtime.service import exit_process, main
 
 KIND = "acquire"
 
 if __name__ == "__main__":
-    raise SystemExit(main(kind=KIND))
+    exit_process(main(kind=KIND))

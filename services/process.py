@@ -1,8 +1,8 @@
 """Processing service: hosts filters and feature extraction nodes."""
 
-from rtneuro.runtime.service import main
+from rtneuro.runtime.service import exit_process, main
 
 KIND = "process"
 
 if __name__ == "__main__":
-    raise SystemExit(main(kind=KIND))
+    exit_process(main(kind=KIND))

@@ -5,9 +5,9 @@ Every command that reaches it passes the safety gate of its stimulator node
 its safe state when the service starts, stops, fails or stops hearing from
 its controllers."""
 
-from rtneuro.runtime.service import main
+from rtneuro.runtime.service import exit_process, main
 
 KIND = "stimulate"
 
 if __name__ == "__main__":
-    raise SystemExit(main(kind=KIND))
+    exit_process(main(kind=KIND))
