@@ -50,11 +50,12 @@ from ..config import parse_speed
 from ..errors import RtneuroError, SchemaError
 from ..messages import CMD_HOLD, Chunk, StreamMeta, encode, pack_control, unpack_control
 from ..nodes import Node, NodeContext, Source, build_params, node_class
+from ..ratelog import RateLog
 from ..security import curve_client, load_keys, stop_authenticator
 from ..transport import CommandReceiver, CommandSender, Publisher, Subscriber, TransportParams
 from .clock import COARSE_S, Clock, VirtualClock, lsl_clock, make_clock, sleep_until
 
-__all__ = ["Service", "main", "serve", "EXIT_FAILED", "EXIT_STARTUP"]
+__all__ = ["Service", "main", "serve", "exit_process", "EXIT_FAILED", "EXIT_STARTUP"]
 
 log = logging.getLogger("rtneuro.service")
 
@@ -80,6 +81,10 @@ POLL_EVERY_S = 0.005
 PREFETCH_DELAY_S = 0.002
 #: Latency samples kept per stream and status message (beyond: every k-th).
 MAX_SAMPLES_PER_STATUS = 5000
+#: A trace stamp this far ahead of the receiving clock is implausible (same host: the clocks are one).
+TRACE_FUTURE_S = 0.5
+#: ... and one older than this: no command of a live loop is that old when it arrives.
+TRACE_MAX_AGE_S = 60.0
 
 
 class ServiceFailure(RtneuroError):
@@ -143,6 +148,10 @@ class Service:
         self.errors: list[str] = []
         self._new_errors: list[str] = []
         self._e2e: list[float] = []
+        #: commands whose trace could not be a real one (future, non-finite, too old): not in the latency figures
+        self.latency_refused: dict[str, int] = {}
+        #: logs about input from outside this process, by reason (totals go into the report)
+        self.ratelog = RateLog(log)
         #: per-hop latency at stimulators: "a>b" -> samples (us) since the last status
         self._hops: dict[str, list[float]] = {}
         self._build_nodes()
@@ -232,7 +241,9 @@ class Service:
                 publish = False
                 for p in sorted(cmd_procs):
                     if p not in self.senders:
-                        self.senders[p] = CommandSender(self.zctx, self.endpoints[p]["cmd"], tp, self.inc, lsl_clock)
+                        # its routing id names this process: the receiver accepts commands only from the stream's publisher
+                        self.senders[p] = CommandSender(self.zctx, self.endpoints[p]["cmd"], tp, self.inc, lsl_clock,
+                                                        identity=f"{self.name}:{self.inc}".encode())
                     senders.append(self.senders[p])
                 if remote_procs:
                     publish = True
@@ -261,7 +272,7 @@ class Service:
                     if self.cmd_receiver is None:
                         self.cmd_receiver = CommandReceiver(self.zctx, ep["cmd"], tp, self.inc)
                     if s not in self.cmd_in:
-                        self.cmd_receiver.expect(s, meta)
+                        self.cmd_receiver.expect(s, meta, publisher=home)
                     self.cmd_in.setdefault(s, []).append((self.nodes[nid], port))
                 else:
                     if self.subscriber is None:
@@ -316,7 +327,7 @@ class Service:
             try:
                 msg = unpack_control(buf)
             except SchemaError as exc:
-                log.warning("ignored a malformed control message: %s", exc)
+                self.ratelog.warning("malformed-control", "ignored a malformed control message: %s", exc)
                 continue
             op = msg["op"]
             if op == "start":
@@ -327,6 +338,7 @@ class Service:
                 self._stop = True
             elif op == "ping":
                 self._last_ping = lsl_clock()
+                self._send_control({"op": "pong"})  # the heartbeat: a hung node cannot answer
             elif op in ("estop", "estop_clear"):
                 self._emergency(msg, clear=op == "estop_clear")
 
@@ -498,6 +510,9 @@ class Service:
         now = lsl_clock()
         for peer, msg in receiver.drain():
             if msg.type == "eos":
+                if msg.stream not in self._ended and not self._draining:
+                    # the supervisor judges it: the end of the data, or a stimulator cut off from its controller
+                    self._send_control({"op": "input_ended", "stream": msg.stream, "t": now})
                 self._stream_ended(msg.stream)
                 continue
             ch = msg.chunk()
@@ -595,10 +610,23 @@ class Service:
             self._emit(self._out_of[(nid, port_name)], nid, ch)
 
     def _record_latency(self, node: Node, chunk: Chunk) -> None:
-        """End-to-end and per-hop latency of a command that reached a stimulator."""
+        """End-to-end and per-hop latency of a command that reached a stimulator.
+
+        Only plausible traces count: a command reaches a node only from its
+        stream's publisher (the receiver checks), and a trace whose stamps are
+        not finite, lie ahead of this clock (beyond ``TRACE_FUTURE_S``) or are
+        older than ``TRACE_MAX_AGE_S`` is counted in ``latency_refused`` by
+        reason instead of entering the figures.
+        """
         now = lsl_clock()
         trace = chunk.trace
         if not trace:
+            return
+        why = _implausible(trace, now)
+        if why is not None:
+            self.latency_refused[why] = self.latency_refused.get(why, 0) + 1
+            self.ratelog.warning(f"trace-{why}", "a command for node '%s' carried an implausible trace (%s); "
+                                 "left out of the latency figures", node.ctx.node_id, why)
             return
         self._e2e.append((now - trace[0][1]) * 1e6)
         hops = self._hops
@@ -773,22 +801,41 @@ class Service:
             "errors": self._new_errors,
             "warnings": self._new_warnings,
             "node_status": {nid: line for nid, node in self.nodes.items() if (line := node.status())},
+            # streams this process produced and has ended (the supervisor tells a real end from a lost input)
+            "ended_outputs": sorted(s for s in self._ended if s in self.outs),
+            "latency_refused": dict(self.latency_refused),
+            "log_totals": self._log_totals(),
         }
         self._e2e = []
         self._hops = {}
         self._new_errors = []
         self._new_warnings = []
-        if final:
-            reports = {}
-            for nid, node in self.nodes.items():
+        # A stimulator's report (watchdog timings, gate counts and refusals) goes out with every
+        # status, not only the final one: an incarnation that is killed keeps its figures.
+        reports = {}
+        for nid, node in self.nodes.items():
+            if final or nid in self.stimulators:
                 try:
                     reports[nid] = node.report()
                 except Exception as exc:  # a report must never lose the final status
                     reports[nid] = {"error": f"report failed: {exc!r}"}
+        if reports:
             msg["nodes"] = reports
+        if final:
             msg["ok"] = ok  # False: the service is ending because it failed
             msg["estop_latched"] = self._estopped
         self._send_control(msg)
+
+    def _log_totals(self) -> dict[str, int]:
+        """Occurrences by reason of every rate-limited log of this process (own and its sockets')."""
+        totals: dict[str, int] = {}
+        logs: list[Any] = [self.ratelog]
+        for sock in (*self.senders.values(), self.cmd_receiver, self.subscriber, self.publisher):
+            logs += [getattr(sock, "log", None), getattr(getattr(sock, "rejections", None), "log", None)]
+        for rl in logs:
+            if isinstance(rl, RateLog):
+                _merge(totals, rl.totals)
+        return totals
 
     def _wait_subscribers(self) -> None:
         if not self.expected_subs or self.restart:
@@ -859,6 +906,7 @@ class Service:
             if code == 0 and not self._stop:
                 self._await_consumers()
             self._close_sockets(clean=code == 0 and not self._stop)
+            self.ratelog.flush()
         return code
 
     def _loop(self, start: dict) -> None:
@@ -999,6 +1047,21 @@ class Service:
         self.zctx.destroy(linger=linger)
 
 
+def _implausible(trace: list, now: float) -> str | None:
+    """Why a trace's stamps cannot be real ones (None: plausible)."""
+    try:
+        stamps = [float(t) for _, t in trace]
+    except (TypeError, ValueError):
+        return "malformed"
+    if not all(math.isfinite(t) for t in stamps):
+        return "nonfinite"
+    if max(stamps) > now + TRACE_FUTURE_S:
+        return "future"
+    if min(stamps) < now - TRACE_MAX_AGE_S:
+        return "stale"
+    return None
+
+
 def _thin(values: list, cap: int = MAX_SAMPLES_PER_STATUS) -> list:
     if len(values) <= cap:
         return [round(v, 1) for v in values]
@@ -1009,6 +1072,14 @@ def _thin(values: list, cap: int = MAX_SAMPLES_PER_STATUS) -> list:
 def _merge(into: dict, counts: dict) -> None:
     for k, v in counts.items():
         into[k] = into.get(k, 0) + v
+
+
+def _send_nowait(sock: zmq.Socket, buf: bytes) -> bool:
+    try:
+        sock.send(buf, flags=zmq.NOBLOCK)
+    except zmq.Again:
+        return False
+    return True
 
 
 def _die_with_parent() -> None:
@@ -1069,8 +1140,9 @@ def serve(control: str, process: str, timeout_s: float = 120.0, keys: str | None
             sock.close()
             return EXIT_STARTUP
     sock.connect(control)
-    sock.send(pack_control({"op": "hello", "process": process, "host": _socket.gethostname()}))
-    if not sock.poll(int(timeout_s * 1000)):
+    hello = pack_control({"op": "hello", "process": process, "host": _socket.gethostname()})
+    # bounded, as every socket operation of a service: a DEALER with no connection yet would block its send
+    if not (sock.poll(int(timeout_s * 1000), zmq.POLLOUT) and _send_nowait(sock, hello)) or not sock.poll(int(timeout_s * 1000)):
         log.error("no answer from the supervisor at %s within %.0f s; is 'rtneuro run' running and waiting for '%s'?%s",
                   control, timeout_s, process,
                   "" if keys else " (if its graph sets transport.keys, pass --keys with that folder)")
@@ -1090,6 +1162,26 @@ def serve(control: str, process: str, timeout_s: float = 120.0, keys: str | None
         plan["transport"]["keys"] = str(Path(keys).expanduser().resolve())
     service = _build(plan, process, int(reply["inc"]), bool(reply.get("restart")), (signal.SIGTERM, signal.SIGINT))
     return EXIT_STARTUP if service is None else service.run()
+
+
+def exit_process(code: int) -> None:
+    """End a service process now, skipping the interpreter's teardown.
+
+    By the time :meth:`Service.run` returns, everything the service owns is
+    released explicitly: nodes closed (devices in their safe state, files
+    flushed), sockets closed and the ZeroMQ context terminated after its
+    linger. What is left is the interpreter's own teardown (freeing every
+    module of numpy, scipy, numba, mne...), which takes 0.3 to 1 s of CPU
+    per process. Four services doing it at once on a busy two-core machine
+    outlasted the supervisor's drain and stop budgets, and clean runs ended
+    with "did not stop when asked; terminating it". Skipping it makes a
+    service's exit follow its last socket by milliseconds.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None, kind: str = "process") -> int:

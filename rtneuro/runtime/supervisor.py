@@ -17,8 +17,22 @@
    to stop, then terminated, then killed (all within 2 s of Ctrl-C); the run
    folder is removed;
 6. writes the JSON report and returns the exit code: 0 when every process
-   finished cleanly, 1 when any process failed (even if a restart recovered
-   it), 2 when the configuration was invalid.
+   finished cleanly, 2 when the configuration was invalid, and 1 when the
+   run did not tell a clean story, each cause named in one error line:
+
+   * a process died abnormally: killed by a signal, a non-zero exit code, a
+     lost heartbeat (no status or pong for ``heartbeat_timeout`` while
+     running: killed as hung; a remote one: silent for ``remote_timeout``);
+   * a process had to be terminated or killed at shutdown (it did not stop
+     when asked);
+   * a stimulator lost its command input while its controller was still
+     running (:meth:`Supervisor._check_inputs`), or a process stalled.
+
+   The rule for restarts: a failure counts even when the restart policy
+   brought the process back and the run went on (the report lists both the
+   failure and the restart). Data was lost while it was down and the
+   stimulator's watchdog may have tripped; a run that needed a restart is
+   not a clean run, and scripts that check the exit code must hear it.
 
 Emergency stop
     While it runs, the supervisor is listed in a per-user folder
@@ -37,6 +51,7 @@ Emergency stop
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -59,6 +74,7 @@ import zmq
 from ..config import Graph
 from ..errors import RtneuroError, SchemaError
 from ..messages import pack_control, unpack_control
+from ..ratelog import RateLog
 from ..security import curve_server, private_dir, release_server, secure_ipc
 from .clock import lsl_clock
 from .latency import LatencyStats
@@ -77,6 +93,12 @@ LINGER_GRACE_S = 2.0
 ESTOP_TIMEOUT_S = 1.0
 #: Control operations any local client of the control socket may send (rtneuro stop).
 OPERATOR_OPS = ("estop", "estop_clear", "estop_status")
+#: Emergency-stop events kept for the report (beyond: only counted).
+MAX_ESTOP_EVENTS = 256
+#: Status rates are taken over this window (supervisor time): a stream that stopped shows 0.
+RATE_WINDOW_S = 3.0
+#: Node report values that are settings, the same in every incarnation: not summed across restarts.
+REPORT_SETTINGS = frozenset({"safe_deadline_s"})
 
 
 def runs_dir() -> Path:
@@ -197,8 +219,8 @@ class _Inc:
     released: bool = False
     status: dict = field(default_factory=dict)
     exit_code: int | None = None
-    #: stream -> samples per second between the last two status messages
-    rates: dict = field(default_factory=dict)
+    #: (supervisor time, {stream: samples produced}) of recent status messages (see Supervisor._rates)
+    history: list = field(default_factory=list)
     #: LSL time of the last control message (how a remote service is known to be alive)
     last_seen: float = 0.0
     #: remote service: registered (it said hello), and its exit as far as the supervisor can tell
@@ -281,6 +303,8 @@ class Supervisor:
         self.rt = graph.runtime
         #: a remote service silent for this long is considered lost
         self.remote_timeout = max(5.0, 5 * graph.runtime.status_interval_s)
+        #: a local service silent for this long while running is hung (generous: a loaded machine is slow)
+        self.heartbeat_timeout = max(15.0, 10 * graph.runtime.status_interval_s)
         self.procs = {
             name: _Proc(name, p.service, p.restart, p.max_restarts, p.launch, p.host) for name, p in graph.processes.items()
         }
@@ -299,6 +323,11 @@ class Supervisor:
         self._estop_seq = 0
         self._estop_events: list[dict] = []
         self._estop_pending: dict[int, dict] = {}
+        self._estop_dropped = 0
+        #: logs about the control socket's input, by reason (totals in the report)
+        self.ratelog = RateLog(log)
+        #: command stream -> (stimulating process, supervisor time) of an end-of-stream not yet explained
+        self._inputs_ended: dict[str, tuple[str, float]] = {}
 
     # -- processes ----------------------------------------------------------
 
@@ -362,22 +391,27 @@ class Supervisor:
     def _on_control(self) -> None:
         while True:
             try:
-                ident, buf = self.ctl.recv_multipart(zmq.NOBLOCK)
+                frames = self.ctl.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            except ValueError:
+            if len(frames) != 2:
+                self.ratelog.warning("malformed-control", "malformed control message: %d frames, expected 2", len(frames))
                 continue
+            ident, buf = frames
             try:
                 msg = unpack_control(buf)
             except SchemaError as exc:
-                log.warning("malformed control message: %s", exc)
+                self.ratelog.warning("malformed-control", "malformed control message: %s", exc)
                 continue
             entry = self._by_ident.get(ident)
-            if entry is None:
+            if entry is None:  # no state is kept for an unknown peer
                 if msg["op"] == "hello":
                     self._hello(ident, msg)
                 elif msg["op"] in OPERATOR_OPS:
                     self._operator(ident, msg)
+                else:
+                    self.ratelog.warning("unknown-peer", "ignored a %r control message from a peer that is no process "
+                                         "of this run", str(msg["op"])[:20])
                 continue
             proc, inc = entry
             inc.last_seen = lsl_clock()
@@ -401,6 +435,8 @@ class Supervisor:
             elif op == "error":
                 for line in msg.get("errors", []):
                     self._error(line)
+            elif op == "input_ended":
+                self._input_ended(proc, msg)
 
     def _hello(self, ident: bytes, msg: dict) -> None:
         """A service started by hand on another host asks for its plan."""
@@ -414,6 +450,9 @@ class Supervisor:
             reply = {"op": "refused", "reason": f"process {name!r} is already running"}
         elif self._stopping:
             reply = {"op": "refused", "reason": "the run is stopping"}
+        elif proc.current.registered and len(proc.incs) > proc.max_restarts:
+            # bounded: each registration keeps an incarnation for the report
+            reply = {"op": "refused", "reason": f"process {name!r} was started {len(proc.incs)} times already"}
         else:
             inc = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
             if proc.current.registered:  # a second start after the first one ended
@@ -486,7 +525,10 @@ class Supervisor:
         event = {"op": op, "id": rid, "reason": reason, "t_received": now, "t_forwarded": t_forwarded,
                  "t_sent": msg.get("t_sent"), "expected": expected, "results": {}, "t_confirmed": None,
                  "peer": ident, "waiting": waiting}
-        self._estop_events.append(event)
+        if len(self._estop_events) < MAX_ESTOP_EVENTS:
+            self._estop_events.append(event)
+        else:
+            self._estop_dropped += 1
         self._estop_pending[rid] = event
         self._answer_estops()
 
@@ -546,14 +588,15 @@ class Supervisor:
                 if isinstance(ev["t_sent"], (int, float)):
                     row["send_to_confirm_ms"] = round((ev["t_confirmed"] - ev["t_sent"]) * 1e3, 3)
             events.append(row)
-        return {"latched": self._estop_latched is not None, "events": events}
+        return {"latched": self._estop_latched is not None, "events": events, "events_not_kept": self._estop_dropped}
 
     def _absorb(self, inc: _Inc, msg: dict) -> None:
-        prev_t, prev = inc.status.get("t"), inc.status.get("produced") or {}
-        if prev_t is not None and msg.get("t", prev_t) > prev_t:
-            dt = msg["t"] - prev_t
-            for stream, counts in (msg.get("produced") or {}).items():
-                inc.rates[stream] = (counts.get("samples", 0) - prev.get(stream, {}).get("samples", 0)) / dt
+        now = lsl_clock()
+        samples = {stream: counts.get("samples", 0) for stream, counts in (msg.get("produced") or {}).items()
+                   if isinstance(counts, dict)}
+        inc.history.append((now, samples))
+        while len(inc.history) > 2 and now - inc.history[1][0] > RATE_WINDOW_S:
+            del inc.history[0]
         inc.status = {**inc.status, **{k: v for k, v in msg.items() if k not in ("ages_us", "e2e_us", "hops_us", "errors", "warnings")}}
         for hop, vals in (msg.get("hops_us") or {}).items():
             self.hops.setdefault(hop, LatencyStats(exact_cap=50_000)).extend(vals)
@@ -570,6 +613,57 @@ class Supervisor:
             if line not in self.warnings:
                 self.warnings.append(line)
 
+    def _rates(self, now: float) -> dict[str, float]:
+        """Samples per second of every stream over the last ``RATE_WINDOW_S`` (supervisor time).
+
+        From the oldest status in the window to *now*, not to the last status:
+        a stream (or a process) that stopped reporting progress decays to 0
+        instead of showing its last rate for ever.
+        """
+        rates: dict[str, float] = {}
+        for proc in self.procs.values():
+            if not proc.incs:
+                continue
+            hist = [h for h in proc.current.history if now - h[0] <= RATE_WINDOW_S]
+            if len(hist) < 2 or not proc.alive:
+                continue
+            (t0, first), (_, last) = hist[0], hist[-1]
+            for stream, n in last.items():
+                rates[stream] = max(0.0, (n - first.get(stream, 0)) / max(now - t0, 1e-3))
+        return rates
+
+    def _input_ended(self, proc: _Proc, msg: dict) -> None:
+        """A stimulating process says one of its command inputs ended (see :meth:`_check_inputs`)."""
+        stream = msg.get("stream")
+        if not isinstance(stream, str) or stream not in self.graph.streams or self._stopping:
+            return
+        self._inputs_ended.setdefault(stream, (proc.name, lsl_clock()))
+
+    def _check_inputs(self, now: float) -> bool:
+        """True when a stimulator lost its command input while its controller was still running.
+
+        An end-of-stream on a command input is the end of the data only if
+        the process that produces the stream ended it: it says so in its
+        status (``ended_outputs``) within a few status intervals. If it
+        goes on without having ended it (a forged or stray end-of-stream),
+        the stimulator is cut off from its controller: the run stops with
+        one error line and a non-zero exit code.
+        """
+        grace = 3 * self.rt.status_interval_s + 2.0
+        for stream, (stim, t) in list(self._inputs_ended.items()):
+            producer = self.procs[self.graph.stream_process(stream)]
+            st = producer.current.final or producer.current.status
+            if stream in (st.get("ended_outputs") or ()) or not producer.alive or producer.finished:
+                del self._inputs_ended[stream]  # the real end (a producer that died is reported as such)
+                continue
+            if now - t > grace:
+                del self._inputs_ended[stream]
+                self._error(f"process '{stim}' lost its command input '{stream}' while its controller process "
+                            f"'{producer.name}' was still running (an end-of-stream it did not send); stopping the run")
+                self._aborted = True
+                return True
+        return False
+
     def _error(self, line: str) -> None:
         if line not in self.errors:
             self.errors.append(line)
@@ -582,6 +676,15 @@ class Supervisor:
                         and now - cur.last_seen > self.remote_timeout:
                     cur.remote_exit = -1
                     self._error(f"process '{proc.name}' on {proc.host} stopped answering for {self.remote_timeout:.0f} s")
+                elif cur.popen is not None and cur.started_run and cur.final is None and not cur.released \
+                        and now - cur.last_seen > self.heartbeat_timeout and cur.poll() is None:
+                    # lost heartbeat: a service sends its status every interval from its loop; one that is
+                    # silent this long is hung (a node that never returns): a failure, handled as a crash
+                    self._error(f"process '{proc.name}' (pid {cur.pid}) sent no status for "
+                                f"{self.heartbeat_timeout:.0f} s (hung?); killing it")
+                    cur.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        cur.popen.wait(timeout=5)
                 rc = cur.poll()
                 if rc is None:
                     continue
@@ -594,7 +697,7 @@ class Supervisor:
                     how = "was lost" if rc < 0 else f"ended with an error (code {rc})"
                     self._error(f"process '{proc.name}' on {proc.host} {how}")
                 else:
-                    how = f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
+                    how = f"was killed by {_signame(-rc)}" if rc < 0 else f"exited with code {rc}"
                     self._error(f"process '{proc.name}' (pid {cur.pid}) {how}")
                 if self._stopping or self.origin is None:
                     proc.gave_up = True
@@ -691,6 +794,7 @@ class Supervisor:
                 code = EXIT_FAILED
         finally:
             self._shutdown()
+            self.ratelog.flush()
             if qos is not None:
                 qos.__exit__(None, None, None)
             self._answer_estops(force=True)
@@ -793,7 +897,7 @@ class Supervisor:
             self._poll(0.05)
             now = lsl_clock()
             self._check_children(now)
-            if self._check_stalls(now):
+            if self._check_stalls(now) or self._check_inputs(now):
                 break
             if self._interrupted:
                 break
@@ -832,9 +936,11 @@ class Supervisor:
                 if phase in ("drain", "stop"):
                     self._send(proc, {"op": phase})
                 elif phase == "term":
+                    proc.failed = True  # not a clean end, whatever its exit code
                     self._error(f"process '{proc.name}' did not stop when asked; terminating it")
                     proc.current.terminate()
                 else:
+                    proc.failed = True
                     self._error(f"process '{proc.name}' ignored SIGTERM; killing it")
                     proc.current.kill()
             signals = self._interrupted
@@ -851,7 +957,8 @@ class Supervisor:
                             cur.exit_code = rc
                             if rc != 0 and phase in ("drain", "stop"):
                                 proc.failed = True
-                                self._error(f"process '{proc.name}' exited with code {rc} while stopping")
+                                how = f"was killed by {_signame(-rc)}" if rc < 0 else f"exited with code {rc}"
+                                self._error(f"process '{proc.name}' {how} while stopping")
         # collect the last final messages still queued
         self._poll(0.0)
         self.shutdown_s = lsl_clock() - t0
@@ -863,8 +970,12 @@ class Supervisor:
                     if cur.registered:
                         self._error(f"process '{proc.name}' on {proc.host} did not confirm that it stopped")
                     continue
-                cur.popen.wait(timeout=5)
-                cur.exit_code = cur.popen.returncode
+                try:
+                    cur.exit_code = cur.popen.wait(timeout=5)
+                except subprocess.TimeoutExpired:  # bounded: not even SIGKILL ended it (a process stuck in the kernel)
+                    cur.exit_code = -1
+                    proc.failed = True
+                    self._error(f"process '{proc.name}' (pid {cur.pid}) did not end even when killed")
 
     # -- status and report --------------------------------------------------
 
@@ -920,9 +1031,7 @@ class Supervisor:
 
     def _draw_status(self, now: float) -> None:
         rows = self._stream_rows()
-        rates: dict[str, float] = {}
-        for proc in self.procs.values():
-            rates.update(proc.current.rates)
+        rates = self._rates(now)
         lines = [f"rtneuro {self.graph.name}  t={now - (self.origin or now):6.1f} s  speed {self.rt.speed}  "
                  f"restarts {sum(p.restarts for p in self.procs.values())}  errors {len(self.errors)}"]
         for name, r in rows.items():
@@ -962,11 +1071,13 @@ class Supervisor:
         sent = sum(r.get("commands", 0) for r in streams.values())
         heartbeats = sum(r.get("heartbeats", 0) for r in streams.values())
         cmd_transport = self._sum_flat("commands")
-        nodes = {}
+        # Each incarnation's last word about its nodes (its final report, else the report in its last
+        # status: a killed stimulate service's watchdog timings and gate counts), merged across restarts.
+        nodes: dict = {}
         for proc in self.procs.values():
             for inc in proc.incs:
-                if inc.final and inc.final.get("nodes"):
-                    nodes.update(inc.final["nodes"])
+                for nid, rep in ((inc.final or inc.status).get("nodes") or {}).items():
+                    nodes[nid] = _merge_reports(nodes[nid], rep) if nid in nodes else rep
         e2e = self.e2e.summary()
         e2e["measured_at"] = "stimulator (gate and driver done)"
         return {
@@ -1012,6 +1123,9 @@ class Supervisor:
                 for p in self.procs.values()
             },
             "invalid_messages": self._sum_flat("rejections"),
+            "latency_refused": self._sum_flat("latency_refused"),
+            # rate-limited logs by reason: the supervisor's ("supervisor") and every service's, summed
+            "log_totals": {"supervisor": dict(self.ratelog.totals), "services": self._sum_flat("log_totals")},
             "errors": list(self.errors),
             "warnings": list(self.warnings),
             "estop": self._estop_report(),
@@ -1071,6 +1185,32 @@ def _remove_stale_run_dirs(parent: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
         except PermissionError:
             pass  # alive, someone else's
+
+
+def _merge_reports(a: Any, b: Any) -> Any:
+    """Merge the node report ``b`` of a later incarnation into ``a``.
+
+    Lists are concatenated (watchdog timings), counters (numbers) summed,
+    mappings merged key by key; settings (``REPORT_SETTINGS``), flags, text
+    and anything whose type differs take the later value.
+    """
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = v if k not in a or k in REPORT_SETTINGS else _merge_reports(a[k], v)
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        return [*a, *b]
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return a + b
+    return b
+
+
+def _signame(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _free_port(host: str) -> int:
