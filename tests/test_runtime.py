@@ -84,14 +84,30 @@ def test_a_replay_as_fast_as_possible_is_deterministic(write_graph, run_graph, t
     assert outputs[0] == outputs[1]
 
 
+def _wait_until(cond, timeout=90.0, what="condition"):
+    """Poll ``cond()`` until true; generous bound (a loaded machine), never a timing assertion."""
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def test_a_service_killed_with_sigkill_is_restarted_and_the_run_reports_it(write_graph):
-    path = write_graph(synthetic_chain(speed="realtime", duration_s=30.0, runtime={"duration_s": 4.0, "restart_backoff_s": 0.2}))
+    # no fixed duration: the run is stopped once the events the test needs have happened
+    path = write_graph(synthetic_chain(speed="realtime", duration_s=120.0, runtime={"restart_backoff_s": 0.2}))
     sup, t, box = _start_in_thread(path)
     _wait_running(sup, ["process"])
-    time.sleep(1.0)
+    _wait_until(lambda: sup._stream_rows()["bpow"]["samples"] > 0, what="features")
     victim = sup.procs["process"].current.popen.pid
     before = sup._stream_rows()["bpow"]["samples"]
     os.kill(victim, signal.SIGKILL)
+    # the new incarnation runs and its features reach the controller
+    _wait_until(lambda: len(sup.procs["process"].incs) == 2 and sup._stream_rows()["bpow"]["samples"] > before + 5,
+                what="features from the restarted process")
+    _wait_until(lambda: sup._sum_flat("decisions").get("watchdog", 0) >= 1, what="a watchdog trip")
+    sup.stop()
     t.join(60)
     rep = sup.report
     assert box["code"] == 1  # a service failed, even though it came back
@@ -108,14 +124,15 @@ def test_a_service_killed_with_sigkill_is_restarted_and_the_run_reports_it(write
 def test_a_node_that_raises_restarts_its_service_then_stops_the_run(write_graph):
     extra = [{"id": "boom", "type": "fault", "inputs": ["bp"], "process": "process", "params": {"after_chunks": 15, "mode": "raise"}},
              {"id": "sink", "type": "console", "inputs": ["boom"], "process": "process", "params": {"every_s": 100}}]
-    graph = synthetic_chain(speed="realtime", duration_s=30.0, extra_nodes=extra,
-                            runtime={"duration_s": 20.0, "max_restarts": 1, "restart_backoff_s": 0.1})
-    t0 = time.monotonic()
+    graph = synthetic_chain(speed="realtime", duration_s=300.0, extra_nodes=extra,
+                            runtime={"duration_s": 150.0, "max_restarts": 1, "restart_backoff_s": 0.1})
     sup, t, box = _start_in_thread(write_graph(graph))
-    t.join(60)
+    t.join(200)
     rep = sup.report
     assert box["code"] == 1
-    assert time.monotonic() - t0 < 15  # the run stopped once the restarts were used up
+    # the run stopped once the restarts were used up, long before its duration (a loaded machine
+    # only makes the start-ups slower; no wall-clock bound on them)
+    assert not rep["interrupted"] and rep["run_s"] < 150.0
     assert rep["restarts"] == 1
     assert rep["processes"]["process"]["exit_codes"] == [1, 1]
     assert sum("node 'boom' (fault) in process 'process' raised RuntimeError: fault injected" in e for e in rep["errors"]) >= 1
@@ -195,6 +212,32 @@ def _cli_run(path, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def _cli_run_until_stimulating(path, *args):
+    """Start ``rtneuro run`` (status lines on stderr) and return once commands reach the stimulator.
+
+    Waits on the run's own status line ("end-to-end to stimulator"), not on
+    a fixed sleep: start-up takes seconds on an idle machine and much longer
+    on a busy one. Returns the process and the list its stderr lines go to.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "rtneuro", "run", str(path), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read():
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "end-to-end to stimulator" in line:
+                seen.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not seen.wait(120):
+        proc.kill()
+        raise AssertionError("the run never reached the stimulator:\n" + "".join(lines[-30:]))
+    return proc, lines
+
+
 def _wait_for_children(pid, n, timeout=60.0):
     t_end = time.monotonic() + timeout
     while time.monotonic() < t_end:
@@ -220,24 +263,22 @@ def _alive(pid):
 def test_ctrl_c_or_sigterm_stops_everything_promptly_and_cleans_up(write_graph, sig, to_group):
     path = write_graph(synthetic_chain(speed="realtime", duration_s=300.0))
     before = set(run_folders())
-    proc = _cli_run(path, "--report", str(path.parent / "r.json"))
+    proc, lines = _cli_run_until_stimulating(path, "--report", str(path.parent / "r.json"))
     kids = _wait_for_children(proc.pid, 4)
-    time.sleep(5.0)  # started (about 2 s) and running
-    t0 = time.monotonic()
     if to_group:
         os.killpg(proc.pid, sig)  # what a terminal does on Ctrl-C
     else:
         os.kill(proc.pid, sig)
-    proc.wait(10)
-    elapsed = time.monotonic() - t0
-    # designed: about 1 s (the drain); the bound only catches a stop that waits on a timeout
-    # (stop_timeout_s and the kill escalation), with room for a loaded shared machine
-    assert elapsed < 6.0, elapsed
-    assert proc.returncode == 0, proc.stderr.read()
+    proc.wait(60)
+    rep = json.loads((path.parent / "r.json").read_text())
+    # prompt means: every service stopped within its drain by itself; none had to be terminated or
+    # killed (what a wall-clock bound stood for, without one)
+    assert proc.returncode == 0, rep["errors"]
+    assert rep["errors"] == [] and all(p["exit_codes"] == [0] for p in rep["processes"].values()), rep["processes"]
+    assert not any("terminating" in line or "killing" in line for line in lines)
     assert not any(_alive(k) for k in kids)
     assert set(run_folders()) <= before  # the run folder and its ipc files are gone
-    rep = json.loads((path.parent / "r.json").read_text())
-    assert rep["interrupted"] and rep["streams"]["bp"]["gaps"] == 0 and rep["latency_us"]["n"] > 15
+    assert rep["interrupted"] and rep["streams"]["bp"]["gaps"] == 0 and rep["latency_us"]["n"] > 0
 
 
 def test_killing_the_supervisor_leaves_no_orphan_services(write_graph, run_graph):
@@ -281,12 +322,10 @@ def test_spinning_for_inputs_changes_nothing_but_timing(write_graph, run_graph):
 
 def test_a_second_ctrl_c_skips_the_drain_but_still_stops_the_stimulator_safely(write_graph):
     path = write_graph(synthetic_chain(speed="realtime", duration_s=300.0))
-    proc = _cli_run(path, "--report", str(path.parent / "r.json"))
-    _wait_for_children(proc.pid, 4)
-    time.sleep(5.0)
+    proc, _ = _cli_run_until_stimulating(path, "--report", str(path.parent / "r.json"))
     os.kill(proc.pid, signal.SIGINT)
     os.kill(proc.pid, signal.SIGINT)
-    proc.wait(10)
+    proc.wait(60)
     rep = json.loads((path.parent / "r.json").read_text())
     assert proc.returncode == 0, rep["errors"]
     # every service ended by itself: none was terminated or killed
