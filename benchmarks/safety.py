@@ -1,9 +1,12 @@
 """``rtneuro bench safety``: the gate's cost per command, the watchdog's and the emergency stop's timing.
 
 ``gate``      every command through :class:`rtneuro.safety.Gate` with the
-              simulated driver, in process: a realistic mix (heartbeats,
-              level changes along a ramp, pulses, refusals); p50/p99 of the
-              thread CPU time per ``submit`` (plus ``tick``) call.
+              simulated driver, in process, with the delivery ledger: a
+              realistic mix (heartbeats, level changes along a ramp, pulses,
+              refusals) and, on a second channel, single pulses every 4 ms,
+              the profile's rate limit (250 Hz), so that the ledger's windows
+              stay full; p50/p99 of the thread CPU time per ``submit`` (plus
+              ``tick``) call. Target: p99 <= 100 us.
 ``watchdog``  a real graph (synthetic source -> band power -> threshold in a
               ``control`` process -> stimulator in a ``stimulate`` process),
               stimulating; the control process is killed with SIGKILL and
@@ -46,17 +49,18 @@ def run_gate(n: int = 20000) -> dict:
     gate = Gate(load_profile("simulated"), SimulatedDriver())
     gate.open(0.0)
     rng = np.random.default_rng(0)
-    mix = [make_command(CMD_HOLD, 0)[0]] * 6 + [
+    mix = [make_command(CMD_HOLD, 0)[0]] * 5 + [
         make_command(CMD_LEVEL, 0, 1.5, 60.0, 130.0, 0.0, 0, 0.5)[0],
         make_command(CMD_OFF, 0)[0],
-        make_command(CMD_PULSE, 1, 1.0, 90.0)[0],
         make_command(CMD_LEVEL, 0, 9.0, 60.0, 130.0)[0],  # refused: amplitude
     ]
+    at_limit = make_command(CMD_PULSE, 1, 1.0, 90.0)[0]  # channel 1, 250 Hz: the rate limit
     cmds = [mix[i] for i in rng.integers(0, len(mix), n)]
     times = np.empty(n)
-    now = 1.0
     for i, cmd in enumerate(cmds):
-        now += 0.002
+        now = 1.0 + 0.002 * i
+        if i % 2:  # every other command is a pulse at the rate limit: one every 4 ms
+            cmd = at_limit
         t0 = time.thread_time_ns()
         if int(cmd["kind"]) == CMD_HOLD:
             gate.heartbeat(now, now + 0.05)
@@ -64,7 +68,10 @@ def run_gate(n: int = 20000) -> dict:
             gate.submit(cmd, now, now + 0.05, now)
         gate.tick(now)
         times[i] = (time.thread_time_ns() - t0) / 1e3
-    return stats(times[200:], per="command (submit + tick)", counts=dict(gate.counts))
+    pulses = gate.driver.report()["pulses"].get("1", 0)
+    return stats(times[200:], per="command (submit + tick)", counts=dict(gate.counts),
+                 refusals=dict(gate.reasons), pulses_at_limit=pulses,
+                 mix="half heartbeats/levels/off/refused on ch0, half pulses every 4 ms (250 Hz, the limit) on ch1")
 
 
 def _graph(run_dir: Path) -> dict:

@@ -129,7 +129,7 @@ def test_lockout_after_a_change(tmp_path):
 
 def test_the_watchdog_returns_to_the_safe_state_when_the_controller_goes_quiet():
     g = _gate()
-    assert not g.tick(100.0)  # not armed before the first valid command
+    assert not g.tick(9.0)  # not armed before the first valid command
     _submit(g, now=10.0, deadline=11.0)
     assert g.driver.is_on(0)
     assert g.heartbeat(10.3, 11.0).status == "accepted"
@@ -263,9 +263,13 @@ def test_only_the_gate_calls_a_driver_and_only_the_stimulator_builds_one():
     assert [p.relative_to(ROOT).as_posix() for p in builders] == ["rtneuro/nodes/stimulator.py"]
     gate_src = (ROOT / "rtneuro" / "safety.py").read_text()
     # in the gate, delivery happens only after the check said yes
-    submit = gate_src[gate_src.index("def submit"):gate_src.index("def _check")]
-    assert submit.index("self._check(") < submit.index("self.driver.deliver(")
+    submit = gate_src[gate_src.index("def submit"):gate_src.index("def _deliver")]
+    assert submit.index("self.check_time(") < submit.index("self._check(") < submit.index("self._apply(")
     assert 'if dec.status == "refused":' in submit
+    # the driver is called in one place, which keeps the ledger in step with it
+    assert gate_src.count("self.driver.deliver(") == 1
+    deliver = gate_src[gate_src.index("def _deliver"):gate_src.index("def _apply")]
+    assert "self.driver.deliver(" in deliver and ".apply(" in deliver
 
 
 def test_the_gates_decisions_are_a_stream_any_process_can_record(write_graph, run_graph, tmp_path):

@@ -102,15 +102,15 @@ def test_pulses_and_waveform_equal_the_explicit_loops_for_any_advance_and_render
             p[2] * p[3] / 1000 for p in want if p[1] == c and p[0] >= dated[0][0] + len(ref_wave) / RATE), abs=1e-6)
 
 
-def test_a_level_keeps_its_pulse_clock_through_amplitude_changes_and_restarts_on_a_new_frequency():
+def test_a_level_keeps_its_pulse_clock_through_amplitude_changes_and_a_new_frequency_waits_one_period():
     drv = SimulatedDriver()
     drv.open()
     drv.deliver(make_command(CMD_LEVEL, 0, 1.0, 60, 100)[0], 0.0, 0.0)
     drv.deliver(make_command(CMD_LEVEL, 0, 2.0, 60, 100)[0], 0.0155, 0.0155)  # between pulses 1 and 2
-    drv.deliver(make_command(CMD_LEVEL, 0, 2.0, 60, 50)[0], 0.0305, 0.0305)
+    drv.deliver(make_command(CMD_LEVEL, 0, 2.0, 60, 50)[0], 0.0305, 0.0305)  # 50 Hz: not before 0.03 + 1/50
     drv.safe_state(0.0705)
     t = [p[0] for p in drv.pulse_log]
-    np.testing.assert_allclose(t, [0.0, 0.01, 0.02, 0.03, 0.0305, 0.0505], atol=1e-12)
+    np.testing.assert_allclose(t, [0.0, 0.01, 0.02, 0.03, 0.05, 0.07], atol=1e-12)
     assert [p[2] for p in drv.pulse_log] == [1.0, 1.0, 2.0, 2.0, 2.0, 2.0]
     assert drv.report()["on_time_s"] == {"0": 0.0705}
 

@@ -16,6 +16,18 @@ from .base import Node, NodeContext, param
 
 __all__ = ["Stimulator", "StimulatorParams"]
 
+_TIME_REASONS = ("time_", "expired")
+
+
+def _deadline(extra: dict) -> float | None:
+    """A chunk's deadline: None when it names none; NaN (refused by the gate) when it is not a number."""
+    if "deadline" not in extra or extra["deadline"] is None:
+        return None
+    d = extra["deadline"]
+    if isinstance(d, bool) or not isinstance(d, (int, float)):
+        return math.nan
+    return float(d)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StimulatorParams:
@@ -105,6 +117,7 @@ class Stimulator(Node):
         self._real_last: float | None = None  # LSL time of the last input
         self._n_decisions = 0
         self._last_level: list | None = None
+        self._port_t: dict[int, float] = {}  # input -> stream time of its last command whose time was accepted
 
     def open(self) -> None:
         kwargs = dict(self.params.driver_args)
@@ -114,6 +127,9 @@ class Stimulator(Node):
         if self._wave:
             driver.enable_waveform(sorted(self.profile.limits), self.params.waveform_rate)
         self.gate = Gate(self.profile, driver)
+        clock = self.ctx.clock
+        if not self._stream_time and clock is not None and math.isfinite(clock.speed):
+            self.gate.stream_clock = clock.now  # commands dated ahead of the run's stream clock are refused
         self.gate.open(self._gate_now(self.ctx.real_clock()))
 
     def _gate_now(self, real: float) -> float:
@@ -133,30 +149,51 @@ class Stimulator(Node):
         pass
 
     def process(self, chunk: Chunk, port: int = 0) -> list[tuple[str, str]]:
+        """One ``(status, reason)`` per command of ``chunk``.
+
+        Times are checked first, by the gate (:meth:`rtneuro.safety.Gate.check_time`)
+        and here per input (a stream's time never goes back: ``time_backwards``);
+        a refused time never moves the gate's clocks nor the device's.
+        """
         gate = self.gate
         if gate is None:
             raise RuntimeError("stimulator used before open()")
         real = self.ctx.real_clock()
-        self._real_last = real
         extra = chunk.extra or {}
-        deadline = extra.get("deadline")
-        deadline = float(deadline) if isinstance(deadline, (int, float)) and not self._stream_time else None
-        dt = 1.0 / chunk.sfreq if chunk.sfreq > 0 else 0.0
+        deadline = _deadline(extra)
+        if deadline is not None and self._stream_time and math.isfinite(deadline):
+            deadline = None  # an LSL deadline says nothing about data time; the profile's stream deadline applies
+        sfreq = float(chunk.sfreq)
+        dt = 1.0 / sfreq if math.isfinite(sfreq) and sfreq > 0 else 0.0
         out = []
         data = chunk.data
         for i, kind in enumerate(data["kind"].tolist()):
-            t_stream = chunk.t0 + i * dt
-            self._t_now = t_stream if self._t_now is None else max(self._t_now, t_stream)
-            gate.advance(self._t_now)  # the simulated device's clock follows each command, however they are chunked
+            t_stream = float(chunk.t0) + i * dt
+            cause = chunk.first + i
+            last = self._port_t.get(port)
+            if last is not None and t_stream < last:
+                d = gate.refuse(data[i], self._gate_now(real), t_stream, cause,
+                                f"time_backwards: stream time {t_stream:.6f} s is before {last:.6f} s, this input's last")
+                out.append((d.status, d.reason))
+                continue
             if self._stream_time:
-                now = self._t_now
-                gate.tick(now, now)  # ramps and the watchdog, at data time
+                cand = t_stream if self._t_now is None else max(self._t_now, t_stream)
+                if not gate.check_time(cand, deadline, t_stream):
+                    self._t_now = cand
+                    self._real_last = real
+                    gate.tick(cand, cand)  # ramps and the watchdog, at data time
+                now = self._t_now if self._t_now is not None else 0.0
             else:
                 now = real
             if kind == CMD_HOLD:
-                d = gate.heartbeat(now, deadline, t_stream, chunk.first + i)
+                d = gate.heartbeat(now, deadline, t_stream, cause)
             else:
-                d = gate.submit(data[i], now, deadline, t_stream, chunk.first + i)
+                d = gate.submit(data[i], now, deadline, t_stream, cause)
+            if not d.reason.startswith(_TIME_REASONS):
+                self._port_t[port] = t_stream
+                self._real_last = real
+                if not self._stream_time:
+                    self._t_now = t_stream if self._t_now is None else max(self._t_now, t_stream)
             out.append((d.status, d.reason))
         return out
 
@@ -241,7 +278,8 @@ class Stimulator(Node):
                 "estop": {"latched": g.estopped, "count": g.counts["estops"], "reason": g.estop_reason},
                 "safe_deadline_s": round(g.safe_deadline_s, 6), "last_device_error": g.last_error,
                 "watchdog_to_safe_ms": [round(1e3 * a, 3) for a, _ in g.trips],
-                "watchdog_over_deadline_ms": [round(1e3 * b, 3) for _, b in g.trips]}
+                "watchdog_over_deadline_ms": [round(1e3 * b, 3) for _, b in g.trips],
+                "time_log": dict(g.time_log.totals)}
 
     def close(self) -> None:
         if self.gate is not None:

@@ -11,10 +11,12 @@ def delivered(commands: list[tuple], t_end: float, rate: float, channels: list[i
     """Pulses and the sampled waveform for dated commands, by explicit loops.
 
     ``commands`` are ``(t, kind, channel, amp, pw, freq, dur)`` in time order,
-    ``kind`` one of "level", "off", "pulse", "train". A level keeps its pulse
-    clock across amplitude changes at the same frequency; a new frequency, or
-    a level after off, pulses at once. A new command on a channel cancels the
-    train pulses still to come there; everything stops at ``t_end``.
+    ``kind`` one of "level", "off", "pulse", "train". One waveform per
+    channel: a new command replaces it (a pulse or a train ends a level, a
+    new command cancels the train pulses still to come). A level keeps its
+    pulse clock across amplitude changes at the same frequency; any other new
+    clock (level or train) pulses at once, or one period after the channel's
+    last pulse if that is later. Everything stops at ``t_end``.
 
     Returns the pulses ``(t, channel, amp, pw)`` in the order generated per
     channel, and the samples from the first command on, one row per sample
@@ -27,33 +29,40 @@ def delivered(commands: list[tuple], t_end: float, rate: float, channels: list[i
     for c in channels:
         level = None  # [amp, pw, freq, p0, k]
         queue: list[tuple] = []
+        last = -math.inf
         mine = [x for x in commands if x[2] == c] + [(t_end, "end", c, 0, 0, 0, 0)]
         for i, (t, kind, _c, amp, pw, freq, dur) in enumerate(mine):
             t_next = mine[i + 1][0] if i + 1 < len(mine) else t_end
             if kind == "end":
                 break
-            queue = [q for q in queue if q[0] < t]  # pulses still to come are cancelled...
-            for q in queue:  # ...those before t were delivered
-                pulses.append((q[0], c, q[1], q[2]))
+            for q in queue:  # train pulses before t were delivered, later ones are cancelled
+                if q[0] < t:
+                    pulses.append((q[0], c, q[1], q[2]))
+                    last = q[0]
             queue = []
             if kind == "level":
                 if level is not None and level[2] == freq:
                     level[0], level[1] = amp, pw
                 else:
-                    level = [amp, pw, freq, t, 0]
+                    level = [amp, pw, freq, max(t, last + 1.0 / freq), 0]
             elif kind == "off":
                 level = None
             elif kind == "pulse":  # delivered at once
+                level = None
                 pulses.append((t, c, amp, pw))
+                last = t
             elif kind == "train":
+                level = None
                 n = max(1, int(math.floor(freq * dur + 1e-9)))
-                queue = [(t + j / freq, amp, pw) for j in range(n)]
+                p0 = max(t, last + 1.0 / freq)
+                queue = [(p0 + j / freq, amp, pw) for j in range(n)]
             if level is not None:
                 while True:
                     tp = level[3] + level[4] / level[2]
                     if tp >= t_next:
                         break
                     pulses.append((tp, c, level[0], level[1]))
+                    last = tp
                     level[4] += 1
         for q in queue:
             if q[0] < t_end:
@@ -67,7 +76,7 @@ def delivered(commands: list[tuple], t_end: float, rate: float, channels: list[i
             tk = origin + k / rate
             amp = freq = 0.0
             for t, kind, cc, a, _pw, f, _d in commands:
-                if cc == c and t <= tk and kind in ("level", "off"):
+                if cc == c and t <= tk:  # every command ends a level but a level
                     amp, freq = (a, f) if kind == "level" else (0.0, 0.0)
             out[k, 5 * j] = amp
             out[k, 5 * j + 1] = freq
