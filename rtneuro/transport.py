@@ -134,9 +134,11 @@ MAX_TIME_JUMP_S = 1.0
 MAX_PEERS = 64
 #: Without declared topics, the most distinct topics a publisher lets peers subscribe to.
 MAX_OPEN_TOPICS = 256
-#: After this many refused subscriptions have been released, the heap is trimmed (libzmq's
-#: subscription trie grew with them; glibc keeps freed memory otherwise).
-TRIM_AFTER = 10_000
+#: Once this many refused subscriptions have been released, the heap is trimmed (libzmq's
+#: per-peer subscription trie grew with them; glibc keeps freed memory otherwise).
+TRIM_AFTER = 1000
+#: Most commands a sender keeps for re-sending (the oldest beyond are given up as unacknowledged).
+MAX_PENDING = 4096
 #: Without a (finite) deadline, an unacknowledged command is re-sent for this long.
 DEFAULT_RESEND_S = 10.0
 _ACK_STATUSES = frozenset(DECISION_STATUS.values())
@@ -468,7 +470,8 @@ class Publisher:
         #: subscriptions per accepted topic (one per subscribing socket)
         self.subscriptions: dict[bytes, int] = {}
         #: what peers were refused and what was done about it
-        self.stats: dict[str, int] = {"subscriptions_refused": 0, "blocked": 0, "heap_trims": 0}
+        self.stats: dict[str, int] = {"subscriptions_refused": 0, "subscriptions_released": 0, "blocked": 0,
+                                      "heap_trims": 0}
         self._released = 0  # refused subscriptions released since the last heap trim
         self.log = RateLog(log)
         self.stalls = 0
@@ -565,7 +568,8 @@ class Publisher:
                     except zmq.Again:
                         pass
             elif count is None:
-                self._released += 1  # a refused subscription, released by its peer
+                self._released += 1  # a refused subscription, released by its peer (or its leaving)
+                self.stats["subscriptions_released"] += 1
             else:
                 sock.setsockopt(zmq.UNSUBSCRIBE, topic)
                 if count > 1 or topic in self._known:
@@ -798,7 +802,7 @@ class CommandSender:
         self.clock = clock
         self.ack_timeout = params.ack_timeout_ms / 1000.0
         self.max_bytes = params.max_message_bytes
-        self.max_pending = params.hwm
+        self.max_pending = MAX_PENDING
         self._seq: dict[str, int] = {}
         #: (stream, seq) -> [frames, t_sent (None: not sent yet), re-sent until]
         self.pending: OrderedDict[tuple[str, int], list] = OrderedDict()

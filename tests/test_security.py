@@ -282,3 +282,35 @@ def test_a_running_graph_keeps_its_run_folder_and_sockets_owner_only(write_graph
         thread.join(30)
     assert box.get("code") == 0
     assert not run_dir.exists() and not list((tmp_path / "runs").glob("rtn-*.json"))
+
+
+def test_a_client_with_a_wrong_server_key_is_counted_and_logged(deployment, caplog, monkeypatch):
+    """Issue 13, finding 9: the README says a wrong server key is counted and logged; it was neither."""
+    import rtneuro.security as security
+    from rtneuro.ratelog import RateLog
+    from rtneuro.security import security_stats
+
+    monkeypatch.setattr(security, "_ratelog", RateLog(security.log))  # a fresh rate limit: this test's line is the first
+    caplog.set_level(logging.WARNING, logger="rtneuro.security")
+    ours, theirs = deployment  # theirs expects its own public key from the server: the wrong one
+    ctx = zmq.Context()
+    try:
+        rx = CommandReceiver(ctx, "tcp://127.0.0.1:0", TransportParams(scheme="tcp", keys=str(ours.directory)), inc=9)
+        rx.expect("ctl")
+        pub = Publisher(ctx, "tcp://127.0.0.1:0", TransportParams(scheme="tcp", keys=str(ours.directory)), inc=9)
+        tx = CommandSender(ctx, rx.endpoint, TransportParams(scheme="tcp", keys=str(theirs.directory)), inc=5, clock=lsl_clock)
+        tx.send("ctl", _cmd(), heartbeat=False)
+        t_end = time.monotonic() + 60
+        while rx.security.get("wrong_server_key", 0) < 1 and time.monotonic() < t_end:
+            time.sleep(0.01)
+        assert rx.security["wrong_server_key"] >= 1 and pub.security["wrong_server_key"] == 0
+        assert security_stats(ctx)["wrong_server_key"] >= 1 and refusals(ctx) >= 1
+        lines = [r.getMessage() for r in caplog.records if "wrong server key" in r.getMessage()]
+        assert len(lines) == 1 and rx.endpoint in lines[0] and "rtneuro keys" in lines[0]
+        assert _received(rx, 0.2) == []
+        tx.close()
+        rx.close()
+        pub.close()
+    finally:
+        stop_authenticator(ctx)
+        ctx.destroy(linger=0)
