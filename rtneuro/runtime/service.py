@@ -256,7 +256,9 @@ class Service:
         #: node -> (its main output, its id): the lookup on every chunk
         self._main_out = {node: (self._out_of[(nid, "")], nid) for nid, node in self.nodes.items() if "" in node.outputs}
         if any(o.publish for o in self.outs.values()):
-            self.publisher = Publisher(self.zctx, ep["pub"], tp, self.inc)
+            # only the topics this process publishes may be subscribed to (a flood of others is refused)
+            self.publisher = Publisher(self.zctx, ep["pub"], tp, self.inc,
+                                       topics=[o.topic for o in self.outs.values() if o.publish])
             self.publisher.on_stall = self._poll_control
         # remote inputs
         self.remote_in: dict[str, list] = {}  # topic -> [(node, port)]
