@@ -925,7 +925,9 @@ class CommandReceiver:
         With ``expect(stream, publisher=NAME)``, command data and
         end-of-stream are accepted only from a peer whose routing id is
         ``NAME:<inc>`` (the :class:`CommandSender` ``identity`` the runtime
-        gives each controller). In every case an ``eos`` is honoured only
+        gives each controller), and once the supervisor has told the
+        current incarnations (:meth:`set_incarnations`), only from
+        ``NAME:<its current inc>``. In every case an ``eos`` is honoured only
         from the peer (routing id and header ``inc``) that sent the stream's
         most recent accepted command (before any command: only from the
         named publisher). Anything else is refused, counted as ``forged``
@@ -965,6 +967,8 @@ class CommandReceiver:
         #: (peer, stream, sender inc) -> [highest seq received, {seq: (statuses, reasons)} of the last acks]
         self._peers: OrderedDict[tuple, list] = OrderedDict()
         self.streams: dict[str, _StreamState] = {}
+        #: process name -> its current routing id (see set_incarnations)
+        self._incs: dict[str, bytes] = {}
         #: a command's t0 further than this from its expected time is a discontinuity
         self.max_jump_s = MAX_TIME_JUMP_S
 
@@ -973,6 +977,26 @@ class CommandReceiver:
         state = _StreamState(meta)
         state.publisher = publisher
         self.streams[stream] = state
+
+    def set_incarnations(self, incs: dict) -> int:
+        """The current incarnation of each process of the run (from the supervisor).
+
+        From then on a stream whose publisher is ``NAME`` is accepted only
+        from the routing id ``NAME:<its current inc>`` exactly, not from any
+        ``NAME:<digits>``: a stranger must guess a random 31-bit number.
+        Entries that are not ``{str: int}`` are ignored; returns how many
+        were taken.
+        """
+        n = 0
+        for name, inc in incs.items():
+            if type(name) is str and type(inc) is int and len(self._incs) < self.max_peers:
+                self._incs[name] = f"{name}:{inc}".encode()
+                n += 1
+        return n
+
+    def _is_publisher(self, peer: bytes, publisher: str) -> bool:
+        exact = self._incs.get(publisher)
+        return peer == exact if exact is not None else _is_peer_of(peer, publisher)
 
     def current_publisher(self, stream: str) -> bytes | None:
         """Routing id of the peer whose command of ``stream`` was accepted last (None: none yet)."""
@@ -1010,7 +1034,7 @@ class CommandReceiver:
                     self.streams[name[4:]].stats.invalid += 1
                 self.rejections.add(name, exc)
                 continue
-            if state.publisher is not None and not _is_peer_of(peer, state.publisher):
+            if state.publisher is not None and not self._is_publisher(peer, state.publisher):
                 self._refuse(state, msg, f"from a peer that is not its publisher '{state.publisher}'")
                 continue
             if msg.type == "eos":

@@ -56,24 +56,44 @@ def _hold(trace):
     return Chunk(data, 0, now, 0.0, trace, {"deadline": now + 1.0})
 
 
-def test_a_stimulator_cut_off_from_its_running_controller_fails_the_run_with_one_line(write_graph):
-    """Finding 3: an end-of-stream the controller did not send ends the stimulator's input; the run must say so."""
-    graph = synthetic_chain(speed="realtime", duration_s=300.0, runtime={"duration_s": 90.0})
+def test_a_forged_end_of_stream_does_not_retire_the_stimulator(write_graph):
+    """Finding 3: ends and commands from a peer named like the controller, but not its incarnation, are refused."""
+    graph = synthetic_chain(speed="realtime", duration_s=300.0, runtime={"duration_s": 8.0})
     sup, t, box = start_graph(write_graph(graph))
     _wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
     sock = _forger(sup)
     try:
-        seq = 0
-        # a command then its end from the same peer: the receiver honours that end (it came from the
-        # sender of the last command); a real command in between makes it refuse it, so try again
-        while "code" not in box and not getattr(sup, "_inputs_ended", None) and seq < 2000:
+        for seq in range(0, 400, 2):
             sock.send_multipart(encode("cmd", "ctl", seq, 1, _hold([["ctl", lsl_clock()]])), copy=False)
             sock.send_multipart(encode_eos("cmd", "ctl", seq + 1, 1, 1))
-            seq += 2
-            time.sleep(0.05)
+        _wait_until(lambda: sup.procs["stimulate"].current.status.get("received", {}).get("ctl", {}).get("forged", 0) >= 400,
+                    what="the forged messages counted at the stimulator")
+        beats = sup.procs["stimulate"].current.status["decisions"]["heartbeats"]
+        # the real controller still gets through after the forgeries
+        _wait_until(lambda: sup.procs["stimulate"].current.status["decisions"]["heartbeats"] > beats + 5,
+                    what="heartbeats after the forgeries")
         t.join(120)
     finally:
         sock.close()
+    rep = sup.report
+    assert box["code"] == 0, rep["errors"]
+    assert rep["errors"] == [] and rep["run_s"] >= 8.0  # ran to its duration, its stimulator never cut off
+    assert rep["streams"]["ctl"]["forged"] >= 400
+
+
+def test_a_stimulator_cut_off_from_its_running_controller_fails_the_run_with_one_line(write_graph):
+    """Finding 3, run side: an input end its producer did not report ends the run with exit 1 and one line.
+
+    With the receiver's checks no stranger can end the input any more; the
+    stimulate service's own 'input_ended' report is injected into the live
+    supervisor (a dict entry, as its control handler would make) to check
+    the backstop.
+    """
+    graph = synthetic_chain(speed="realtime", duration_s=300.0, runtime={"duration_s": 90.0})
+    sup, t, box = start_graph(write_graph(graph))
+    _wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
+    sup._input_ended(sup.procs["stimulate"], {"op": "input_ended", "stream": "ctl"})
+    t.join(120)
     rep = sup.report
     assert box["code"] == 1, rep["errors"]
     lines = [e for e in rep["errors"] if "lost its command input 'ctl'" in e]
@@ -151,8 +171,8 @@ def test_watchdog_figures_survive_a_restart_of_the_stimulate_service(write_graph
     assert stim["gate"]["watchdog"] == trips
 
 
-def test_implausible_command_traces_stay_out_of_the_latency_figures(write_graph):
-    """Finding 11: commands whose trace lies in the future or far in the past are counted, not measured."""
+def test_forged_commands_stay_out_of_the_latency_figures(write_graph):
+    """Finding 11: commands from a stranger (absurd traces) never reach the stimulator nor its latency figures."""
     graph = synthetic_chain(speed="realtime", duration_s=300.0, runtime={"duration_s": 150.0})
     sup, t, box = start_graph(write_graph(graph))
     _wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
@@ -161,12 +181,25 @@ def test_implausible_command_traces_stay_out_of_the_latency_figures(write_graph)
         now = lsl_clock()
         sock.send_multipart(encode("cmd", "ctl", 0, 7, _hold([["ctl", now + 1000.0]])), copy=False)
         sock.send_multipart(encode("cmd", "ctl", 1, 7, _hold([["ctl", now - 5000.0]])), copy=False)
-        _wait_until(lambda: sum(sup._sum_flat("latency_refused").values()) >= 2, what="the refused traces")
+        _wait_until(lambda: sup.procs["stimulate"].current.status.get("received", {}).get("ctl", {}).get("forged", 0) >= 2,
+                    what="the forged commands counted")
     finally:
         sock.close()
     sup.stop()
     t.join(120)
     rep = sup.report
-    assert rep["latency_refused"] == {"future": 1, "stale": 1}
     lat = rep["latency_us"]
     assert lat["n"] > 0 and lat["max"] < 60e6  # no sample from either trace (5000 s old; 1000 s ahead)
+    assert rep["latency_refused"] == {}  # they did not even reach the latency code
+
+
+def test_implausible_traces_are_named():
+    """Finding 11, second line: a trace that cannot be real is left out of the figures, by reason."""
+    from rtneuro.runtime.service import TRACE_FUTURE_S, TRACE_MAX_AGE_S, _implausible
+
+    now = 1000.0
+    assert _implausible([["src", now - 0.01], ["ctl", now - 0.001]], now) is None
+    assert _implausible([["src", now + TRACE_FUTURE_S + 1.0]], now) == "future"
+    assert _implausible([["src", now - TRACE_MAX_AGE_S - 1.0], ["ctl", now]], now) == "stale"
+    assert _implausible([["src", float("nan")]], now) == "nonfinite"
+    assert _implausible([["src", "x"]], now) == "malformed"

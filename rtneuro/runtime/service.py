@@ -332,8 +332,12 @@ class Service:
                 self.ratelog.warning("malformed-control", "ignored a malformed control message: %s", exc)
                 continue
             op = msg["op"]
+            if op in ("start", "incs") and self.cmd_receiver is not None and type(msg.get("incs")) is dict:
+                self.cmd_receiver.set_incarnations(msg["incs"])  # commands only from the current controllers
             if op == "start":
                 self._start_msg = msg
+            elif op == "incs":
+                pass
             elif op == "drain":
                 self._begin_drain()
             elif op == "stop":

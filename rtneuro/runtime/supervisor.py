@@ -368,6 +368,7 @@ class Supervisor:
         popen = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         proc.incs.append(_Inc(inc, popen, lsl_clock()))
         self._by_ident[f"{proc.name}:{inc}".encode()] = (proc, proc.incs[-1])
+        self._tell_incs()
 
     def _send(self, proc: _Proc, msg: dict) -> None:
         if not proc.incs:
@@ -386,7 +387,20 @@ class Supervisor:
             resume.update((inc.final or inc.status).get("positions", {}))
         origin_stream = 0.0 if self.rt.time_origin == "zero" else self.origin
         return {"op": "start", "origin": self.origin, "origin_stream": origin_stream, "speed": self.rt.speed,
-                "resume": resume}
+                "resume": resume, "incs": self._incs()}
+
+    def _incs(self) -> dict[str, int]:
+        """Each process's current incarnation: a stimulator takes commands only from its controller's."""
+        return {p.name: p.current.inc for p in self.procs.values()
+                if p.incs and (p.launch != "remote" or p.current.registered)}
+
+    def _tell_incs(self) -> None:
+        """After a (re)start or a registration: every running process learns the new incarnation."""
+        if self.origin is None:
+            return  # the start message carries them
+        msg = {"op": "incs", "incs": self._incs()}
+        for p in self.procs.values():
+            self._send(p, msg)
 
     def _on_control(self) -> None:
         while True:
@@ -462,6 +476,7 @@ class Supervisor:
             self._by_ident[f"{proc.name}:{inc}".encode()] = (proc, cur)
             reply = {"op": "plan", "plan": self.plan, "inc": inc, "restart": len(proc.incs) > 1}
             log.info("process '%s' registered from another host", name)
+            self._tell_incs()
         try:
             self.ctl.send_multipart([ident, pack_control(reply)], flags=zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -1019,6 +1034,8 @@ class Supervisor:
                 "lost": r.get("lost", 0),
                 "dropped": r.get("dropped", 0),
                 "invalid": r.get("invalid", 0),
+                "forged": r.get("forged", 0),
+                "discontinuities": r.get("discontinuities", 0),
                 "nonfinite": p.get("nonfinite", 0) + r.get("nonfinite", 0),
                 "received": r.get("messages", 0),
                 "publisher_restarts": r.get("restarts", 0),
