@@ -78,11 +78,16 @@ class Attacker:
         self.rng = np.random.default_rng(seed)
         self.ctx = zmq.Context()
         eps = plan["endpoints"]
-        self.cmd_eps = [e["cmd"] for e in eps.values()]
-        self.pub_eps = [e["pub"] for e in eps.values()]
-        self.ctl_ep = plan["control"]
         self.cmd_streams = sorted({s["name"] for s in plan.get("streams", {}).values()
                                    if isinstance(s, dict) and s.get("kind") == "cmd"}) or ["ctl"]
+        home = {n["id"]: n["process"] for n in plan.get("nodes", [])}
+        # command sockets of the processes that take commands (stimulators); data sockets of every process
+        takers = {n["process"] for n in plan.get("nodes", []) if set(n.get("inputs", ())) & set(self.cmd_streams)}
+        self.cmd_eps = [e["cmd"] for name, e in eps.items() if name in takers] or [e["cmd"] for e in eps.values()]
+        self.pub_eps = [e["pub"] for e in eps.values()]
+        self.ctl_ep = plan["control"]
+        #: the processes that send commands: forged identities take their names
+        self.senders = sorted({home.get(plan.get("producer", {}).get(s), "control") for s in self.cmd_streams}) or ["control"]
         self.max_bytes = int(max_message_bytes)
         self._dealers = [self._dealer(ep) for ep in self.cmd_eps]
         self._xsubs = []
@@ -164,7 +169,8 @@ class Attacker:
             self._send(dealer, frames)
             self._send(dealer, frames)  # replayed
         elif kind == "identity":
-            ident = b"stimulate:" + str(int(r.integers(0, 2**31))).encode() if r.random() < 0.5 else self._rand(1, 32)
+            name = self.senders[int(r.integers(len(self.senders)))].encode()
+            ident = name + b":" + str(int(r.integers(0, 2**31))).encode() if r.random() < 0.5 else self._rand(1, 32)
             s = self._dealer(self.cmd_eps[int(r.integers(len(self.cmd_eps)))], ident.replace(b"\0", b"x") or b"x")
             self._send(s, self._cmd_msg(stream))
             s.close(linger=0)
