@@ -16,6 +16,9 @@ class Driver(Protocol):
     """
 
     name: str
+    # Optional class attribute ``timeline = "stream"``: the driver dates deliveries on stream time
+    # (the simulated one); without it the device delivers on the gate's clock. The gate's ledger
+    # (rtneuro.safety.ChannelLedger) follows the same timeline.
 
     def open(self) -> None:
         """Connect to the device. Raise DeviceError on failure."""

@@ -29,7 +29,12 @@ more than the safety gate let through. ``<shape>`` is the pulse shape
 (``phase_shape`` of the command): ``BC`` biphasic cathodic-first, ``BA``
 biphasic anodic-first, ``MC`` monophasic cathodic, ``MA`` monophasic anodic
 (pulse width is per phase). Ramps are made by the gate, as a sequence of
-``LEVEL`` lines, so the protocol has none. A device must answer a repeated
+``LEVEL`` lines, so the protocol has none. The safety gate models what the
+device delivers (``docs/safety.md``): one waveform per channel, a new
+command replacing it; ``LEVEL`` at the frequency already running keeps the
+pulse clock; any other new clock (``LEVEL``, ``TRAIN``) gives its first pulse
+at once, or one period after the channel's last pulse if that is later;
+``PULSE`` fires at once. A device must follow these rules. A device must answer a repeated
 ``<seq>`` (the same line again) with the same answer without applying the
 command twice.
 

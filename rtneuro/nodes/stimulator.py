@@ -57,12 +57,21 @@ class Stimulator(Node):
     ramps, lockouts, command deadlines and the watchdog follow real time, as
     a device needs. With ``timebase: stream`` (simulated driver only) the gate
     runs on data time: each command is checked at its stream time, ramps step
-    and the watchdog counts in stream time, command deadlines are not checked,
-    and decision records carry stream time in ``time``. A run replayed at any
+    and the watchdog counts in stream time, a command's LSL deadline is not
+    checked (the profile's ``command_deadline_s`` applies in stream time), and
+    decision records carry stream time in ``time``. A run replayed at any
     speed then takes exactly the same decisions and delivers exactly the same
     waveform. A real-time backstop remains: when no command or heartbeat
     arrives for the profile's ``watchdog_s`` of real time, the gate's time is
     moved on by the real time elapsed, and the watchdog trips as usual.
+
+    **Time checks.** Before a command or heartbeat moves any clock, its
+    times are checked (:meth:`rtneuro.safety.Gate.check_time`): non-finite
+    times or deadlines, a stream time before the last one accepted on the same
+    input, a stream time further ahead of the run's stream clock than the
+    profile's ``max_time_ahead_s``, and expired commands are refused, counted
+    by reason and never feed the watchdog; the real-time backstop of
+    ``timebase: stream`` counts only inputs whose time was accepted.
 
     **Delivered waveform.** With the simulated driver the node also publishes
     ``<id>.delivered``, a signal stream at ``waveform_rate`` Hz on the stream
