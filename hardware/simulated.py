@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from pathlib import Path
 from typing import TextIO
 
@@ -42,6 +43,8 @@ KINDS = {CMD_LEVEL: "level", CMD_OFF: "off", CMD_PULSE: "pulse", CMD_TRAIN: "tra
 MAX_LOGGED_PULSES = 10_000
 #: Samples one :meth:`SimulatedDriver.render` call returns at most; older ones are skipped and counted.
 MAX_RENDER_SAMPLES = 10_000
+#: Pulses kept in memory (``pulse_log``); older ones are only counted, or written with ``pulse_log_path``.
+MAX_KEPT_PULSES = 200_000
 
 #: Columns of the delivered-waveform stream, per stimulation channel. ``energy_uj``
 #: is the electrical energy the pulses put into a 1 kOhm load (E = R I^2 t per
@@ -76,12 +79,16 @@ class SimulatedDriver:
     #: deliveries are dated on stream time (the gate's ledger follows the same timeline)
     timeline = "stream"
 
-    def __init__(self, log_path: str | Path | None = None) -> None:
+    def __init__(self, log_path: str | Path | None = None, pulse_log_path: str | Path | None = None,
+                 keep_pulses: int = MAX_KEPT_PULSES) -> None:
         self.log_path = Path(log_path) if log_path else None
         self._fh: TextIO | None = None
+        self.pulse_log_path = Path(pulse_log_path) if pulse_log_path else None
+        self._pfh: TextIO | None = None
         self.log: list[dict] = []
-        #: every pulse delivered: (t_stream, channel, amplitude_ma, pulse_width_us)
-        self.pulse_log: list[tuple[float, int, float, float]] = []
+        #: the latest ``keep_pulses`` pulses delivered: (t_stream, channel, amplitude_ma, pulse_width_us);
+        #: bounded in memory (the counters below count every pulse; ``pulse_log_path`` writes every one)
+        self.pulse_log: deque[tuple[float, int, float, float]] = deque(maxlen=int(keep_pulses))
         # ch -> the waveform running (a level or a train): pulses at p0 + k / freq
         self._prog: dict[int, Program] = {}
         self._last: dict[int, float] = {}  # ch -> time of its last pulse
@@ -109,6 +116,7 @@ class SimulatedDriver:
 
     def open(self) -> None:
         self._fh = self.log_path.open("a") if self.log_path else None
+        self._pfh = self.pulse_log_path.open("a") if self.pulse_log_path else None
 
     def deliver(self, command: np.void, now: float, t_stream: float) -> None:
         kind = int(command["kind"])
@@ -173,6 +181,9 @@ class SimulatedDriver:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        if self._pfh is not None:
+            self._pfh.close()
+            self._pfh = None
 
     # -- stream time ----------------------------------------------------------
 
@@ -213,6 +224,8 @@ class SimulatedDriver:
         q = amp * pw / 1000.0  # uC per phase
         e = phases * amp * amp * pw * 1e-3  # uJ into 1 kOhm: phases x (I mA)^2 x (pw us) x 1 kOhm
         self.pulse_log.append((t, ch, amp, pw))
+        if self._pfh is not None:
+            self._pfh.write(f"{t!r},{ch},{amp!r},{pw!r}\n")
         self._last[ch] = t
         self.pulses[ch] = self.pulses.get(ch, 0) + 1
         self.charge_uc[ch] = self.charge_uc.get(ch, 0.0) + q
@@ -344,3 +357,11 @@ class SimulatedDriver:
         self._wave_pulses = later
         self._next_sample = k1
         return k0, self._sample_time(k0), data
+
+
+def read_pulse_log(path: str | Path) -> np.ndarray:
+    """A pulse log written with ``pulse_log_path``: rows ``(t_stream, channel, amplitude_ma, pulse_width_us)``."""
+    text = Path(path).read_text()
+    if not text.strip():
+        return np.empty((0, 4))
+    return np.loadtxt(path, delimiter=",", ndmin=2)

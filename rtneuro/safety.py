@@ -970,6 +970,54 @@ class Gate:
         self.estop_reason = ""
 
 
+def delivered_violations(profile: DeviceProfile, pulses, tol_s: float = 1e-9) -> list[str]:
+    """Every limit of ``profile`` that a log of delivered pulses breaks (empty when none).
+
+    Judges what a device delivered, independently of the gate that decided
+    it: per channel the amplitude, the charge per phase and the pulse width
+    of every pulse, the interval between any two pulses (``1 /
+    max_frequency_hz``, within ``tol_s``), and the duty cycle and the charge
+    summed over every window of ``window_s`` starting at a pulse. Pulses are
+    taken as biphasic for the duty cycle (the stricter count; a profile that
+    allows monophasic pulses is judged conservatively). A pulse on a channel
+    the profile does not have is a violation.
+
+    Parameters
+    ----------
+    profile : DeviceProfile
+    pulses : array-like, shape (n_pulses, 4)
+        Rows ``(t, channel, amplitude_ma, pulse_width_us)`` in any order, as
+        ``SimulatedDriver.pulse_log`` or a file read by ``read_pulse_log``.
+    """
+    log = np.asarray(list(pulses) if not isinstance(pulses, np.ndarray) else pulses, dtype=float).reshape(-1, 4)
+    out = []
+    for ch in sorted(set(log[:, 1].astype(int).tolist()) - set(profile.limits)):
+        out.append(f"ch{ch}: not in profile '{profile.device}'")
+    for ch, lim in profile.limits.items():
+        rows = log[log[:, 1] == ch]
+        if not len(rows):
+            continue
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        t, amp, pw = rows[:, 0], rows[:, 2], rows[:, 3]
+        if amp.max() > lim.max_amplitude_ma + 1e-12 or (amp * pw / 1000).max() > lim.charge_limit_uc() * (1 + 1e-9):
+            out.append(f"ch{ch}: amplitude or charge per phase above the limit")
+        if pw.min() < lim.pulse_width_us[0] or pw.max() > lim.pulse_width_us[1]:
+            out.append(f"ch{ch}: pulse width outside {list(lim.pulse_width_us)} us")
+        gaps = np.diff(t)
+        if len(gaps) and gaps.min() < 1.0 / lim.max_frequency_hz - tol_s:
+            out.append(f"ch{ch}: {gaps.min() * 1e3:.4f} ms between two pulses < {1e3 / lim.max_frequency_hz:.4f} ms")
+        w = lim.window_s
+        ends = np.searchsorted(t, t + w * (1 - 1e-9), side="left")  # windows [t_i, t_i + w) starting at each pulse
+        idx = np.arange(len(t))
+        on = np.concatenate([[0.0], np.cumsum(2 * pw * 1e-6)])
+        if (on[ends] - on[idx]).max() > lim.max_duty_cycle * w * (1 + 1e-9):
+            out.append(f"ch{ch}: duty cycle {(on[ends] - on[idx]).max() / w:.4f} in a {w} s window > {lim.max_duty_cycle}")
+        cq = np.concatenate([[0.0], np.cumsum(amp * pw / 1000)])
+        if lim.max_charge_per_window_uc is not None and (cq[ends] - cq[idx]).max() > lim.max_charge_per_window_uc * (1 + 1e-9):
+            out.append(f"ch{ch}: {(cq[ends] - cq[idx]).max():.3f} uC in a {w} s window > {lim.max_charge_per_window_uc} uC")
+    return out
+
+
 def make_command(kind: int, channel: int = 0, amplitude_ma: float = 0.0, pulse_width_us: float = 0.0,
                  frequency_hz: float = 0.0, duration_s: float = 0.0, phase_shape: int = 0,
                  ramp_s: float = 0.0) -> np.ndarray:
@@ -979,4 +1027,4 @@ def make_command(kind: int, channel: int = 0, amplitude_ma: float = 0.0, pulse_w
     return rec
 
 
-__all__ += ["make_command", "SafetyError"]
+__all__ += ["make_command", "delivered_violations", "SafetyError"]
