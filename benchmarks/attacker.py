@@ -98,6 +98,9 @@ class Attacker:
             s.connect(ep)
             self._xsubs.append(s)
         self._ctl = self._dealer(self.ctl_ep)
+        # oversized messages on connections of their own: libzmq drops the connection that carries one
+        # (MAXMSGSIZE), and the other kinds must keep theirs
+        self._big = [self._dealer(ep) for ep in self.cmd_eps]
         self.sent = dict.fromkeys(KINDS, 0)
         self.dropped = 0  # sends that would have blocked (the target's queue was full)
         self._seq = 0
@@ -139,7 +142,7 @@ class Attacker:
         dealer = self._dealers[int(r.integers(len(self._dealers)))]
         if self.mode == "control":
             target = self._xsubs[int(r.integers(len(self._xsubs)))] if kind == "subscribe" else (
-                self._ctl if kind == "control" else dealer)
+                self._ctl if kind == "control" else self._big[0] if kind == "oversized" else dealer)
             frames = self._harmless()
             if kind == "subscribe":
                 frames = [b"\x02" + frames[0], *frames[1:]]  # not a (un)subscription: a plain message, ignored
@@ -159,7 +162,8 @@ class Attacker:
                       "sfreq": 0.0, "t0": 0.0, "arrays": [["command", [2**63, 0]]], "trace": []}
             self._send(dealer, [f"cmd.{stream}".encode(), msgpack.packb(header), b""])
         elif kind == "oversized":
-            self._send(dealer, [f"cmd.{stream}".encode(), b"\x80", b"\0" * (self.max_bytes + self.max_bytes // 2)])
+            big = self._big[int(r.integers(len(self._big)))]
+            self._send(big, [f"cmd.{stream}".encode(), b"\x80", b"\0" * (self.max_bytes + self.max_bytes // 2)])
         elif kind == "forged_eos":
             self._send(dealer, encode_eos("cmd", stream, int(r.integers(0, 1000)), int(r.integers(1, 2**31)), 0))
         elif kind == "forged_cmd":

@@ -14,6 +14,8 @@
               valid input to the safe state. ``over_deadline_ms`` is that
               time beyond the profile's deadline (watchdog_s plus the longest
               ramp-down), p50/max over repeated kills.
+``hostile``   the reference chain under 10,000 hostile messages per second,
+              against a control run (see :mod:`benchmarks.hostile`)
 ``estop``     ``rtneuro stop --now`` against a running graph: ``latency_ms``
               from the command to the stimulators' confirmation of their safe
               state, p50/max over repeats.
@@ -38,7 +40,7 @@ from benchmarks.common import pick_variants, save_json, stats
 from rtneuro.messages import CMD_HOLD, CMD_LEVEL, CMD_OFF, CMD_PULSE
 from rtneuro.runtime.supervisor import machine_info
 
-VARIANTS = ("gate", "watchdog", "estop")
+VARIANTS = ("gate", "watchdog", "estop", "hostile")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -202,6 +204,10 @@ def format_table(res: dict) -> str:
         elif name == "watchdog":
             o = v["over_deadline_ms"]
             lines.append(f"| watchdog | to safe state beyond the deadline ({v['deadline_ms']:.0f} ms): p50 {o['p50']:.2f} ms, max {o['max']:.2f} ms over {v['n']} kills |")
+        elif name == "hostile":
+            lines.append(f"| hostile | {v['rate_hz']:.0f} msg/s for {v['attack_s']:.0f} s: crashes {v['crashes']}, "
+                         f"rss_growth_mb {v['rss_growth_mb']}, violations {v['violations']}, p99_ratio {v['p99_ratio']} "
+                         f"(p99 {v['hostile']['p99_us']} us vs {v['control']['p99_us']} us) |")
         else:
             e = v["latency_ms"]
             lines.append(f"| estop | request -> every stimulator safe and confirmed: p50 {e['p50']:.2f} ms, max {e['max']:.2f} ms over {v['n']} stops |")
@@ -224,6 +230,10 @@ def run(args: argparse.Namespace) -> int:
                 res = run_watchdog(repeats)
             elif name == "estop":
                 res = run_estop(repeats)
+            elif name == "hostile":
+                from benchmarks.hostile import run_hostile
+
+                res = run_hostile(attack_s=max(5.0, args.duration))
             else:
                 raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
         except Exception as exc:  # a failing variant is reported, never dropped

@@ -470,7 +470,7 @@ class Publisher:
         #: subscriptions per accepted topic (one per subscribing socket)
         self.subscriptions: dict[bytes, int] = {}
         #: what peers were refused and what was done about it
-        self.stats: dict[str, int] = {"subscriptions_refused": 0, "subscriptions_released": 0, "blocked": 0,
+        self.stats: dict[str, int] = {"subscriptions_refused": 0, "not_subscriptions": 0, "subscriptions_released": 0, "blocked": 0,
                                       "heap_trims": 0}
         self._released = 0  # refused subscriptions released since the last heap trim
         self.log = RateLog(log)
@@ -533,22 +533,25 @@ class Publisher:
             return False
         return bool(dot and stream) and kind in ("sig", "feat", "evt", "cmd")
 
-    def poll_subscriptions(self) -> int:
+    def poll_subscriptions(self, max_messages: int = 256) -> int:
         """Handle pending (un)subscriptions; re-announce metadata to newcomers.
 
         Only topics this publisher publishes are accepted (and let into
         libzmq's trie, which applies ``setsockopt(SUBSCRIBE)`` to the peer
         whose message was read last); others are counted and logged by
-        reason, never kept.
+        reason, never kept. At most ``max_messages`` are read per call, so
+        that a flood costs the caller a bounded time; the rest wait for the
+        next call (the socket stays readable).
         """
         n = 0
         sock = self.socket
-        while True:
+        for _ in range(max_messages):
             try:
                 msg = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
             if not msg or msg[0] not in (0, 1):
+                self.stats["not_subscriptions"] += 1  # a peer's message that is no (un)subscription
                 continue
             topic = msg[1:]
             count = self.subscriptions.get(topic)
@@ -1019,6 +1022,16 @@ class CommandReceiver:
                 break
             peer = frames[0].bytes
             body = frames[1:]
+            if len(body) > 1:
+                # who sent it is known before a byte of it is decoded: a stranger's message costs no decoding
+                topic = body[0].bytes
+                state = self.streams.get(topic[4:].decode("ascii", "replace")) if topic[:4] == b"cmd." else None
+                if state is not None and state.publisher is not None and not self._is_publisher(peer, state.publisher):
+                    self.stats["forged"] += 1
+                    state.stats.forged += 1
+                    self.rejections.add(topic[:40].decode("ascii", "replace"), SchemaError(
+                        "forged", f"{topic[:40]!r}: refused a message from a peer that is not its publisher '{state.publisher}'"))
+                    continue
             try:
                 msg = decode(body, self.max_bytes)
                 if msg.kind != "cmd" or msg.type not in ("data", "eos"):

@@ -82,6 +82,8 @@ PREFETCH_DELAY_S = 0.002
 #: Latency samples kept per stream and status message (beyond: every k-th).
 MAX_SAMPLES_PER_STATUS = 5000
 #: A trace stamp this far ahead of the receiving clock is implausible (same host: the clocks are one).
+#: Command messages read per wake-up of the stimulate service (the rest on the next one).
+COMMAND_BATCH = 64
 TRACE_FUTURE_S = 0.5
 #: ... and one older than this: no command of a live loop is that old when it arrives.
 TRACE_MAX_AGE_S = 60.0
@@ -514,7 +516,9 @@ class Service:
         receiver = self.cmd_receiver
         assert receiver is not None
         now = lsl_clock()
-        for peer, msg in receiver.drain():
+        # a bounded batch per wake-up: the ROUTER queues fairly across peers, so the controller's
+        # next command is among the first few read however many strangers flood the socket
+        for peer, msg in receiver.drain(max_messages=COMMAND_BATCH):
             if msg.type == "eos":
                 if msg.stream not in self._ended and not self._draining:
                     # the supervisor judges it: the end of the data, or a stimulator cut off from its controller

@@ -402,8 +402,8 @@ class Supervisor:
         for p in self.procs.values():
             self._send(p, msg)
 
-    def _on_control(self) -> None:
-        while True:
+    def _on_control(self, max_messages: int = 256) -> None:
+        for _ in range(max_messages):  # bounded per call: a flood cannot hold the supervisor's loop
             try:
                 frames = self.ctl.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
