@@ -102,6 +102,9 @@ class Attacker:
         # (MAXMSGSIZE), and the other kinds must keep theirs
         self._big = [self._dealer(ep) for ep in self.cmd_eps]
         self.sent = dict.fromkeys(KINDS, 0)
+        self._pools: dict[str, list] = {}
+        self._i = 0
+        self._oversized = b"\0" * (self.max_bytes + self.max_bytes // 2)
         self.dropped = 0  # sends that would have blocked (the target's queue was full)
         self._seq = 0
 
@@ -136,9 +139,31 @@ class Attacker:
         return encode("sig", "nobody-reads-this", self._seq, 1, Chunk(np.zeros((4, 2)), 0, 0.0, 100.0, []))
 
     def one(self, kind: str) -> None:
-        """Send one message of ``kind`` (its harmless twin in control mode)."""
-        r = self.rng
+        """Send one message of ``kind`` (its harmless twin in control mode).
+
+        Messages are drawn from a pool made once per kind (256 random
+        variants), so that the attacker's own cost per message stays small
+        and it can keep its rate; a fresh identity is a new socket each time.
+        """
         self.sent[kind] += 1
+        if kind == "identity" and self.mode == "hostile":
+            r = self.rng
+            name = self.senders[int(r.integers(len(self.senders)))].encode()
+            ident = name + b":" + str(int(r.integers(0, 2**31))).encode() if r.random() < 0.5 else self._rand(1, 32)
+            s = self._dealer(self.cmd_eps[int(r.integers(len(self.cmd_eps)))], ident.replace(b"\0", b"x") or b"x")
+            self._send(s, self._cmd_msg(self.cmd_streams[0]))
+            s.close(linger=0)
+            return
+        pool = self._pools.get(kind)
+        if pool is None:
+            pool = self._pools[kind] = [self._make(kind) for _ in range(256)]
+        self._i += 1
+        for sock, frames in pool[self._i % len(pool)]:
+            self._send(sock, frames)
+
+    def _make(self, kind: str) -> list[tuple[zmq.Socket, list]]:
+        """One message of ``kind``: ``[(socket, frames), ...]`` (a replay is two sends)."""
+        r = self.rng
         dealer = self._dealers[int(r.integers(len(self._dealers)))]
         if self.mode == "control":
             target = self._xsubs[int(r.integers(len(self._xsubs)))] if kind == "subscribe" else (
@@ -146,66 +171,55 @@ class Attacker:
             frames = self._harmless()
             if kind == "subscribe":
                 frames = [b"\x02" + frames[0], *frames[1:]]  # not a (un)subscription: a plain message, ignored
-            self._send(target, frames)
-            return
+            return [(target, frames)] * (2 if kind == "forged_cmd" else 1)  # as many as the hostile twin
         stream = self.cmd_streams[int(r.integers(len(self.cmd_streams)))]
         if kind == "garbage":
-            self._send(dealer, [self._rand(0, 64) for _ in range(int(r.integers(1, 5)))])
-        elif kind == "truncated":
+            return [(dealer, [self._rand(0, 64) for _ in range(int(r.integers(1, 5)))])]
+        if kind == "truncated":
             frames = self._cmd_msg(stream)
             cut = int(r.integers(0, 3))
             buf = bytes(frames[cut]) if cut < 2 else frames[2].tobytes()
             frames[cut] = buf[: int(r.integers(0, max(1, len(buf))))]
-            self._send(dealer, frames)
-        elif kind == "shape":
+            return [(dealer, frames)]
+        if kind == "shape":
             header = {"v": SCHEMA_VERSION, "type": "data", "stream": stream, "seq": 1, "inc": 1, "first": 0,
                       "sfreq": 0.0, "t0": 0.0, "arrays": [["command", [2**63, 0]]], "trace": []}
-            self._send(dealer, [f"cmd.{stream}".encode(), msgpack.packb(header), b""])
-        elif kind == "oversized":
+            return [(dealer, [f"cmd.{stream}".encode(), msgpack.packb(header), b""])]
+        if kind == "oversized":
             big = self._big[int(r.integers(len(self._big)))]
-            self._send(big, [f"cmd.{stream}".encode(), b"\x80", b"\0" * (self.max_bytes + self.max_bytes // 2)])
-        elif kind == "forged_eos":
-            self._send(dealer, encode_eos("cmd", stream, int(r.integers(0, 1000)), int(r.integers(1, 2**31)), 0))
-        elif kind == "forged_cmd":
+            return [(big, [f"cmd.{stream}".encode(), b"\x80", self._oversized])]
+        if kind == "forged_eos":
+            return [(dealer, encode_eos("cmd", stream, int(r.integers(0, 1000)), int(r.integers(1, 2**31)), 0))]
+        if kind in ("forged_cmd", "identity"):
             t0 = [time.time() + 300.0, -1e9, math.nan, 0.0][int(r.integers(4))]
             frames = self._cmd_msg(stream, n=int(r.integers(1, 50)), t0=t0 if math.isfinite(t0) else 0.0,
                                    deadline=[math.nan, None, 1e18][int(r.integers(3))])
-            self._send(dealer, frames)
-            self._send(dealer, frames)  # replayed
-        elif kind == "identity":
-            name = self.senders[int(r.integers(len(self.senders)))].encode()
-            ident = name + b":" + str(int(r.integers(0, 2**31))).encode() if r.random() < 0.5 else self._rand(1, 32)
-            s = self._dealer(self.cmd_eps[int(r.integers(len(self.cmd_eps)))], ident.replace(b"\0", b"x") or b"x")
-            self._send(s, self._cmd_msg(stream))
-            s.close(linger=0)
-        elif kind == "subscribe":
+            return [(dealer, frames), (dealer, frames)]  # and replayed
+        if kind == "subscribe":
             x = self._xsubs[int(r.integers(len(self._xsubs)))]
-            if r.random() < 0.8:
-                self._send(x, [b"\x01sig." + self._rand(1, 24)])
-            else:
-                self._send(x, [self._rand(0, 32)])
-        elif kind == "control":
+            return [(x, [b"\x01sig." + self._rand(1, 24)] if r.random() < 0.8 else [self._rand(0, 32)])]
+        if kind == "control":
             if r.random() < 0.5:
-                self._send(self._ctl, [self._rand(0, 64)])
-            else:
-                # operations a local client may not send, or with arguments of the wrong type (a real
-                # 'stop' or 'estop' is an authorised operator action, not an attack on this socket)
-                op = ["ready", "status", "final", "bogus", 7, None][int(r.integers(6))]
-                self._send(self._ctl, [msgpack.packb({"op": op, "positions": self._rand(0, 16), "counts": [1, {}]})])
+                return [(self._ctl, [self._rand(0, 64)])]
+            # operations a local client may not send, or with arguments of the wrong type (a real
+            # 'stop' or 'estop' is an authorised operator action, not an attack on this socket)
+            op = ["ready", "status", "final", "bogus", 7, None][int(r.integers(6))]
+            return [(self._ctl, [msgpack.packb({"op": op, "positions": self._rand(0, 16), "counts": [1, {}]})])]
+        raise ValueError(f"unknown kind {kind!r}; known: {KINDS}")
 
     def run(self, duration_s: float, rate_hz: float = 10_000.0, kinds: tuple[str, ...] = KINDS) -> dict:
         """Send ``rate_hz`` messages per second for ``duration_s``, round robin over ``kinds``; returns counts."""
         period = 1.0 / rate_hz
         t_start = time.monotonic()
         n = 0
-        weights = np.array([0.2 if k == "oversized" or k == "identity" else 1.0 for k in kinds])
+        weights = np.array([0.05 if k == "identity" else 0.2 if k == "oversized" else 1.0 for k in kinds])
         order = self.rng.choice(len(kinds), size=65536, p=weights / weights.sum())
         while True:
             now = time.monotonic()
             if now - t_start >= duration_s:
                 break
             due = int((now - t_start) / period) + 1
-            while n < due:
+            while n < due and (n & 255 or time.monotonic() - t_start < duration_s):
                 self.one(kinds[order[n & 0xFFFF]])
                 n += 1
             time.sleep(max(0.0, t_start + n * period - time.monotonic()))
