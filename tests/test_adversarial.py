@@ -19,11 +19,11 @@ import time
 
 import pytest
 
+from benchmarks.attacker import KINDS, Attacker
+from benchmarks.hostile import rss_mb
 from rtneuro.hardware.simulated import read_pulse_log
 from rtneuro.safety import delivered_violations, load_profile
 
-from benchmarks.attacker import KINDS, Attacker
-from benchmarks.hostile import rss_mb
 from conftest import start_graph, synthetic_chain
 
 pytestmark = pytest.mark.slow

@@ -210,6 +210,33 @@ def test_a_graph_runs_over_tcp_with_curve_end_to_end(write_graph, run_graph, tmp
     assert not any("without keys" in w for w in rep["warnings"])
 
 
+def test_a_live_graph_reports_the_clients_its_curve_sockets_refused(deployment, write_graph):
+    """Issue 13, finding 9, end to end: a client holding another server key is counted in the run report."""
+    ours, theirs = deployment
+    graph = synthetic_chain(speed="realtime", duration_s=300.0, runtime={"duration_s": 300.0})
+    graph["transport"] = {"scheme": "tcp", "host": "127.0.0.1", "keys": "keys"}
+    sup, t, box = start_graph(write_graph(graph))
+    wait_running(sup)
+    ctx = zmq.Context()
+    try:
+        tx = CommandSender(ctx, sup.plan["endpoints"]["stimulate"]["cmd"],
+                           TransportParams(scheme="tcp", keys=str(theirs.directory)), inc=5, clock=lsl_clock)
+        tx.send("ctl", _cmd(), heartbeat=False)  # returns at once: the handshake never completes
+        t_end = time.monotonic() + 120
+        while time.monotonic() < t_end and (sup.procs["stimulate"].current.status.get("security") or {}).get(
+                "wrong_server_key", 0) < 1:
+            time.sleep(0.05)
+        tx.close()
+    finally:
+        ctx.destroy(linger=0)
+        sup.stop()
+        t.join(120)
+    rep = sup.report
+    assert box["code"] == 0, rep["errors"]
+    assert rep["curve_refused"].get("wrong_server_key", 0) >= 1, rep["curve_refused"]
+    assert rep["commands"]["refused"] == 0  # nothing of the stranger's reached the gate
+
+
 # -- validation ----------------------------------------------------------------
 
 def _graph_with(write_graph, transport: dict, **kw):

@@ -51,7 +51,7 @@ from ..errors import RtneuroError, SchemaError
 from ..messages import CMD_HOLD, Chunk, StreamMeta, encode, pack_control, unpack_control
 from ..nodes import Node, NodeContext, Source, build_params, node_class
 from ..ratelog import RateLog
-from ..security import curve_client, load_keys, stop_authenticator
+from ..security import curve_client, load_keys, security_stats, stop_authenticator
 from ..transport import CommandReceiver, CommandSender, Publisher, Subscriber, TransportParams
 from .clock import COARSE_S, Clock, VirtualClock, lsl_clock, make_clock, sleep_until
 
@@ -802,6 +802,8 @@ class Service:
             "produced": produced,
             "received": received,
             "rejections": rejections,
+            # clients the CURVE servers of this process refused, by reason (empty without keys)
+            "security": {k: v for k, v in security_stats(self.zctx).items() if v},
             "ages_us": ages,
             "e2e_us": _thin(self._e2e),
             "hops_us": {k: _thin(v) for k, v in self._hops.items()},

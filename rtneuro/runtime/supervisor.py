@@ -75,7 +75,7 @@ from ..config import Graph
 from ..errors import RtneuroError, SchemaError
 from ..messages import pack_control, unpack_control
 from ..ratelog import RateLog
-from ..security import curve_server, private_dir, release_server, secure_ipc
+from ..security import curve_server, private_dir, release_server, secure_ipc, security_stats
 from .clock import lsl_clock
 from .latency import LatencyStats
 
@@ -1140,6 +1140,9 @@ class Supervisor:
                 for p in self.procs.values()
             },
             "invalid_messages": self._sum_flat("rejections"),
+            # CURVE clients refused (wrong or unknown keys, no CURVE), by reason: services' and the control socket's
+            "curve_refused": _summed(self._sum_flat("security"),
+                                     {k: v for k, v in security_stats(zmq.Context.instance()).items() if v}),
             "latency_refused": self._sum_flat("latency_refused"),
             # rate-limited logs by reason: the supervisor's ("supervisor") and every service's, summed
             "log_totals": {"supervisor": dict(self.ratelog.totals), "services": self._sum_flat("log_totals")},
@@ -1238,3 +1241,8 @@ def _free_port(host: str) -> int:
         except OSError:
             s.bind(("0.0.0.0", 0))
         return s.getsockname()[1]
+
+
+def _summed(a: dict, b: dict) -> dict:
+    """Two count maps added key by key."""
+    return {k: a.get(k, 0) + b.get(k, 0) for k in sorted({*a, *b})}
