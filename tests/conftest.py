@@ -114,6 +114,18 @@ def start_graph(path, **overrides):
     return sup, thread, box
 
 
+def wait_until(cond, timeout=120.0, what="condition", poll_s=0.05):
+    """Poll ``cond()`` until true; a generous bound for a loaded machine, never a timing assertion."""
+    import time
+
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if cond():
+            return
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_running(sup, timeout=60.0):
     """Until every process of a supervisor's run has been started."""
     import time

@@ -15,7 +15,6 @@ profile.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -24,18 +23,9 @@ from benchmarks.hostile import rss_mb
 from rtneuro.hardware.simulated import read_pulse_log
 from rtneuro.safety import delivered_violations, load_profile
 
-from conftest import start_graph, synthetic_chain
+from conftest import start_graph, synthetic_chain, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_until(cond, timeout=120.0, what="condition"):
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _heartbeats(sup) -> int:
@@ -50,7 +40,7 @@ def test_a_live_graph_under_every_kind_of_hostile_message_keeps_running_within_i
     stim = next(n for n in graph["nodes"] if n["id"] == "stim")
     stim["params"] = {"driver_args": {"pulse_log_path": str(pulses)}}
     sup, t, box = start_graph(write_graph(graph))
-    _wait_until(lambda: _heartbeats(sup) > 0, what="the first heartbeat at the stimulator")
+    wait_until(lambda: _heartbeats(sup) > 0, what="the first heartbeat at the stimulator")
     pids = {name: p.current.popen.pid for name, p in sup.procs.items()}
     rss0 = {name: rss_mb(pid) for name, pid in pids.items()}
     beats0 = _heartbeats(sup)
@@ -61,7 +51,7 @@ def test_a_live_graph_under_every_kind_of_hostile_message_keeps_running_within_i
         atk.close()
     rss1 = {name: rss_mb(pid) for name, pid in pids.items()}
     # the real controller still gets through
-    _wait_until(lambda: _heartbeats(sup) > beats0 + 10, what="heartbeats after the attack")
+    wait_until(lambda: _heartbeats(sup) > beats0 + 10, what="heartbeats after the attack")
     t.join(120)
     rep = sup.report
     err = capfd.readouterr().err

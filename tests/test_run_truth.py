@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -21,19 +20,9 @@ import zmq
 from rtneuro.messages import CMD_HOLD, COMMAND_DTYPE, Chunk, encode, encode_eos
 from rtneuro.runtime.clock import lsl_clock
 
-from conftest import start_graph, synthetic_chain
+from conftest import start_graph, synthetic_chain, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_until(cond, timeout=120.0, what="condition"):
-    """Poll ``cond()`` until true; a generous bound for a loaded machine, never a timing assertion."""
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _stimulating(sup) -> bool:
@@ -60,17 +49,17 @@ def test_a_forged_end_of_stream_does_not_retire_the_stimulator(write_graph):
     """Finding 3: ends and commands from a peer named like the controller, but not its incarnation, are refused."""
     graph = synthetic_chain(speed="realtime", duration_s=300.0, runtime={"duration_s": 8.0})
     sup, t, box = start_graph(write_graph(graph))
-    _wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
+    wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
     sock = _forger(sup)
     try:
         for seq in range(0, 400, 2):
             sock.send_multipart(encode("cmd", "ctl", seq, 1, _hold([["ctl", lsl_clock()]])), copy=False)
             sock.send_multipart(encode_eos("cmd", "ctl", seq + 1, 1, 1))
-        _wait_until(lambda: sup.procs["stimulate"].current.status.get("received", {}).get("ctl", {}).get("forged", 0) >= 400,
+        wait_until(lambda: sup.procs["stimulate"].current.status.get("received", {}).get("ctl", {}).get("forged", 0) >= 400,
                     what="the forged messages counted at the stimulator")
         beats = sup.procs["stimulate"].current.status["decisions"]["heartbeats"]
         # the real controller still gets through after the forgeries
-        _wait_until(lambda: sup.procs["stimulate"].current.status["decisions"]["heartbeats"] > beats + 5,
+        wait_until(lambda: sup.procs["stimulate"].current.status["decisions"]["heartbeats"] > beats + 5,
                     what="heartbeats after the forgeries")
         t.join(120)
     finally:
@@ -91,7 +80,7 @@ def test_a_stimulator_cut_off_from_its_running_controller_fails_the_run_with_one
     """
     graph = synthetic_chain(speed="realtime", duration_s=300.0, runtime={"duration_s": 90.0})
     sup, t, box = start_graph(write_graph(graph))
-    _wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
+    wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
     sup._input_ended(sup.procs["stimulate"], {"op": "input_ended", "stream": "ctl"})
     t.join(120)
     rep = sup.report
@@ -108,8 +97,8 @@ def test_a_service_that_must_be_killed_at_shutdown_fails_the_run(write_graph):
     graph = synthetic_chain(speed="realtime", duration_s=300.0, extra_nodes=[hang],
                             runtime={"duration_s": 120.0, "restart": "never"})
     sup, t, box = start_graph(write_graph(graph))
-    _wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
-    _wait_until(lambda: sup._sum_flat("decisions").get("watchdog", 0) >= 1, what="the hung controller's watchdog trip")
+    wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
+    wait_until(lambda: sup._sum_flat("decisions").get("watchdog", 0) >= 1, what="the hung controller's watchdog trip")
     sup.stop()
     t.join(120)
     rep = sup.report
@@ -123,7 +112,7 @@ def test_a_service_killed_with_sigkill_fails_the_run_with_one_line(write_graph):
     """Finding 8: the control service killed (-9), not restarted: exit code 1, one line naming it and why."""
     graph = synthetic_chain(speed="realtime", duration_s=300.0, runtime={"duration_s": 120.0, "restart": "never"})
     sup, t, box = start_graph(write_graph(graph))
-    _wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
+    wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
     os.kill(sup.procs["control"].current.popen.pid, signal.SIGKILL)
     t.join(120)
     rep = sup.report
@@ -152,13 +141,13 @@ def test_watchdog_figures_survive_a_restart_of_the_stimulate_service(write_graph
     """Finding 10: the killed incarnation's watchdog timings are in the report, one per counted trip."""
     graph = synthetic_chain(speed="realtime", duration_s=300.0, runtime={"duration_s": 150.0, "restart_backoff_s": 0.2})
     sup, t, box = start_graph(write_graph(graph))
-    _wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
+    wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
     # the controller's input dies: the stimulator's watchdog trips in this incarnation
     os.kill(sup.procs["process"].current.popen.pid, signal.SIGKILL)
-    _wait_until(lambda: (sup.procs["stimulate"].current.status.get("decisions") or {}).get("watchdog", 0) >= 1,
+    wait_until(lambda: (sup.procs["stimulate"].current.status.get("decisions") or {}).get("watchdog", 0) >= 1,
                 what="a watchdog trip")
     os.kill(sup.procs["stimulate"].current.popen.pid, signal.SIGKILL)
-    _wait_until(lambda: len(sup.procs["stimulate"].incs) == 2 and sup.procs["stimulate"].current.ready,
+    wait_until(lambda: len(sup.procs["stimulate"].incs) == 2 and sup.procs["stimulate"].current.ready,
                 what="the stimulate service's restart")
     sup.stop()
     t.join(120)
@@ -175,13 +164,13 @@ def test_forged_commands_stay_out_of_the_latency_figures(write_graph):
     """Finding 11: commands from a stranger (absurd traces) never reach the stimulator nor its latency figures."""
     graph = synthetic_chain(speed="realtime", duration_s=300.0, runtime={"duration_s": 150.0})
     sup, t, box = start_graph(write_graph(graph))
-    _wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
+    wait_until(lambda: _stimulating(sup), what="the first heartbeat at the stimulator")
     sock = _forger(sup, b"control:7")
     try:
         now = lsl_clock()
         sock.send_multipart(encode("cmd", "ctl", 0, 7, _hold([["ctl", now + 1000.0]])), copy=False)
         sock.send_multipart(encode("cmd", "ctl", 1, 7, _hold([["ctl", now - 5000.0]])), copy=False)
-        _wait_until(lambda: sup.procs["stimulate"].current.status.get("received", {}).get("ctl", {}).get("forged", 0) >= 2,
+        wait_until(lambda: sup.procs["stimulate"].current.status.get("received", {}).get("ctl", {}).get("forged", 0) >= 2,
                     what="the forged commands counted")
     finally:
         sock.close()

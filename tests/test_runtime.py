@@ -19,7 +19,7 @@ import pytest
 from rtneuro.config import load_graph
 from rtneuro.runtime.supervisor import Supervisor
 
-from conftest import REPLAY, ROOT, children_of, run_folders, synthetic_chain
+from conftest import REPLAY, ROOT, children_of, run_folders, synthetic_chain, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -84,29 +84,19 @@ def test_a_replay_as_fast_as_possible_is_deterministic(write_graph, run_graph, t
     assert outputs[0] == outputs[1]
 
 
-def _wait_until(cond, timeout=90.0, what="condition"):
-    """Poll ``cond()`` until true; generous bound (a loaded machine), never a timing assertion."""
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_service_killed_with_sigkill_is_restarted_and_the_run_reports_it(write_graph):
     # no fixed duration: the run is stopped once the events the test needs have happened
     path = write_graph(synthetic_chain(speed="realtime", duration_s=120.0, runtime={"restart_backoff_s": 0.2}))
     sup, t, box = _start_in_thread(path)
     _wait_running(sup, ["process"])
-    _wait_until(lambda: sup._stream_rows()["bpow"]["samples"] > 0, what="features")
+    wait_until(lambda: sup._stream_rows()["bpow"]["samples"] > 0, what="features")
     victim = sup.procs["process"].current.popen.pid
     before = sup._stream_rows()["bpow"]["samples"]
     os.kill(victim, signal.SIGKILL)
     # the new incarnation runs and its features reach the controller
-    _wait_until(lambda: len(sup.procs["process"].incs) == 2 and sup._stream_rows()["bpow"]["samples"] > before + 5,
+    wait_until(lambda: len(sup.procs["process"].incs) == 2 and sup._stream_rows()["bpow"]["samples"] > before + 5,
                 what="features from the restarted process")
-    _wait_until(lambda: sup._sum_flat("decisions").get("watchdog", 0) >= 1, what="a watchdog trip")
+    wait_until(lambda: sup._sum_flat("decisions").get("watchdog", 0) >= 1, what="a watchdog trip")
     sup.stop()
     t.join(60)
     rep = sup.report

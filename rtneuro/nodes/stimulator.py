@@ -132,6 +132,8 @@ class Stimulator(Node):
         kwargs = dict(self.params.driver_args)
         if self.params.log_path:
             kwargs["log_path"] = self.ctx.resolve(self.params.log_path)
+        if kwargs.get("pulse_log_path"):  # like every path of a graph: relative to the graph file
+            kwargs["pulse_log_path"] = self.ctx.resolve(str(kwargs["pulse_log_path"]))
         driver = self._driver_cls(**kwargs)
         if self._wave:
             driver.enable_waveform(sorted(self.profile.limits), self.params.waveform_rate)
