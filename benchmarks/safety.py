@@ -87,7 +87,8 @@ def _graph(run_dir: Path) -> dict:
              "params": {"bands": {"alpha": [8.0, 12.0]}, "window_s": 0.5, "step_s": 0.02, "average": True}},
             {"id": "ctl", "type": "threshold", "inputs": ["bpow"], "process": "control",
              "params": {"threshold": -1e9, "amplitude_ma": 1.0, "deadline_ms": 200.0}},
-            {"id": "stim", "type": "stimulator", "inputs": ["ctl"], "process": "stimulate", "params": {}},
+            {"id": "stim", "type": "stimulator", "inputs": ["ctl"], "process": "stimulate",
+             "params": {"log_path": str(run_dir / "delivered.jsonl")}},
         ],
     }
 
@@ -122,6 +123,10 @@ def _run_and_kill(victim: str, settle_s: float = 4.0) -> dict:
                 time.sleep(0.1)
             if pid is None:
                 raise RuntimeError(f"no '{victim}' process appeared")
+            # stimulating (the driver logged a level), however long the graph took to start, then settle
+            delivered = Path(d) / "delivered.jsonl"
+            while time.monotonic() < t_end + 60 and not (delivered.exists() and '"level"' in delivered.read_text()):
+                time.sleep(0.05)
             time.sleep(settle_s)
             os.kill(pid, signal.SIGKILL)
             proc.wait(60)

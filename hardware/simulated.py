@@ -151,6 +151,7 @@ class SimulatedDriver:
         self.log.append(entry)
         if self._fh is not None:
             self._fh.write(json.dumps(entry) + "\n")
+            self._fh.flush()  # a delivery is on disk when it happened (commands are few; pulses go to pulse_log_path)
 
     def safe_state(self, now: float) -> None:
         # a safe state comes with LSL time only: date it on the stream clock by the last
@@ -164,6 +165,7 @@ class SimulatedDriver:
         self.safe_states += 1
         if self._fh is not None:
             self._fh.write(json.dumps({"t": now, "kind": "safe_state"}) + "\n")
+            self._fh.flush()
 
     def report(self) -> dict:
         return {

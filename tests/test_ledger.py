@@ -223,9 +223,11 @@ def test_finding4_a_command_backwards_on_its_input_is_refused(tmp_path):
     node, clock = _node(tmp_path)
     node.open()
     assert node.process(Chunk(make_command(CMD_LEVEL, 0, 1.0, 60.0, 130.0), 0, 10.0, 0.0, [], {"deadline": 6.0}))[0][0] == "accepted"
-    out = node.process(Chunk(make_command(CMD_HOLD), 1, 9.0, 0.0, [], {"deadline": 6.0}))
-    assert out[0] == ("refused", "time_backwards: stream time 9.000000 s is before 10.000000 s, this input's last")
-    assert node.process(Chunk(make_command(CMD_HOLD), 0, 9.0, 0.0, [], {"deadline": 6.0}), port=1)[0][0] == "accepted"
+    out = node.process(Chunk(make_command(CMD_HOLD), 1, 8.5, 0.0, [], {"deadline": 6.0}))
+    assert out[0] == ("refused", "time_backwards: stream time 8.500000 s is more than 1 s before 10.000000 s, this input's last")
+    # an event-triggered command dated at its event, a little before the last heartbeat: accepted
+    assert node.process(Chunk(make_command(CMD_HOLD), 2, 9.95, 0.0, [], {"deadline": 6.0}))[0][0] == "accepted"
+    assert node.process(Chunk(make_command(CMD_HOLD), 0, 9.5, 0.0, [], {"deadline": 6.0}), port=1)[0][0] == "accepted"
 
 
 def test_no_driver_work_grows_with_a_jump_in_time():

@@ -279,10 +279,8 @@ def test_killing_the_supervisor_leaves_no_orphan_services(write_graph, run_graph
     time.sleep(1.0)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(5)
-    t_end = time.monotonic() + 5
-    while time.monotonic() < t_end and any(_alive(k) for k in kids):
-        time.sleep(0.1)
-    assert not any(_alive(k) for k in kids)
+    # each service hears SIGTERM from the kernel and stops in order: a generous bound for a loaded machine
+    wait_until(lambda: not any(_alive(k) for k in kids), timeout=120.0, what="every orphaned service to stop")
     # its run folder outlived it; the next run removes it
     stale = set(run_folders()) - before
     assert len(stale) == 1 and Path(next(iter(stale)), "supervisor.pid").read_text() == str(proc.pid)

@@ -163,7 +163,8 @@ class Stimulator(Node):
         """One ``(status, reason)`` per command of ``chunk``.
 
         Times are checked first, by the gate (:meth:`rtneuro.safety.Gate.check_time`)
-        and here per input (a stream's time never goes back: ``time_backwards``);
+        and here per input (a stream's time never goes back by more than the
+        profile's ``command_deadline_s``: ``time_backwards``);
         a refused time never moves the gate's clocks nor the device's.
         """
         gate = self.gate
@@ -182,9 +183,13 @@ class Stimulator(Node):
             t_stream = float(chunk.t0) + i * dt
             cause = chunk.first + i
             last = self._port_t.get(port)
-            if last is not None and t_stream < last:
+            # a controller may date an event-triggered command at its event, a little before the heartbeat
+            # of the chunk that held it; going back further than command_deadline_s is refused (the device
+            # never dates a delivery before an earlier one in any case)
+            if last is not None and t_stream < last - self.profile.command_deadline_s:
                 d = gate.refuse(data[i], self._gate_now(real), t_stream, cause,
-                                f"time_backwards: stream time {t_stream:.6f} s is before {last:.6f} s, this input's last")
+                                f"time_backwards: stream time {t_stream:.6f} s is more than "
+                                f"{self.profile.command_deadline_s:g} s before {last:.6f} s, this input's last")
                 out.append((d.status, d.reason))
                 continue
             if self._stream_time:
