@@ -271,12 +271,13 @@ def test_ctrl_c_or_sigterm_stops_everything_promptly_and_cleans_up(write_graph, 
     assert rep["interrupted"] and rep["streams"]["bp"]["gaps"] == 0 and rep["latency_us"]["n"] > 0
 
 
-def test_killing_the_supervisor_leaves_no_orphan_services(write_graph, run_graph):
+@pytest.mark.parametrize("after_s", [0.0, 1.0], ids=["while-services-import", "running"])
+def test_killing_the_supervisor_leaves_no_orphan_services(write_graph, run_graph, after_s):
     path = write_graph(synthetic_chain(speed="realtime", duration_s=300.0))
     before = set(run_folders())
     proc = _cli_run(path)
     kids = _wait_for_children(proc.pid, 4)
-    time.sleep(1.0)
+    time.sleep(after_s)  # 0: before a service could ask the kernel to signal it on its parent's death
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(5)
     # each service hears SIGTERM from the kernel and stops in order: a generous bound for a loaded machine

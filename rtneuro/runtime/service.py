@@ -83,6 +83,8 @@ PREFETCH_DELAY_S = 0.002
 MAX_SAMPLES_PER_STATUS = 5000
 #: A trace stamp this far ahead of the receiving clock is implausible (same host: the clocks are one).
 #: Command messages read per wake-up of the stimulate service (the rest on the next one).
+#: Environment variable holding the supervisor's pid (set when it spawns a service).
+SUPERVISOR_PID_ENV = "RTNEURO_SUPERVISOR_PID"
 COMMAND_BATCH = 64
 TRACE_FUTURE_S = 0.5
 #: ... and one older than this: no command of a live loop is that old when it arrives.
@@ -1208,7 +1210,12 @@ def main(argv: list[str] | None = None, kind: str = "process") -> int:
     _die_with_parent()
     _setup_logging(process)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor handles Ctrl-C and tells us
-    ppid = os.getppid()
+    # the kernel's SIGTERM on the supervisor's death is asked for only now, after the imports: a
+    # supervisor that died before has left this process to another parent, and it must not run
+    ppid = int(os.environ.get(SUPERVISOR_PID_ENV) or os.getppid())
+    if os.getppid() != ppid:
+        sys.stderr.write(f"[{process}] the supervisor (pid {ppid}) is gone; not starting\n")
+        return EXIT_FAILED
     service = _build(json.loads(Path(plan_path).read_text()), process, int(inc), restart, (signal.SIGTERM,))
     if service is None:
         return EXIT_STARTUP

@@ -78,6 +78,7 @@ from ..ratelog import RateLog
 from ..security import curve_server, private_dir, release_server, secure_ipc, security_stats
 from .clock import lsl_clock
 from .latency import LatencyStats
+from .service import SUPERVISOR_PID_ENV
 
 __all__ = ["Supervisor", "machine_info", "CpuLatencyRequest", "runs_dir", "running_supervisors", "ESTOP_TIMEOUT_S"]
 
@@ -361,6 +362,7 @@ class Supervisor:
             cmd.append("--restart")
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env[SUPERVISOR_PID_ENV] = str(os.getpid())  # a service started after this process died stops at once
         # One thread per numerical library: a real-time process must not wake
         # (or wait for) a pool of BLAS/OpenMP threads on every chunk.
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
