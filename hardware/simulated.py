@@ -85,7 +85,9 @@ class SimulatedDriver:
         self._fh: TextIO | None = None
         self.pulse_log_path = Path(pulse_log_path) if pulse_log_path else None
         self._pfh: TextIO | None = None
-        self.log: list[dict] = []
+        #: the latest deliveries (every one goes to ``log_path``); ``delivered`` counts them all
+        self.log: deque[dict] = deque(maxlen=MAX_KEPT_PULSES)
+        self.delivered = 0
         #: the latest ``keep_pulses`` pulses delivered: (t_stream, channel, amplitude_ma, pulse_width_us);
         #: bounded in memory (the counters below count every pulse; ``pulse_log_path`` writes every one)
         self.pulse_log: deque[tuple[float, int, float, float]] = deque(maxlen=int(keep_pulses))
@@ -119,10 +121,8 @@ class SimulatedDriver:
         self._pfh = self.pulse_log_path.open("a") if self.pulse_log_path else None
 
     def deliver(self, command: np.void, now: float, t_stream: float) -> None:
-        kind = int(command["kind"])
-        ch = int(command["channel"])
-        amp, pw, freq, dur = (float(command[k]) for k in ("amplitude_ma", "pulse_width_us", "frequency_hz", "duration_s"))
-        phases = 1 if int(command["phase_shape"]) in _MONOPHASIC else 2
+        kind, ch, amp, pw, freq, dur, shape, _ramp = command.item()  # one conversion, not one per field
+        phases = 1 if shape in _MONOPHASIC else 2
         t = self._date(t_stream)
         self.advance(t)
         self._offset = now - t_stream  # LSL time minus stream time, to date a safe state
@@ -147,8 +147,9 @@ class SimulatedDriver:
             self._prog[ch] = Program(False, clock_start(t, last, freq), freq, n, amp, pw, phases, t)
         entry = {"t": now, "t_stream": t, "kind": KINDS.get(kind, str(kind)), "channel": ch,
                  "amplitude_ma": amp, "pulse_width_us": pw, "frequency_hz": freq, "duration_s": dur,
-                 "phase_shape": int(command["phase_shape"])}
+                 "phase_shape": shape}
         self.log.append(entry)
+        self.delivered += 1
         if self._fh is not None:
             self._fh.write(json.dumps(entry) + "\n")
             self._fh.flush()  # a delivery is on disk when it happened (commands are few; pulses go to pulse_log_path)
@@ -169,7 +170,7 @@ class SimulatedDriver:
 
     def report(self) -> dict:
         return {
-            "delivered": len(self.log),
+            "delivered": self.delivered,
             "on_time_s": {str(k): round(v, 6) for k, v in self.on_time_s.items()},
             "pulses": {str(k): v for k, v in self.pulses.items()},
             "charge_uc": {str(k): round(v, 6) for k, v in self.charge_uc.items()},

@@ -347,7 +347,7 @@ def test_the_host_checks_every_command_against_its_own_profile(tmp_path):
         with pytest.raises(DeviceError, match=r"host at tcp://127\.0\.0\.1:\d+ refused 'deliver': amplitude: 3\.0 mA exceeds the "
                                               r"profile maximum 2\.0 mA; make this side's profile no looser than the host's"):
             drv.deliver(_cmd(amp=3.0), 1.0, 1.0)  # within zmq.yaml (5 mA): the local gate let it through
-        assert h.driver.log == [] and drv.report()["refused_by_host"] == 1
+        assert len(h.driver.log) == 0 and drv.report()["refused_by_host"] == 1
         with pytest.raises(DeviceError, match="refused 'deliver': channel: 1 is not in profile"):
             drv.deliver(_cmd(ch=1), 1.0, 1.0)
     finally:
@@ -439,7 +439,7 @@ def test_the_host_answers_malformed_requests_and_keeps_serving(host):
     late = {**fields, "kind": CMD_LEVEL, "amplitude_ma": 1.0, "pulse_width_us": 60.0, "frequency_hz": 130.0}
     rep = ask(msgpack.packb({"v": 1, "seq": 6, "op": "deliver", "command": late, "deadline": pylsl.local_clock() - 1.0}))
     assert rep["status"] == "refused" and rep["reason"].startswith("expired")  # a request that arrived too late
-    assert host.driver.log == []
+    assert len(host.driver.log) == 0
     rep = ask(msgpack.packb({"v": 1, "seq": 7, "op": "deliver", "command": late, "deadline": None}))
     assert rep["ok"] and host.driver.is_on(0)
     sock.close(0)

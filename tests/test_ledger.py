@@ -347,7 +347,7 @@ def test_no_composition_of_commands_and_times_delivers_beyond_the_profile(strict
             real, dev = last_valid
             assert off_since is not None and off_since <= real + g.safe_deadline_s + 2 * TICK + 1e-9
             late = [p for p in drv.pulse_log if p[0] > dev + g.safe_deadline_s + 2 * TICK + 1e-9]
-            assert not late, (late, last_valid, drv.log[-3:])
+            assert not late, (late, last_valid, list(drv.log)[-3:])
         for k in ("rate", "busy", "time_ahead"):
             SEEN[k] += g.reasons.get(k, 0)
         SEEN["pulses"] += len(drv.pulse_log)
