@@ -906,7 +906,8 @@ class Supervisor:
 
     def _main_loop(self) -> None:
         rt = self.rt
-        deadline = None if rt.duration_s is None else lsl_clock() + rt.duration_s
+        # the run lasts duration_s from its origin (the time every process was told to start)
+        deadline = None if rt.duration_s is None else self.origin + rt.duration_s
         next_status = lsl_clock() + rt.status_interval_s
         self._last_progress: dict[str, tuple[int, float]] = {}
         self._all_done_at = None
