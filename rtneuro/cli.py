@@ -53,9 +53,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def parse_stream_query(text: str) -> dict[str, str]:
+    """``--main`` of ``rtneuro replay``: ``name=Muse,type=EEG`` (keys name, type, source_id), or a bare name."""
+    if "=" not in text:
+        return {"name": text}
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in ("name", "type", "source_id") or key in out:
+            raise ConfigError(f"--main {text!r}: give key=value pairs with keys name, type and source_id, "
+                              "e.g. --main name=Muse,type=EEG (or a bare stream name)")
+        out[key] = value.strip()
+    return out
+
+
 def replay_graph(path: str, name: str | None = None, speed: str | float = "realtime", chunk_size: int | None = None,
-                 loop: bool = False) -> dict:
-    """The graph that plays a recording as LSL outlets: its source, one outlet per stream."""
+                 loop: bool = False, main: dict[str, str] | None = None) -> dict:
+    """The graph that plays a recording as LSL outlets: its source, one outlet per stream.
+
+    An XDF file's streams go out under their recorded names, types and (with
+    a prefix) source ids, so an inlet that found the device finds its replay;
+    ``name`` renames the main one. ``main`` names the main stream of an XDF
+    file (the rule of :data:`rtneuro.nodes.xdf.MAIN_RULE` otherwise).
+    """
     from pathlib import Path
 
     from .nodes import NodeContext, build_params, node_class
@@ -69,14 +90,26 @@ def replay_graph(path: str, name: str | None = None, speed: str | float = "realt
         if xdf:
             raise ConfigError("--loop is for MNE-readable recordings, not XDF files")
         params["loop"] = True
+    if main is not None:
+        if not xdf:
+            raise ConfigError("--main picks the main stream of an XDF file; other recordings have one stream")
+        params["main"] = main
     stype = "xdf_replay" if xdf else "file_replay"
     cls = node_class(stype)
     src = cls(build_params(cls.Params, params, "replay"), [], NodeContext(node_id="rec", base_dir=file.parent))
     base = name or file.stem
     nodes: list[dict] = [{"id": "rec", "type": stype, "process": "replay", "params": params}]
     for port, meta in src.outputs.items():
+        out: dict = {"name": base if not port else f"{base}-{port}", "source_id": f"rtneuro-replay:{base}:{port or 'main'}"}
+        if xdf:  # as recorded: name, type, source id
+            rec_name, rec_type = str(meta.desc.get("xdf_name", "")), str(meta.desc.get("xdf_type", ""))
+            rec_sid = str(meta.desc.get("xdf_source_id", ""))
+            out = {"name": (name if name and not port else rec_name) or out["name"],
+                   "source_id": f"rtneuro-replay:{rec_sid or rec_name + ':' + rec_type}"}
+            if rec_type:
+                out["type"] = rec_type
         nodes.append({"id": f"out_{port or 'main'}", "type": "lsl_outlet", "inputs": [meta.name], "process": "replay",
-                      "params": {"name": base if not port else f"{base}-{port}", "source_id": f"rtneuro-replay:{base}:{port or 'main'}"}})
+                      "params": out})
     return {"name": f"replay-{base}", "runtime": {"speed": speed, "status_interval_s": 2.0}, "nodes": nodes}
 
 
@@ -106,7 +139,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     speed = parse_speed(args.speed)
     if speed == "max":
         raise ConfigError("--speed max makes no sense for LSL outlets (nothing would wait for real time); use realtime or a factor")
-    graph = replay_graph(args.file, args.name, speed, args.chunk_size, args.loop)
+    main = parse_stream_query(args.main) if args.main else None
+    graph = replay_graph(args.file, args.name, speed, args.chunk_size, args.loop, main)
     with tempfile.TemporaryDirectory(prefix="rtn-replay-") as d:
         from pathlib import Path
 
@@ -117,7 +151,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             if spec.type == "lsl_outlet":
                 meta = g.streams[spec.inputs[0]]
                 what = f"{meta.n_channels} ch at {meta.sfreq:g} Hz" if meta.kind == "sig" else "markers"
-                print(f"LSL outlet '{spec.params.name}': {what}")
+                typ = f" (type '{spec.params.type}')" if spec.params.type else ""
+                print(f"LSL outlet '{spec.params.name}'{typ}: {what}{', main' if spec.id == 'out_main' else ''}")
         return Supervisor(g, quiet=args.quiet).run()
 
 
@@ -323,7 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--check", action="store_true", help="rerun a recorded session through its graph on the virtual clock; report differing decisions")
     rp.add_argument("--config", default=None, help="with --check: a (possibly changed) graph to rerun instead of the recorded one")
     rp.add_argument("--json", default=None, help="with --check: write the result here")
-    rp.add_argument("--name", default=None, help="outlet name (default: the file name); other streams get NAME-<stream>")
+    rp.add_argument("--name", default=None, help="outlet name (default: the file name; other streams get NAME-<stream>); "
+                    "an XDF file's outlets keep their recorded names and types, and NAME renames the main one")
+    rp.add_argument("--main", default=None, metavar="QUERY", help="an XDF file's main stream: name=...,type=...,source_id=... "
+                    "(default: the electrophysiology stream of highest rate, else the only numeric one; an error when ambiguous)")
     rp.add_argument("--speed", default="realtime", help="realtime or a factor such as 2")
     rp.add_argument("--chunk-size", type=int, default=None, help="samples per chunk (default: the device's when known, else 0.1 s)")
     rp.add_argument("--loop", action="store_true", help="start again at the end (MNE-readable files)")

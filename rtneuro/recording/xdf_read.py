@@ -146,13 +146,22 @@ class Session:
     bytes_read: int
     names: list[str] = field(default_factory=list)
 
-    def stream(self, key: int | str) -> XdfStream:
-        """The stream with this id (int) or name (str)."""
-        for s in self.streams:
-            if (s.stream_id == key) if isinstance(key, int) else (s.name == key):
-                return s
-        have = ", ".join(f"{s.stream_id}: '{s.name}'" for s in self.streams) or "none"
-        raise KeyError(f"no stream {key!r} in {self.path}; streams: {have}")
+    def stream(self, key: int | str, type: str | None = None) -> XdfStream:
+        """The stream with this id (int) or name (str), and this LSL type when given.
+
+        Raises
+        ------
+        KeyError
+            When no stream matches, or several (streams of one name: give ``type``).
+        """
+        hits = [s for s in self.streams if ((s.stream_id == key) if isinstance(key, int) else (s.name == key))
+                and (type is None or s.type == type)]
+        if len(hits) == 1:
+            return hits[0]
+        have = ", ".join(f"{s.stream_id}: '{s.name}' ({s.type})" for s in self.streams) or "none"
+        if hits:
+            raise KeyError(f"{len(hits)} streams {key!r} in {self.path}: {have}; give type= (or the stream id)")
+        raise KeyError(f"no stream {key!r}{f' of type {type!r}' if type else ''} in {self.path}; streams: {have}")
 
 
 @dataclass(frozen=True, slots=True)
