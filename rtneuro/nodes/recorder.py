@@ -165,9 +165,13 @@ class Recorder(Node):
             self._record(chunk, port)
         except RecordingError as exc:
             self.writer = None  # the writer has cut the file back to its last whole chunk and closed it
-            raise RecordingError(f"recording stopped: {exc}. The run stops so that nothing is decided unrecorded "
-                                 f"(stimulators go to their safe state); {self.path} keeps everything written before") from None
+            raise self._stopped(exc) from None
         return None
+
+    def _stopped(self, exc: RecordingError) -> RecordingError:
+        """The one error a failed write ends the run with, whether a chunk or a timed flush hit it."""
+        return RecordingError(f"recording stopped: {exc}. The run stops so that nothing is decided unrecorded "
+                              f"(stimulators go to their safe state); {self.path} keeps everything written before")
 
     def _record(self, chunk: Chunk, port: int) -> None:
         tr = self.tracks[port]
@@ -297,7 +301,7 @@ class Recorder(Node):
                 self.writer.flush_if_due()
             except RecordingError as exc:
                 self.writer = None
-                raise RecordingError(f"recording stopped: {exc}; {self.path} keeps everything written before") from None
+                raise self._stopped(exc) from None
 
     # -- end ----------------------------------------------------------------
 
