@@ -16,7 +16,7 @@ __all__ = [
     "echt_stream",
     "ar_stream",
     "ar_estimate",
-    "filtfilt_odd",
+    "filtfilt_gust",
     "yule_walker",
     "burg",
     "ar_extend",
@@ -122,63 +122,79 @@ def echt_stream(x, ring, state, w_re, w_im, hop, phase_out, amp_out, count_out):
 
 
 @njit(cache=True, nogil=True)
-def filtfilt_odd(sos, zi0, x, padlen, tmp, out):  # pragma: no cover - compiled
-    """Zero-phase (forward-backward) filtering with odd extension at both ends.
+def _sos_run(sos, z, src, dst, backward):  # pragma: no cover - compiled
+    """Run the cascade over ``src`` (forward or backward in index) from state ``z``, into ``dst`` (may be ``src``)."""
+    n = src.shape[0]
+    n_sec = sos.shape[0]
+    for k in range(n):
+        i = n - 1 - k if backward else k
+        v = src[i]
+        for s in range(n_sec):
+            y = sos[s, 0] * v + z[s, 0]
+            z[s, 0] = sos[s, 1] * v - sos[s, 4] * y + z[s, 1]
+            z[s, 1] = sos[s, 2] * v - sos[s, 5] * y
+            v = y
+        dst[i] = v
+
+
+@njit(cache=True, nogil=True)
+def filtfilt_gust(sos, gust, x, z, tmp, out):  # pragma: no cover - compiled
+    """Zero-phase (forward-backward) filtering with Gustafsson's initial conditions.
 
     Parameters
     ----------
     sos : ndarray, shape (n_sections, 6)
-    zi0 : ndarray, shape (n_sections, 2)
-        ``scipy.signal.sosfilt_zi(sos)``.
+    gust : ndarray, shape (4 * n_sections, n)
+        Pseudo-inverse of Gustafsson's matrix for this filter and length
+        (:func:`rtneuro.nodes.phase.gust_matrix`).
     x : ndarray, shape (n,)
-        ``n > padlen``.
-    padlen : int
-        Samples of odd extension at each end.
-    tmp : ndarray, shape (>= n + 2 * padlen,)
+    z : ndarray, shape (n_sections, 2)
+        Scratch (filter state).
+    tmp : ndarray, shape (n,)
         Scratch.
     out : ndarray, shape (n,)
 
     Notes
     -----
-    The algorithm of ``scipy.signal.sosfiltfilt(sos, x, padtype="odd",
-    padlen=padlen)`` (Gustafsson-style steady-state initial conditions:
-    forward pass from ``zi0 * ext[0]``, backward from ``zi0 * y[-1]``).
+    The algorithm of ``scipy.signal.filtfilt(b, a, x, method="gust")``
+    (Gustafsson, F. (1996) Determining the initial states in
+    forward-backward filtering. IEEE Trans Signal Process 44:988): the
+    initial states of the forward and the backward pass are those (least
+    squares) for which forward-backward and backward-forward filtering agree.
+    Unlike odd padding this leaves an oscillation's amplitude intact at the
+    ends of the window: the zero-phase band-pass of a signal extended by its
+    point reflection (``sosfiltfilt``'s default) is odd about the last
+    sample, so it passes through zero there and its envelope sags over a
+    span of the filter's impulse response (hundreds of ms for a narrow
+    band).
     """
     n = x.shape[0]
-    n_ext = n + 2 * padlen
     n_sec = sos.shape[0]
-    for i in range(padlen):
-        tmp[i] = 2.0 * x[0] - x[padlen - i]
-        tmp[padlen + n + i] = 2.0 * x[n - 1] - x[n - 2 - i]
+    ns = 2 * n_sec
+    # forward-backward (into out) and backward-forward (into tmp) from zero states
+    z[:, :] = 0.0
+    _sos_run(sos, z, x, out, False)
+    z[:, :] = 0.0
+    _sos_run(sos, z, out, out, True)
+    z[:, :] = 0.0
+    _sos_run(sos, z, x, tmp, True)
+    z[:, :] = 0.0
+    _sos_run(sos, z, tmp, tmp, False)
     for i in range(n):
-        tmp[padlen + i] = x[i]
-    z = np.empty((n_sec, 2))
-    x0 = tmp[0]
-    for s in range(n_sec):
-        z[s, 0] = zi0[s, 0] * x0
-        z[s, 1] = zi0[s, 1] * x0
-    for i in range(n_ext):
-        v = tmp[i]
-        for s in range(n_sec):
-            y = sos[s, 0] * v + z[s, 0]
-            z[s, 0] = sos[s, 1] * v - sos[s, 4] * y + z[s, 1]
-            z[s, 1] = sos[s, 2] * v - sos[s, 5] * y
-            v = y
-        tmp[i] = v
-    y0 = tmp[n_ext - 1]
-    for s in range(n_sec):
-        z[s, 0] = zi0[s, 0] * y0
-        z[s, 1] = zi0[s, 1] * y0
-    for i in range(n_ext - 1, -1, -1):
-        v = tmp[i]
-        for s in range(n_sec):
-            y = sos[s, 0] * v + z[s, 0]
-            z[s, 0] = sos[s, 1] * v - sos[s, 4] * y + z[s, 1]
-            z[s, 1] = sos[s, 2] * v - sos[s, 5] * y
-            v = y
-        tmp[i] = v
-    for i in range(n):
-        out[i] = tmp[padlen + i]
+        tmp[i] -= out[i]
+    # optimal initial states: gust @ (bf - fb); forward states first, then backward
+    for j in range(ns):
+        acc = 0.0
+        for i in range(n):
+            acc += gust[j, i] * tmp[i]
+        z[j // 2, j % 2] = acc
+    _sos_run(sos, z, x, out, False)
+    for j in range(ns):
+        acc = 0.0
+        for i in range(n):
+            acc += gust[ns + j, i] * tmp[i]
+        z[j // 2, j % 2] = acc
+    _sos_run(sos, z, out, out, True)
 
 
 @njit(cache=True, nogil=True)
@@ -282,15 +298,15 @@ def ar_extend(ext, n_known, a):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def ar_estimate(win, sos, zi0, padlen, dec, edge, order, method, n_ahead, h_re, h_im, tmp, yf, ext, a, s1, s2, s3):  # pragma: no cover - compiled
+def ar_estimate(win, sos, gust, dec, edge, order, method, n_ahead, h_re, h_im, z, tmp, yf, ext, a, s1, s2, s3):  # pragma: no cover - compiled
     """Phase and amplitude at the newest sample of ``win`` by AR forward prediction.
 
     Parameters
     ----------
     win : ndarray, shape (N,)
         The window, oldest sample first.
-    sos, zi0, padlen :
-        Zero-phase band-pass (see :func:`filtfilt_odd`).
+    sos, gust :
+        Zero-phase band-pass (see :func:`filtfilt_gust`).
     dec : int
         Decimation: the working series is ``yf[N-1], yf[N-1-dec], ...``
         (the newest sample is always on the grid).
@@ -304,8 +320,11 @@ def ar_estimate(win, sos, zi0, padlen, dec, edge, order, method, n_ahead, h_re, 
         Working samples predicted past the present.
     h_re, h_im : ndarray, shape (L,)
         Weights of the analytic signal (FFT Hilbert) at the present, for the
-        extended series of length ``L = M - edge + edge + n_ahead``.
-    tmp : ndarray, shape (N + 2 * padlen,)
+        extended series of length ``L = (M - 2 * edge) + edge + n_ahead``
+        (``M = (N - 1) // dec + 1`` working samples).
+    z : ndarray, shape (n_sections, 2)
+        Scratch.
+    tmp : ndarray, shape (N,)
         Scratch.
     yf : ndarray, shape (N,)
         Scratch.
@@ -328,10 +347,14 @@ def ar_estimate(win, sos, zi0, padlen, dec, edge, order, method, n_ahead, h_re, 
     Trans Biomed Eng 60:753: zero-phase band-pass of the window, edges cut,
     AR fit, forward prediction over the cut edge and ``n_ahead`` beyond the
     present, analytic signal (``scipy.signal.hilbert``) of the extended
-    series read at the present.
+    series read at the present. The band-pass is forward-backward with
+    Gustafsson's initial states (:func:`filtfilt_gust`), so the amplitude is
+    that of the band-passed rhythm (input amplitude times the squared
+    magnitude response) up to the window's end; with odd padding it sagged
+    towards zero there and the AR model predicted a fraction of it.
     """
     N = win.shape[0]
-    filtfilt_odd(sos, zi0, win, padlen, tmp, yf)
+    filtfilt_gust(sos, gust, win, z, tmp, yf)
     M = (N - 1) // dec + 1
     n_keep = M - 2 * edge
     # working sample i (0 oldest) is yf[N - 1 - dec * (M - 1 - i)]
@@ -351,8 +374,8 @@ def ar_estimate(win, sos, zi0, padlen, dec, edge, order, method, n_ahead, h_re, 
 
 
 @njit(cache=True, nogil=True)
-def ar_stream(x, ring, state, hop, win, sos, zi0, padlen, dec, edge, order, method, n_ahead, h_re, h_im,
-              tmp, yf, ext, a, s1, s2, s3, phase_out, amp_out, count_out):  # pragma: no cover - compiled
+def ar_stream(x, ring, state, hop, win, sos, gust, dec, edge, order, method, n_ahead, h_re, h_im,
+              z, tmp, yf, ext, a, s1, s2, s3, phase_out, amp_out, count_out):  # pragma: no cover - compiled
     """:func:`ar_estimate` at every ``hop``-th sample; the ring and counts as :func:`echt_stream`.
 
     ``win`` (shape (N,)) is scratch for the window copied out of the ring.
@@ -368,8 +391,8 @@ def ar_stream(x, ring, state, hop, win, sos, zi0, padlen, dec, edge, order, meth
             start = count % N
             for m in range(N):
                 win[m] = ring[(start + m) % N]
-            ph, amp = ar_estimate(win, sos, zi0, padlen, dec, edge, order, method, n_ahead, h_re, h_im,
-                                  tmp, yf, ext, a, s1, s2, s3)
+            ph, amp = ar_estimate(win, sos, gust, dec, edge, order, method, n_ahead, h_re, h_im,
+                                  z, tmp, yf, ext, a, s1, s2, s3)
             phase_out[n_out] = ph
             amp_out[n_out] = amp
             count_out[n_out] = count

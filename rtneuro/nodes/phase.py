@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.signal import butter, freqz, hilbert, sosfilt_zi, sosfiltfilt
+from scipy.signal import butter, freqz, hilbert, sosfilt, sosfiltfilt
 
 from ..errors import ConfigError
 from ..kernels.phase import (
@@ -22,7 +22,7 @@ from ..kernels.phase import (
 from ..messages import Chunk, StreamMeta, make_events
 from .base import Node, NodeContext, param, regular_rate, resolve_picks
 
-__all__ = ["Phase", "PhaseParams", "echt_weights", "analytic_weights", "true_phase", "TRIGGER_CODE", "SCORE_CODE"]
+__all__ = ["Phase", "PhaseParams", "echt_weights", "analytic_weights", "gust_matrix", "true_phase", "TRIGGER_CODE", "SCORE_CODE"]
 
 #: Event code of a trigger on port ``events`` (label ``"phase_trigger"``).
 TRIGGER_CODE = 1
@@ -98,6 +98,29 @@ def analytic_weights(n: int, index: int) -> np.ndarray:
     return g[(index - np.arange(n)) % n]
 
 
+def gust_matrix(sos: np.ndarray, n: int) -> np.ndarray:
+    """Pseudo-inverse (shape (4 * n_sections, n)) of Gustafsson's matrix for ``sos`` and length ``n``.
+
+    The matrix ``[S^R - O, O^R - S]`` of ``scipy.signal.filtfilt``'s
+    ``method="gust"``: ``O`` (shape (n, 2 * n_sections)) maps the initial
+    state of the cascade (``sosfilt``'s ``zi``, flattened row by row) to its
+    output with zero input, ``S`` filters ``O`` reversed, ``^R`` reverses the
+    rows. The optimal initial states of a window ``x`` are this
+    pseudo-inverse times ``bf(x) - fb(x)``; the matrix depends only on the
+    filter and the window length, so it is computed once.
+    """
+    n_sec = sos.shape[0]
+    ns = 2 * n_sec
+    obs = np.empty((n, ns))
+    for j in range(ns):
+        zi = np.zeros(ns)
+        zi[j] = 1.0
+        obs[:, j] = sosfilt(sos, np.zeros(n), zi=zi.reshape(n_sec, 2))[0]
+    s = sosfilt(sos, obs[::-1], axis=0)
+    m = np.hstack((s[::-1] - obs, obs[::-1] - s))
+    return np.ascontiguousarray(np.linalg.pinv(m))
+
+
 def true_phase(segment: np.ndarray, center: int, sos: np.ndarray) -> float:
     """Non-causal phase at ``segment[center]``: ``sosfiltfilt`` then ``hilbert``."""
     return float(np.angle(hilbert(sosfiltfilt(sos, segment))[center]))
@@ -120,7 +143,7 @@ class Phase(Node):
     ``ar``
         AR forward prediction (Zrenner et al. 2018; Chen et al. 2013): the
         window is band-passed forward and backward (Butterworth,
-        ``filter_order``), optionally decimated, ``edge_s`` is cut at both
+        ``filter_order``, Gustafsson's initial states), optionally decimated, ``edge_s`` is cut at both
         ends, an AR model (``ar_order``, Yule-Walker or Burg) is fitted and
         predicts over the cut edge and ``ahead_s`` beyond; the analytic
         signal of that series is read at the present sample.
@@ -130,6 +153,10 @@ class Phase(Node):
     main (feat)
         ``phase`` (rad, -pi..pi, 0 at a peak of the band-passed signal) and
         ``amplitude`` (input units), one row per estimate, at ``sfreq / hop``.
+        The amplitude is that of the band-passed rhythm: a sine of
+        amplitude A at f reads A |H(f)|, with H the causal Butterworth of
+        ``echt`` or, for ``ar``, the squared response of the zero-phase
+        band-pass (both 1 at the band centre).
     ``events`` (evt)
         A trigger (code 1, label ``phase_trigger``, ``value`` = amplitude)
         at the sample nearest to where the phase crosses ``target_deg``,
@@ -230,18 +257,13 @@ class Phase(Node):
         self._n_keep = n_keep
         self._ar_code = AR_BURG if params.ar_method == "burg" else AR_YULE_WALKER
         self._sos = np.ascontiguousarray(butter(params.filter_order, list(params.band), "bandpass", fs=fs, output="sos"))
-        self._zi0 = np.ascontiguousarray(sosfilt_zi(self._sos))
-        sos = self._sos
-        ntaps = 2 * sos.shape[0] + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
-        self._padlen = 3 * ntaps  # scipy.signal.sosfiltfilt's default
-        if self._padlen >= self.window:
-            raise ConfigError(f"window_s={params.window_s} gives {self.window} samples; the zero-phase filter needs more than {self._padlen}")
+        self._gust = gust_matrix(self._sos, self.window)
         n_ext = n_keep + self._edge + self._ahead
         h = analytic_weights(n_ext, n_keep + self._edge - 1)
         self._h_re = np.ascontiguousarray(h.real)
         self._h_im = np.ascontiguousarray(h.imag)
         p = params.ar_order
-        self._scratch = (np.empty(self.window + 2 * self._padlen), np.empty(self.window), np.empty(n_ext), np.empty(p),
+        self._scratch = (np.empty((self._sos.shape[0], 2)), np.empty(self.window), np.empty(self.window), np.empty(n_ext), np.empty(p),
                          np.empty(max(p + 1, n_ext)), np.empty(max(p + 1, n_ext)), np.empty(p + 1))
 
     # -- state ----------------------------------------------------------------
@@ -285,7 +307,7 @@ class Phase(Node):
         if self.params.method == "echt":
             n = echt_stream(x, self._ring, self._state, self._w_re, self._w_im, self.hop, phase, amp, counts)
         else:
-            n = ar_stream(x, self._ring, self._state, self.hop, self._win, self._sos, self._zi0, self._padlen, self._dec, self._edge,
+            n = ar_stream(x, self._ring, self._state, self.hop, self._win, self._sos, self._gust, self._dec, self._edge,
                           self.params.ar_order, self._ar_code, self._ahead, self._h_re, self._h_im, *self._scratch,
                           phase, amp, counts)
         return phase, amp, counts, n
