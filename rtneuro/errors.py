@@ -14,6 +14,7 @@ from collections.abc import Iterable
 __all__ = [
     "RtneuroError",
     "ConfigError",
+    "DamagedFileError",
     "SchemaError",
     "DeviceError",
     "SafetyError",
@@ -27,6 +28,15 @@ class RtneuroError(Exception):
 
 class ConfigError(RtneuroError):
     """A configuration file, a node parameter or a graph is invalid."""
+
+
+class DamagedFileError(ConfigError):
+    """A recording does not hold what its header claims (cut short, corrupt, a part missing).
+
+    Deterministic: reading the file again fails the same way, so a process
+    that meets it is never restarted, and the command line exits with the
+    configuration error code.
+    """
 
 
 class SchemaError(RtneuroError):
