@@ -56,7 +56,7 @@ def _rtneuro(duration_s: float) -> dict:
     from rtneuro.nodes.spikes import SpikeDetect, SpikeDetectParams
 
     x, meta = _signal()
-    node = SpikeDetect(SpikeDetectParams(noise_init_s=INIT_S, dedup_channels=2), [meta], NodeContext(node_id="spk"))
+    node = SpikeDetect(SpikeDetectParams(noise_init_s=INIT_S, dedup_index_distance=2), [meta], NodeContext(node_id="spk"))
     node.warmup()
     n_init = node.n_init
     node.process(Chunk(x[:n_init], 0, 0.0, FS, []))

@@ -117,7 +117,8 @@ CASES: dict[str, list[tuple[dict, str]]] = {
     "decoder": [({"model": "<mi>", "threshold": 0.6, "min_frames": 2}, "eeg")],
     "kalman": [({"model": "<kalman>"}, "counts"), ({"model": "<kalman>", "gain": "steady"}, "counts")],
     "poisson_decoder": [({"model": "<poisson>", "n_directions": 8, "rest": False}, "counts")],
-    "spike_detect": [({"noise_init_s": 0.2, "noise_tau_s": 1.0, "bin_s": 0.05}, "spikes"),
+    "spike_detect": [({"noise_init_s": 0.2, "noise_tau_s": 1.0, "bin_s": 0.05}, "spikes"),  # no geometry: no dedup
+                     ({"noise_init_s": 0.2, "channel_positions_um": [[0.0, 20.0 * i] for i in range(16)]}, "spikes"),
                      ({"noise_init_s": 0.2, "sign": "both", "dedup_ms": None}, "spikes")],
 }
 #: event times computed from sample indices in a different order of operations may differ by rounding

@@ -91,8 +91,8 @@ def test_detections_equal_the_naive_reference(sign, adapt, dedup):
     if sign == "pos":
         x = -x
     kw = dict(l_freq=None, h_freq=None, sign=sign, noise_init_s=0.2, noise_tau_s=0.5 if adapt else None,
-              refractory_ms=0.4, peak_window_ms=0.3, dedup_ms=0.2 if dedup else None, dedup_channels=1,
-              snippet_ms=(0.2, 0.3))
+              refractory_ms=0.4, peak_window_ms=0.3, dedup_ms=0.2 if dedup else None, snippet_ms=(0.2, 0.3),
+              channel_positions_um=[[0.0, 20.0 * i] for i in range(6)], dedup_radius_um=25.0)
     node = _node(6, **kw)
     ev, _, _, _ = _feed(node, x, _random_splits(x.shape[0], 40))
     med0 = noise_init(x, node.n_init, node.init_stride)
@@ -214,7 +214,8 @@ def test_any_split_gives_identical_events_snippets_and_rates(splits):
     n = 12000 if splits == "ones" else 30000
     x = _spiky(n_times=n, n_ch=6, rate=60.0)
     x[:, 3] += np.float32(200.0)  # a DC offset: the band-pass starts from its steady state
-    kw = dict(noise_init_s=0.1, noise_tau_s=0.2, dedup_ms=0.3, dedup_channels=1, bin_s=0.01, snippet_ms=(0.5, 1.0))
+    kw = dict(noise_init_s=0.1, noise_tau_s=0.2, dedup_ms=0.3, dedup_radius_um=25.0, bin_s=0.01, snippet_ms=(0.5, 1.0),
+              channel_positions_um=[[0.0, 20.0 * i] for i in range(6)])
     whole = _feed(_node(6, **kw), x, [])
     cuts = list(range(1, n)) if splits == "ones" else _random_splits(n, 300)
     got = _feed(_node(6, **kw), x, cuts)
@@ -250,16 +251,122 @@ def test_dedup_keeps_the_largest_of_neighbouring_channels():
     for c, a in ((3, -40.0), (4, -90.0), (5, -60.0), (6, -30.0), (10, -45.0)):
         x[t + (c % 2), c] = a  # within a sample of each other
     base = dict(l_freq=None, h_freq=None, noise_init_s=0.05, noise_tau_s=None, dedup_ms=0.2)
-    ev = _feed(_node(12, dedup_channels=2, **base), x, [4000])[0]
-    assert sorted(ev["channel"].tolist()) == [4, 10]  # 3, 5, 6 within 2 channels of 4; 10 is far
+    ev = _feed(_node(12, dedup_index_distance=2, **base), x, [4000])[0]
+    assert sorted(ev["channel"].tolist()) == [4, 10]  # opted in: 3, 5, 6 within 2 channels of 4; 10 is far
     assert ev["value"][ev["channel"] == 4][0] == -90.0
     # geometry: 2 columns; channels 4 and 10 are 15 um apart, so 10 goes too
     pos = [[0.0, 20.0 * i] for i in range(6)] + [[15.0, 20.0 * (i - 4)] for i in range(6, 12)]
     ev = _feed(_node(12, dedup_radius_um=30.0, channel_positions_um=pos, **base), x, [])[0]
     assert ev["channel"].tolist() == [4]
-    # off: every channel
+    # off, or no geometry: every channel
     ev = _feed(_node(12, **{**base, "dedup_ms": None}), x, [])[0]
     assert sorted(ev["channel"].tolist()) == [3, 4, 5, 6, 10]
+    node = _node(12, **base)
+    ev = _feed(node, x, [])[0]
+    assert sorted(ev["channel"].tolist()) == [3, 4, 5, 6, 10]
+    assert node.report()["suppressed_duplicates"] == 0 and node.report()["dedup"] == "off"
+
+
+TETRODE_UM = [[10.0, 0.0], [0.0, 10.0], [-10.0, 0.0], [0.0, -10.0]]  # probeinterface's generate_tetrode()
+
+
+def _tetrode_independent():
+    """4 channels, each with its own spikes at unrelated times (100 Hz each, 1 s), amplitudes 40-160 uV."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((30000, 4)).astype(np.float32) * np.float32(5.0)
+    shape = np.array([-0.3, -0.8, -1.0, -0.7, -0.2], np.float32)
+    for c in range(4):
+        for t in np.sort(rng.choice(np.arange(3500, 29990, 40), 100, replace=False)) + rng.integers(0, 20, 100):
+            x[t - 2:t + 3, c] += np.float32(rng.uniform(40.0, 160.0)) * shape
+    return x
+
+
+def test_tetrode_without_geometry_loses_nothing_and_says_so(caplog):
+    """Issue 14: without positions, neighbours were taken by channel index and one tetrode wire
+    lost 87 % of its detections. Now a 4-channel stream without geometry de-duplicates nothing:
+    every channel's detections equal those with de-duplication off (and the naive per-channel
+    loop); one log line and the run report say so; the old index rule, opted in, removes some."""
+    x = _tetrode_independent()
+    kw = dict(l_freq=None, h_freq=None, noise_init_s=0.1, noise_tau_s=None)
+    with caplog.at_level("WARNING", logger="rtneuro.nodes.spikes"):
+        node = _node(4, **kw)
+    ev = _feed(node, x, _random_splits(30000, 20))[0]
+    off = _feed(_node(4, **kw, dedup_ms=None), x, [])[0]
+    assert [r.getMessage() for r in caplog.records if "de-duplication" in r.getMessage()] == [
+        "no channel positions for 'probe': spike de-duplication across channels is off (each channel keeps its own "
+        "refractory period); give channel_positions_um or probe_file to enable it"]
+    assert node.take_notes() and node.report()["dedup"] == "off" and node.report()["suppressed_duplicates"] == 0
+    assert node.status() == f"spikes {len(ev)}, dedup off (no geometry)"
+    per_ch = np.bincount(ev["channel"], minlength=4)
+    assert per_ch.min() >= 90 and np.array_equal(ev["index"], off["index"]) and np.array_equal(ev["channel"], off["channel"])
+    med0 = noise_init(x, node.n_init, node.init_stride)
+    ref = sorted(detect_naive(x, node.n_init, med0, 5.0, "neg", node.win, node.refr))
+    ref = [r for r in ref if r[0] + node.lag <= x.shape[0] - 1]
+    assert sorted(zip(ev["index"].tolist(), ev["channel"].tolist(), strict=True)) == [(p, c) for p, c, _ in ref]
+    old = _node(4, **kw, dedup_index_distance=2)  # the former default: every tetrode wire a "neighbour"
+    ev_old = _feed(old, x, [])[0]
+    lost = 1 - np.bincount(ev_old["channel"], minlength=4) / per_ch
+    print(f"tetrode, independent spikes: per channel {per_ch.tolist()} kept; the old index rule kept "
+          f"{np.bincount(ev_old['channel'], minlength=4).tolist()} (lost {np.round(100 * lost).tolist()} %)")
+    assert old.report()["suppressed_duplicates"] == len(ev) - len(ev_old) > 0
+
+
+def test_with_geometry_a_spike_on_neighbouring_sites_is_kept_once_and_counted():
+    """Tetrode geometry (contacts 14-20 um apart, radius 50 um): a spike seen on all four wires
+    within dedup_ms is kept once, on its largest wire; the removed count is exact and equals the
+    naive reference's; a fifth channel 200 um away keeps its own spikes at the same times."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((30000, 5)).astype(np.float32) * np.float32(5.0)
+    shape = np.array([-0.3, -0.8, -1.0, -0.7, -0.2], np.float32)
+    times = np.arange(4000, 29000, 500)  # 50 spikes, 16.7 ms apart
+    scale = np.array([1.0, 0.7, 0.5, 0.6], np.float32)
+    for k, t in enumerate(times):
+        big = k % 4  # the largest wire rotates
+        for c in range(4):
+            lag = (c - big) % 4  # up to 3 samples (0.1 ms) later on the others
+            x[t + lag - 2:t + lag + 3, c] += np.float32(120.0) * scale[(c - big) % 4] * shape
+        x[t - 2:t + 3, 4] += np.float32(90.0) * shape
+    pos = [*TETRODE_UM, [200.0, 0.0]]
+    kw = dict(l_freq=None, h_freq=None, noise_init_s=0.1, noise_tau_s=None, dedup_ms=0.2, channel_positions_um=pos)
+    node = _node(5, **kw)
+    ev = _feed(node, x, _random_splits(30000, 25))[0]
+    assert node.dedup_mode == "radius 50 um (channel_positions_um)"
+    for k, t in enumerate(times):
+        got = ev[(ev["index"] >= t - 3) & (ev["index"] <= t + 6)]
+        assert sorted(got["channel"].tolist()) == [k % 4, 4], (k, got)
+    rep = node.report()
+    assert rep["suppressed_duplicates"] == 3 * len(times) == rep["candidates"] - rep["detections"]
+    assert node.status() == f"spikes {len(ev)}, dedup removed {3 * len(times)}"
+    med0 = noise_init(x, node.n_init, node.init_stride)
+    cands = detect_naive(x, node.n_init, med0, 5.0, "neg", node.win, node.refr)
+    ref = dedup_naive(cands, node._neigh, node.dedup_s)
+    assert sorted(zip(ev["index"].tolist(), ev["channel"].tolist(), strict=True)) == [(p, c) for p, c, _ in ref]
+    assert len(cands) - len(ref) == rep["suppressed_duplicates"]
+
+
+def test_geometry_from_a_probe_file_or_the_stream(tmp_path):
+    """Positions from a probeinterface JSON (contacts wired to channels in another order), a .csv
+    of x,y rows, or the stream's desc.positions_um; config positions come first."""
+    probeinterface = pytest.importorskip("probeinterface")
+    probe = probeinterface.generate_linear_probe(num_elec=6, ypitch=20.0)
+    wiring = np.array([5, 4, 3, 2, 1, 0])
+    probe.set_device_channel_indices(wiring)  # channel 0 is the last contact (y = 100)
+    probeinterface.write_probeinterface(tmp_path / "probe.json", probe)
+    node = SpikeDetect(SpikeDetectParams(probe_file="probe.json", dedup_radius_um=25.0), [_meta(6)],
+                       NodeContext(node_id="spk", base_dir=tmp_path))
+    expect = np.abs(np.arange(6)[:, None] - np.arange(6)[None, :]) <= 1
+    assert np.array_equal(node._neigh, expect) and node.dedup_mode == "radius 25 um (probe_file probe.json)"
+    (tmp_path / "tet.csv").write_text("x,y\n" + "\n".join(f"{a},{b}" for a, b in TETRODE_UM) + "\n")
+    node = SpikeDetect(SpikeDetectParams(probe_file=str(tmp_path / "tet.csv")), [_meta(4)], NodeContext(node_id="spk"))
+    assert node._neigh.all() and node.dedup_mode.startswith("radius 50 um")
+    far = {"positions_um": [[0.0, 100.0 * i] for i in range(4)]}
+    node = _node(4, desc=far)
+    assert np.array_equal(node._neigh, np.eye(4, dtype=bool)) and node.dedup_mode == "radius 50 um (stream 'probe' desc.positions_um)"
+    node = _node(4, desc=far, channel_positions_um=TETRODE_UM)
+    assert node._neigh.all()
+    with pytest.raises(ConfigError, match="need \\[x, y\\] for each of the 4 channels"):
+        (tmp_path / "short.csv").write_text("0,0\n0,20\n")
+        SpikeDetect(SpikeDetectParams(probe_file="short.csv"), [_meta(4)], NodeContext(node_id="spk", base_dir=tmp_path))
 
 
 def test_snippets_follow_their_events_and_rates_count_them():
@@ -347,6 +454,10 @@ def test_built_from_yaml_like_params_and_registered():
     ({"l_freq": 300, "h_freq": None}, {}, "both l_freq and h_freq"),
     ({"l_freq": 6000, "h_freq": 300}, {}, "below h_freq"),
     ({"dedup_radius_um": 50}, {}, "needs channel positions"),
+    ({"dedup_channels": 2}, {}, "did you mean 'dedup_"),
+    ({"dedup_index_distance": 1, "dedup_radius_um": 50}, {}, "not both"),
+    ({"channel_positions_um": [[0, 0]] * 8, "probe_file": "p.csv"}, {}, "not both"),
+    ({"probe_file": "no_such_probe.json"}, {}, "does not exist"),
     ({"channel_positions_um": [[0, 0], [0, 20]]}, {}, "for each of the 8 channels"),
     ({"noise_init_s": 0.001}, {}, "at least 100"),
     ({"treshold": 5}, {}, "did you mean 'threshold'"),

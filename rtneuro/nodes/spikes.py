@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -30,7 +31,8 @@ from ..kernels.spikes import (
 from ..messages import EVENT_DTYPE, Chunk, StreamMeta, make_events
 from .base import GeneratorSource, Node, NodeContext, param, regular_rate
 
-__all__ = ["SpikeDetect", "SpikeDetectParams", "SyntheticSpikes", "SyntheticSpikesParams", "EVENT_ID"]
+__all__ = ["SpikeDetect", "SpikeDetectParams", "SyntheticSpikes", "SyntheticSpikesParams", "EVENT_ID", "probe_positions",
+           "DEFAULT_DEDUP_RADIUS_UM"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,68 @@ EVENT_ID = {"spike_neg": 1, "spike_pos": 2}
 #: Slope of the running-median update for Gaussian noise: the median of
 #: ``|x|`` relaxes as ``exp(-0.8575 * eta * n)`` (``2 f(m) m`` at the median of a half-normal).
 _GAUSS_GAIN = 2 * 0.6745 * math.exp(-0.5 * 0.6745**2) * 2 / math.sqrt(2 * math.pi)
+
+
+#: Neighbour radius when positions are known and ``dedup_radius_um`` is not set
+#: (SpikeInterface's ``locally_exclusive`` default).
+DEFAULT_DEDUP_RADIUS_UM = 50.0
+
+
+def probe_positions(path: Path) -> np.ndarray:
+    """Contact positions (um, shape (n_channels, 2 or 3)) in channel order from a probe file.
+
+    ``.json``: a probeinterface file (every probe of the group, contacts
+    placed by their ``device_channel_indices`` where set, else in order);
+    ``.prb``: a SpyKING CIRCUS / Klusta probe file, through probeinterface;
+    ``.csv`` (or ``.txt``): one row ``x, y[, z]`` per channel, in the
+    stream's channel order, an optional header line.
+    """
+    if not path.is_file():
+        raise ConfigError(f"probe_file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".txt", ".tsv"):
+        text = path.read_text().splitlines()
+        rows = [ln.replace("\t", ",").replace(";", ",") for ln in text if ln.strip()]
+        try:
+            start = 0 if all(_isnum(v) for v in rows[0].split(",")) else 1
+            return np.array([[float(v) for v in r.split(",")] for r in rows[start:]], dtype=float)
+        except (ValueError, IndexError) as exc:
+            raise ConfigError(f"probe_file {path}: need one row x, y[, z] per channel ({exc})") from None
+    if suffix not in (".json", ".prb"):
+        raise ConfigError(f"probe_file {path}: unknown format {suffix!r}; use a probeinterface .json, a .prb or a .csv of x,y rows")
+    try:
+        import probeinterface
+    except ImportError:  # pragma: no cover - installed with spikeinterface
+        raise ConfigError(f"probe_file {path}: reading {suffix} needs probeinterface (pip install probeinterface), or give a .csv of x,y rows") from None
+    try:
+        group = probeinterface.read_probeinterface(path) if suffix == ".json" else probeinterface.read_prb(path)
+    except Exception as exc:  # noqa: BLE001 - any parse error of a user's file becomes one line
+        raise ConfigError(f"probe_file {path}: probeinterface could not read it ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    parts = []
+    for probe in group.probes:
+        pos = np.asarray(probe.contact_positions, dtype=float)
+        dev = probe.device_channel_indices
+        parts.append((pos, None if dev is None else np.asarray(dev, dtype=np.int64)))
+    if all(d is not None for _, d in parts):
+        n = max(int(d.max()) for _, d in parts if d is not None and d.size) + 1
+        out = np.full((n, parts[0][0].shape[1]), np.nan)
+        for pos, dev in parts:
+            assert dev is not None
+            wired = dev >= 0
+            out[dev[wired]] = pos[wired]
+        if np.isnan(out).any():
+            missing = np.nonzero(np.isnan(out[:, 0]))[0][:8].tolist()
+            raise ConfigError(f"probe_file {path}: no contact is wired to channel(s) {missing}")
+        return out
+    return np.concatenate([pos for pos, _ in parts])
+
+
+def _isnum(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
 
 
 def _samples(ms: float, fs: float) -> int:
@@ -59,10 +123,11 @@ class SpikeDetectParams:
     refractory_ms: float = param(1.0, ge=0, doc="no new crossing on a channel this long after its last peak")
     peak_window_ms: float = param(0.5, ge=0, doc="the peak is the extremum this long after the crossing (output lag)")
     snippet_ms: tuple[float, float] = param((1.0, 2.0), ge=0, doc="waveform snippet before and after the peak")
-    dedup_ms: float | None = param(0.5, ge=0, doc="neighbouring detections this close keep only the largest; null: no de-duplication")
-    dedup_radius_um: float | None = param(None, gt=0, doc="neighbours within this distance (needs channel positions)")
-    dedup_channels: int = param(2, ge=0, doc="without geometry: neighbours within this index distance")
-    channel_positions_um: list[list[float]] | None = param(None, doc="[x, y] per channel (default: the stream's desc.positions_um)")
+    dedup_ms: float | None = param(0.5, ge=0, doc="detections on neighbouring sites this close keep only the largest (needs geometry); null: off")
+    dedup_radius_um: float | None = param(None, gt=0, doc="sites within this distance are neighbours (default 50 um when positions are known)")
+    dedup_index_distance: int | None = param(None, ge=1, doc="opt-in without geometry: channels this close in index are neighbours (only where channel order is the probe's layout)")
+    channel_positions_um: list[list[float]] | None = param(None, doc="[x, y] per channel (default: probe_file, else the stream's desc.positions_um)")
+    probe_file: str | None = param(None, doc="channel positions from a probeinterface .json, a .prb or a .csv of x,y[,z] rows in channel order")
     bin_s: float = param(0.05, gt=0, doc="rate frames: one every bin_s, counting detections per channel and in total (MUA)")
 
     def __post_init__(self) -> None:
@@ -91,10 +156,19 @@ class SpikeDetect(Node):
     3. A crossing of ``threshold`` noise levels (from inside the threshold,
        outside the refractory period of the previous peak) opens a window of
        ``peak_window_ms``; the peak is its extremum (earliest on ties).
-    4. A candidate survives de-duplication unless a candidate on a
-       neighbouring channel (``dedup_radius_um`` with geometry, else
-       ``dedup_channels`` index distance; the channel itself included) within
-       ``dedup_ms`` has a larger |amplitude|.
+    4. With geometry, a candidate survives de-duplication unless a
+       candidate on a neighbouring site (within ``dedup_radius_um``, the
+       channel itself included) within ``dedup_ms`` has a larger
+       |amplitude|. Geometry is, first found: ``channel_positions_um``,
+       ``probe_file``, the stream's ``desc.positions_um`` (file readers fill
+       it where the format has it). Without geometry there is no
+       de-duplication (each channel keeps its own refractory period), said
+       once in the log, the run report and :meth:`status`: channel indices
+       say nothing of where sites are (on a tetrode, taking neighbours by
+       index removed 87 % of one wire's detections). ``dedup_index_distance``
+       opts in to index neighbours for a probe whose channel order is its
+       layout. The number removed is ``suppressed_duplicates`` in
+       :meth:`report` and in :meth:`status`.
 
     A detection is final ``peak_window_ms + dedup_ms`` after its peak: the
     events port lags the input by that much (``desc.lag_samples``).
@@ -155,8 +229,9 @@ class SpikeDetect(Node):
             self._zi0 = np.zeros((0, 2), dtype=np.float32)
         self.win = _samples(params.peak_window_ms, fs)
         self.refr = _samples(params.refractory_ms, fs)
-        self.dedup = params.dedup_ms is not None
-        self.dedup_s = _samples(params.dedup_ms, fs) if params.dedup_ms is not None else 0
+        self._neigh, self.dedup_mode = self._neighbours(params, src, ctx)
+        self.dedup = params.dedup_ms is not None and self.dedup_mode != "off"
+        self.dedup_s = _samples(params.dedup_ms, fs) if self.dedup and params.dedup_ms is not None else 0
         self.pre = _samples(params.snippet_ms[0], fs)
         self.post = _samples(params.snippet_ms[1], fs)
         self.n_init = int(round(params.noise_init_s * fs))
@@ -175,7 +250,6 @@ class SpikeDetect(Node):
         else:
             self._up = self._down = 1.0
         self._sign = {"neg": SIGN_NEG, "pos": SIGN_POS, "both": SIGN_BOTH}[params.sign]
-        self._neigh = self._neighbours(params, src)
         self.ch_names = src.ch_names
         unit = src.units[0] if src.units else ""
         lag_desc = {"lag_samples": self.lag, "of": src.name}
@@ -205,22 +279,46 @@ class SpikeDetect(Node):
         self._ring_len = self.pre + max(self.post, self.lag) + 2
         self.reset()
 
-    def _neighbours(self, params: SpikeDetectParams, src: StreamMeta) -> np.ndarray:
+    def _neighbours(self, params: SpikeDetectParams, src: StreamMeta, ctx: NodeContext) -> tuple[np.ndarray, str]:
+        """The neighbour matrix (shape (C, C), bool) and how it was made, for the report."""
         C = src.n_channels
-        pos = params.channel_positions_um
-        if pos is None and "positions_um" in src.desc:
-            pos = src.desc["positions_um"]
+        if params.channel_positions_um is not None and params.probe_file is not None:
+            raise ConfigError("set channel_positions_um or probe_file, not both")
+        pos: Any = params.channel_positions_um
+        where = "channel_positions_um"
+        if pos is None and params.probe_file is not None:
+            pos, where = probe_positions(ctx.resolve(params.probe_file)), f"probe_file {params.probe_file}"
+        if pos is None and src.desc.get("positions_um") is not None:
+            pos, where = src.desc["positions_um"], f"stream '{src.name}' desc.positions_um"
+        arr = None
         if pos is not None:
             arr = np.asarray(pos, dtype=float)
             if arr.ndim != 2 or arr.shape[0] != C or arr.shape[1] not in (2, 3):
-                raise ConfigError(f"channel_positions_um has shape {list(arr.shape)}; need [x, y] for each of the {C} channels of '{src.name}'")
-        if params.dedup_radius_um is not None:
-            if pos is None:
-                raise ConfigError(f"dedup_radius_um needs channel positions: set channel_positions_um, or use dedup_channels (stream '{src.name}' has no desc.positions_um)")
-            d = np.linalg.norm(arr[:, None, :] - arr[None, :, :], axis=2)
-            return np.ascontiguousarray(d <= params.dedup_radius_um)
-        idx = np.arange(C)
-        return np.ascontiguousarray(np.abs(idx[:, None] - idx[None, :]) <= params.dedup_channels)
+                raise ConfigError(f"{where} has shape {list(arr.shape)}; need [x, y] for each of the {C} channels of '{src.name}'")
+        own = np.eye(C, dtype=np.bool_)
+        if params.dedup_ms is None:
+            return own, "off"
+        if params.dedup_index_distance is not None:
+            if params.dedup_radius_um is not None:
+                raise ConfigError("set dedup_radius_um (geometry) or dedup_index_distance (channel order), not both")
+            idx = np.arange(C)
+            mode = f"index distance <= {params.dedup_index_distance}"
+            msg = f"spike de-duplication by channel index (dedup_index_distance={params.dedup_index_distance}), as configured"
+            log.info(msg + (f"; the positions in {where} are not used" if arr is not None else ""))
+            return np.ascontiguousarray(np.abs(idx[:, None] - idx[None, :]) <= params.dedup_index_distance), mode
+        if arr is None:
+            if params.dedup_radius_um is not None:
+                raise ConfigError(f"dedup_radius_um needs channel positions: set channel_positions_um or probe_file "
+                                  f"(stream '{src.name}' has no desc.positions_um)")
+            if C > 1:
+                msg = (f"no channel positions for '{src.name}': spike de-duplication across channels is off (each channel "
+                       "keeps its own refractory period); give channel_positions_um or probe_file to enable it")
+                log.warning(msg)
+                self.note(msg)
+            return own, "off"
+        radius = params.dedup_radius_um if params.dedup_radius_um is not None else DEFAULT_DEDUP_RADIUS_UM
+        d = np.linalg.norm(arr[:, None, :] - arr[None, :, :], axis=2)
+        return np.ascontiguousarray(d <= radius), f"radius {radius:g} um ({where})"
 
     def reset(self) -> None:
         C = self.n_channels
@@ -382,6 +480,12 @@ class SpikeDetect(Node):
             self._n_frames = k1 + 1
         return out or None
 
+    def status(self) -> str:
+        st = self._st
+        dedup = f"dedup removed {int(st[ST_SUPPRESSED])}" if self.dedup else "dedup off" + (
+            " (no geometry)" if self.params.dedup_ms is not None and self.n_channels > 1 else "")
+        return f"spikes {int(st[ST_KEPT])}, {dedup}"
+
     def report(self) -> dict:
         st = self._st
         noise = self.noise_levels
@@ -389,6 +493,7 @@ class SpikeDetect(Node):
             "replaced_nonfinite": int(st[ST_BAD]),
             "detections": int(st[ST_KEPT]),
             "candidates": int(st[ST_CANDIDATES]),
+            "dedup": self.dedup_mode,
             "suppressed_duplicates": int(st[ST_SUPPRESSED]),
             "dropped": int(st[ST_DROPPED]),
             "frames": self._n_frames,
