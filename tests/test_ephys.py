@@ -1,0 +1,282 @@
+"""Electrophysiology formats through file_replay, against the field's own readers on the same files.
+
+Each shipped recording (replay_data/ephys/) is replayed by ``file_replay``
+and compared with neo, SpikeInterface or pynwb reading it directly, in
+microvolts. Our reader computes ``int * gain + offset`` in float32 (neo's
+own ``rescale_signal_raw_to_float`` default), so values agree to float32
+precision: ``atol=1e-3 uV`` plus ``rtol=1e-6``. Any chunk size gives the
+same samples bit for bit.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rtneuro.errors import ConfigError, DamagedFileError
+from rtneuro.nodes import NodeContext, build_params
+from rtneuro.nodes.sources import FileReplay, FileReplayParams
+from rtneuro.recording import ephys
+
+EPHYS = Path(__file__).resolve().parent.parent / "replay_data" / "ephys"
+SGLX = EPHYS / "spikeglx"
+OEB = EPHYS / "openephys_binary"
+OEL = EPHYS / "openephys_legacy"
+NS2 = EPHYS / "blackrock" / "example_2.ns2"
+NWB = EPHYS / "nwb" / "sample_ecephys.nwb"
+TOL = {"atol": 1e-3, "rtol": 1e-6}
+
+
+def _node(**kw) -> FileReplay:
+    node = FileReplay(build_params(FileReplayParams, kw, "params"), [], NodeContext(node_id="rec"))
+    node.open()
+    node.reset()
+    node.start(0.0)
+    return node
+
+
+def _play(**kw) -> tuple[np.ndarray, list, FileReplay]:
+    node = _node(**kw)
+    data, events = [], []
+    while node.next_due() is not None:
+        for port, chunk in node.read():
+            (data if port == "" else events).append(chunk.data)
+    ev = np.concatenate(events) if events else []
+    return np.concatenate(data), ev, node
+
+
+def _neo_uv(rawio_cls, stream_index: int = 0, **kw) -> np.ndarray:
+    io = rawio_cls(**kw)
+    io.parse_header()
+    raw = io.get_analogsignal_chunk(0, 0, None, None, stream_index)
+    x = io.rescale_signal_raw_to_float(raw, dtype="float64", stream_index=stream_index)
+    units = io.header["signal_channels"][io.header["signal_channels"]["stream_id"] == io.header["signal_streams"][stream_index]["id"]]["units"]
+    factor = np.array([{"uV": 1.0, "mV": 1e3, "V": 1e6}.get(str(u), 1.0) for u in units])
+    return x * factor
+
+
+# -- each format against its own reader ---------------------------------------------
+
+
+def test_spikeglx_matches_spikeinterface_in_microvolts_with_the_probe_geometry():
+    from spikeinterface.extractors import read_spikeglx
+
+    x, _, node = _play(path=str(SGLX), chunk_size=333)
+    rec = read_spikeglx(SGLX, stream_id="imec0.ap")
+    ref = rec.get_traces(return_in_uV=True).astype(np.float64)
+    assert x.shape == ref.shape == (2000, 384)
+    np.testing.assert_allclose(x, ref, **TOL)
+    meta = node.outputs[""]
+    assert meta.sfreq == 30000.0 and meta.units == ("uV",) * 384 and meta.ch_names[:2] == ("AP0", "AP1")
+    # the .meta's ~snsGeomMap measures x from the shank's edge, probeinterface from the first column: same layout
+    pos, ref_pos = np.asarray(meta.desc["positions_um"]), rec.get_channel_locations()
+    np.testing.assert_allclose(pos - pos[2], ref_pos - ref_pos[2])
+    assert meta.desc["format"] == "spikeglx" and meta.desc["stream"] == "imec0.ap"
+
+
+def test_openephys_binary_matches_neo_and_publishes_its_ttl_events():
+    import neo.rawio
+
+    x, ev, node = _play(path=str(OEB), chunk_size=1000)
+    np.testing.assert_allclose(x, _neo_uv(neo.rawio.OpenEphysBinaryRawIO, dirname=str(OEB)), **TOL)
+    assert x.shape == (12000, 16) and node.outputs[""].sfreq == 40000.0
+    labels = [lab.decode() for lab in ev["label"]]
+    # published sample numbers: TTL line 2 rose at 40944, 853 samples after the first sample (40091)
+    assert labels[0] == "file:openephys_binary"
+    assert ("Messages:TTL Line=2 State=1", 853) in list(zip(labels, ev["index"].tolist(), strict=True))
+    # neo pairs the 128 TTL state changes (rise, fall) into 64 events with durations
+    net = np.array([lab.startswith("Network Events output:") for lab in labels])
+    assert net.sum() == 64 and np.all(ev["duration"][net] >= 0) and np.any(ev["duration"][net] > 0)
+
+
+def test_openephys_binary_oebin_file_is_the_same_recording():
+    oebin = next(OEB.rglob("structure.oebin"))
+    a, _, _ = _play(path=str(oebin), events=False)
+    b, _, _ = _play(path=str(OEB), events=False)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_openephys_legacy_matches_neo():
+    import neo.rawio
+
+    x, _, node = _play(path=str(OEL), chunk_size=4096, stop_s=1.0)
+    ref = _neo_uv(neo.rawio.OpenEphysRawIO, dirname=str(OEL))[:40000]
+    np.testing.assert_allclose(x, ref, **TOL)
+    assert node.outputs[""].ch_names == ("CH1", "CH2", "CH3", "CH4")
+
+
+def test_blackrock_ns2_matches_neo_and_keeps_its_unscaled_unit():
+    import neo.rawio
+
+    x, _, node = _play(path=str(NS2), chunk_size=100)
+    with pytest.warns(UserWarning):  # this file's analog inputs carry no voltage scaling (neo says so too)
+        ref = _neo_uv(neo.rawio.BlackrockRawIO, filename=str(NS2))
+    np.testing.assert_allclose(x, ref, **TOL)
+    meta = node.outputs[""]
+    assert meta.units == ("au",) * 6 and meta.ch_types == ("misc",) * 6 and meta.sfreq == 1000.0
+
+
+def test_nwb_electrical_series_matches_pynwb_with_electrode_positions():
+    from pynwb import NWBHDF5IO
+
+    x, _, node = _play(path=str(NWB), chunk_size=250)
+    with NWBHDF5IO(str(NWB), "r") as io:
+        f = io.read()
+        es = f.acquisition["ElectricalSeries"]
+        ref = es.data[:] * es.conversion * 1e6 + es.offset * 1e6
+        table = f.electrodes.to_dataframe()
+        pos = np.stack([table["rel_x"], table["rel_y"]], axis=1)
+        labels = tuple(table["label"])
+    np.testing.assert_allclose(x, ref, **TOL)
+    meta = node.outputs[""]
+    assert meta.ch_names == labels and meta.ch_types == ("seeg",) * 16
+    np.testing.assert_allclose(meta.desc["positions_um"], pos)
+
+
+def test_raw_binary_matches_spikeinterface_with_declared_gain_and_offset(tmp_path):
+    from spikeinterface.core import read_binary
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(-2000, 2000, (5000, 6)).astype("<i2")
+    path = tmp_path / "probe.dat"
+    arr.tofile(path)
+    x, _, node = _play(path=str(path), dtype="int16", n_channels=6, sfreq=20000.0, gain=0.195, offset=-3.0, chunk_size=64)
+    rec = read_binary(path, sampling_frequency=20000.0, dtype="int16", num_channels=6, gain_to_uV=0.195, offset_to_uV=-3.0)
+    np.testing.assert_allclose(x, rec.get_traces(return_in_uV=True), **TOL)
+    assert node.outputs[""].units == ("uV",) * 6
+    mv, _, _ = _play(path=str(path), dtype="int16", n_channels=6, sfreq=20000.0, gain=0.000195, data_unit="mV")
+    np.testing.assert_allclose(mv, arr * 0.195, **TOL)
+
+
+def test_npy_with_declared_rate_and_gain(tmp_path):
+    arr = np.random.default_rng(1).normal(0, 1, (3000, 3)).astype(np.float32)
+    np.save(tmp_path / "lfp.npy", arr)
+    x, _, node = _play(path=str(tmp_path / "lfp.npy"), sfreq=1000.0, gain=2.0, data_unit="V", unit="V")
+    np.testing.assert_allclose(x, arr.astype(np.float64) * 2.0, rtol=1e-6)
+    assert node.outputs[""].units == ("V",) * 3 and node.n_total == 3000
+    with pytest.raises(ConfigError, match="set sfreq"):
+        _node(path=str(tmp_path / "lfp.npy"))
+    with pytest.raises(ConfigError, match="3 columns, not n_channels=5"):
+        _node(path=str(tmp_path / "lfp.npy"), sfreq=1000.0, n_channels=5)
+
+
+# -- replay properties ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [SGLX, OEB, NWB], ids=["spikeglx", "openephys_binary", "nwb"])
+def test_any_chunk_size_gives_the_same_samples(path):
+    whole, _, _ = _play(path=str(path), chunk_size=100_000, events=False)
+    for size in (1, 37, 1000):
+        if size == 1 and whole.shape[0] > 3000:
+            part, _, _ = _play(path=str(path), chunk_size=size, events=False, stop_s=100 / _node(path=str(path)).sfreq)
+            np.testing.assert_array_equal(part, whole[:100])
+            continue
+        part, _, _ = _play(path=str(path), chunk_size=size, events=False)
+        np.testing.assert_array_equal(part, whole)
+
+
+def test_positions_follow_picks_and_reach_spike_deduplication():
+    from rtneuro.nodes.spikes import SpikeDetect, SpikeDetectParams
+
+    node = _node(path=str(SGLX), picks=["AP10", "AP2", "AP3"])
+    meta = node.outputs[""]
+    assert meta.desc["positions_um"] == [[11.0, 100.0], [11.0, 20.0], [43.0, 20.0]]
+    spk = SpikeDetect(build_params(SpikeDetectParams, {"dedup_radius_um": 40.0, "noise_init_s": 0.01}, "p"), [meta],
+                      NodeContext(node_id="spk"))
+    # AP2 and AP3 are 32 um apart, AP10 is 80 um from both
+    np.testing.assert_array_equal(spk._neigh, [[1, 0, 0], [0, 1, 1], [0, 1, 1]])
+
+
+def test_a_multi_stream_recording_names_its_streams():
+    node = _node(path=str(SGLX), stream="imec0.ap-SYNC")
+    assert node.outputs[""].ch_names == ("SY0",) and "positions_um" not in node.outputs[""].desc
+    with pytest.raises(ConfigError, match=r"no signal stream 'imec0.lf'.*streams: imec0.ap, imec0.ap-SYNC"):
+        _node(path=str(SGLX), stream="imec0.lf")
+
+
+# -- damaged and unknown files -----------------------------------------------------------
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / src.name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _cut(path: Path, keep: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+
+
+@pytest.mark.parametrize("fraction", [0.0005, 0.5, 0.999])
+def test_a_truncated_spikeglx_bin_is_refused_in_one_line_then_accepted_knowingly(tmp_path, fraction):
+    folder = _copy(SGLX, tmp_path)
+    b = next(folder.glob("*.bin"))
+    size = b.stat().st_size
+    keep = int(size * fraction)
+    _cut(b, keep)
+    with pytest.raises(DamagedFileError) as err:
+        _node(path=str(folder))
+    msg = str(err.value)
+    assert "\n" not in msg and b.name in msg and f"holds {keep} of the {size} bytes" in msg and "accept_damaged" in msg
+    readable = keep // (385 * 2)
+    if readable == 0:
+        return
+    x, ev, node = _play(path=str(folder), accept_damaged=True, chunk_size=256)
+    assert x.shape == (readable, 384)
+    whole, _, _ = _play(path=str(SGLX), events=False)
+    np.testing.assert_array_equal(x, whole[:readable])
+    assert "gap" in [lab.decode() for lab in ev["label"]]
+    assert node.report()["damaged_files"][0]["missing"] == [[readable, 2000]]
+
+
+def test_a_truncated_openephys_binary_dat_is_refused(tmp_path):
+    folder = _copy(OEB, tmp_path)
+    dat = next(folder.rglob("continuous.dat"))
+    _cut(dat, 16 * 2 * 5000)
+    with pytest.raises(DamagedFileError, match=r"holds 5000 samples of 16 channels but sample_numbers.npy has 12000"):
+        _node(path=str(folder))
+    _cut(dat, 16 * 2 * 12000 + 3)
+    with pytest.raises(DamagedFileError, match="3 bytes over"):
+        _node(path=str(folder))
+
+
+def test_a_truncated_openephys_legacy_record_is_refused(tmp_path):
+    folder = _copy(OEL, tmp_path)
+    f = folder / "100_example-data_CH3.continuous"
+    _cut(f, 1024 + 2070 * 10 + 500)
+    with pytest.raises(DamagedFileError, match=r"CH3.continuous: damaged Open Ephys legacy file: its last record .* is cut after 500 bytes"):
+        _node(path=str(folder))
+
+
+def test_a_raw_binary_whose_size_is_not_whole_samples_is_refused(tmp_path):
+    path = tmp_path / "x.bin"
+    np.zeros((100, 4), "<i2").tofile(path)
+    with open(path, "ab") as f:
+        f.write(b"\0" * 5)
+    with pytest.raises(DamagedFileError, match=r"not whole samples of 4 channels x 2 bytes \(5 bytes over 100 samples"):
+        _node(path=str(path), dtype="int16", n_channels=4, sfreq=1000.0)
+    x, _, _ = _play(path=str(path), dtype="int16", n_channels=4, sfreq=1000.0, accept_damaged=True)
+    assert x.shape == (100, 4)
+    with pytest.raises(ConfigError, match="needs dtype"):
+        _node(path=str(path), sfreq=1000.0)
+
+
+def test_a_truncated_npy_is_refused(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((1000, 2)))
+    _cut(tmp_path / "a.npy", 4000)
+    with pytest.raises(DamagedFileError, match="a.npy: damaged npy file: the array its header declares is not all there"):
+        _node(path=str(tmp_path / "a.npy"), sfreq=100.0)
+
+
+def test_unknown_formats_and_folders_say_what_is_supported(tmp_path):
+    with pytest.raises(ConfigError, match=r"format='spikeglxx' is not supported \(did you mean 'spikeglx'\?\); supported: openephys_binary, .*npy"):
+        _node(path=str(SGLX), format="spikeglxx")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match="is a folder with no recording rtneuro recognises .* set format: one of"):
+        _node(path=str(tmp_path))
+    assert ephys.detect_format(SGLX / "sample_g0_t0.imec0.ap.bin") == "spikeglx"
+    assert ephys.detect_format(Path("x.edf")) is None and ephys.detect_format(Path("x.ns5")) == "blackrock"
