@@ -97,6 +97,25 @@ def children_of(pid: int) -> list[int]:
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # each test worker lists its own running supervisors: `rtneuro status`/`stop` in one test never see
+    # another worker's runs (tests that need their own folder still set RTNEURO_RUNTIME_DIR themselves)
+    import tempfile
+
+    os.environ.setdefault("RTNEURO_RUNTIME_DIR", tempfile.mkdtemp(prefix=f"rtneuro-runs-{os.environ['PYTEST_XDIST_WORKER']}-"))
+
+#: test modules whose streams live on the machine-wide LSL network (resolved by name and type): they run
+#: one after another on one worker (``--dist loadgroup``), so no test resolves another test's outlet
+LSL_MODULES = frozenset({"test_lsl", "test_clock", "test_config", "test_drivers", "test_xdf_streams", "test_validate_live",
+                         "test_waveform"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__ if item.module is not None else ""
+        if module in LSL_MODULES or "lsl" in item.name.lower():
+            item.add_marker(pytest.mark.xdist_group("lsl"))
+
 
 def start_graph(path, **overrides):
     """Run a graph file with the real supervisor in a thread: (supervisor, thread, box with 'code')."""

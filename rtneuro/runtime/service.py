@@ -47,7 +47,7 @@ import numpy as np
 import zmq
 
 from ..config import parse_speed
-from ..errors import RtneuroError, SchemaError
+from ..errors import DamagedFileError, RtneuroError, SchemaError
 from ..messages import CMD_HOLD, Chunk, StreamMeta, encode, pack_control, unpack_control
 from ..nodes import Node, NodeContext, Source, build_params, node_class
 from ..ratelog import RateLog
@@ -55,12 +55,14 @@ from ..security import curve_client, load_keys, security_stats, stop_authenticat
 from ..transport import CommandReceiver, CommandSender, Publisher, Subscriber, TransportParams
 from .clock import COARSE_S, Clock, VirtualClock, lsl_clock, make_clock, sleep_until
 
-__all__ = ["Service", "main", "serve", "exit_process", "EXIT_FAILED", "EXIT_STARTUP"]
+__all__ = ["Service", "main", "serve", "exit_process", "EXIT_FAILED", "EXIT_STARTUP", "EXIT_FATAL"]
 
 log = logging.getLogger("rtneuro.service")
 
 EXIT_FAILED = 1
 EXIT_STARTUP = 3
+#: A deterministic error (a damaged recording): a restart would meet it again, so none is tried.
+EXIT_FATAL = 4
 #: Longest time the loop blocks without checking control messages and timers.
 MAX_BLOCK_S = 0.05
 #: Chunks due more often than this keep the caches warm by themselves: no rehearsal.
@@ -897,6 +899,10 @@ class Service:
                 self._loop(start)
         except ServiceFailure:
             code = EXIT_FAILED
+        except DamagedFileError as exc:
+            log.error("%s", exc)
+            self._note_error(f"process '{self.name}': {exc}")
+            code = EXIT_FATAL
         except RtneuroError as exc:
             log.error("%s", exc)
             self._note_error(f"process '{self.name}': {exc}")

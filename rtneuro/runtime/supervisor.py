@@ -78,7 +78,7 @@ from ..ratelog import RateLog
 from ..security import curve_server, private_dir, release_server, secure_ipc, security_stats
 from .clock import lsl_clock
 from .latency import LatencyStats
-from .service import SUPERVISOR_PID_ENV
+from .service import EXIT_FATAL, SUPERVISOR_PID_ENV
 
 __all__ = ["Supervisor", "machine_info", "CpuLatencyRequest", "runs_dir", "running_supervisors", "ESTOP_TIMEOUT_S"]
 
@@ -721,6 +721,10 @@ class Supervisor:
                 elif cur.final is not None and cur.final.get("ok"):
                     # it had finished its work and reported; nothing left to restart for
                     proc.finished = True
+                elif rc == EXIT_FATAL:
+                    proc.gave_up = True
+                    self._error(f"process '{proc.name}' is not restarted (its error, a damaged recording, would "
+                                "happen again); stopping the run")
                 elif proc.restart == "on-failure" and proc.restarts < proc.max_restarts and proc.launch == "local":
                     proc.restart_at = now + self.rt.restart_backoff_s * (proc.restarts + 1)
                     log.warning("restarting process '%s' in %.1f s (%d/%d)", proc.name, proc.restart_at - now,
