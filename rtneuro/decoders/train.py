@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from rtneuro.errors import ConfigError, did_you_mean
+from rtneuro.errors import ConfigError, DamagedFileError, did_you_mean
 
 from .linear import LinearDecoder, training_hash
 from .pipeline import DecoderPipeline, PipelineSpec
@@ -64,7 +64,7 @@ def read_recording(paths: Sequence[str | Path], picks: Sequence[str] | None = No
     offset = 0
     for p in paths:
         path = Path(p)
-        raw = _open_raw(path)
+        raw = _open_raw(path, option=None)  # never trains on a cut recording
         names = [_clean(c) for c in raw.ch_names]
         if picks is None:
             types = raw.get_channel_types()
@@ -103,6 +103,8 @@ def read_session_recording(path: str | Path, picks: Sequence[str] | None = None,
     if not path.is_file():
         raise ConfigError(f"session not found: {path}")
     s = read_session(path)
+    if s.damage:
+        raise DamagedFileError(f"{path}: damaged session: {s.damage}; train on an intact recording")
     metas = {}
     for xs in s.streams:
         try:

@@ -20,9 +20,10 @@ from typing import Any, Literal
 import numpy as np
 from scipy.signal import sosfreqz
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, DamagedFileError, did_you_mean
 from ..kernels.iir import sosfilt_hold
 from ..messages import Chunk, StreamMeta, make_events
+from ..recording.ephys import detect_format, open_for_replay, stream_desc
 from .base import GeneratorSource, NodeContext, Source, param
 
 __all__ = ["Synthetic", "SyntheticParams", "FileReplay", "FileReplayParams", "aperiodic_sos"]
@@ -240,6 +241,15 @@ class FileReplayParams:
     loop: bool = param(False, doc="start again at the end")
     start_s: float = param(0.0, ge=0)
     stop_s: float | None = param(None, gt=0)
+    accept_damaged: bool = param(False, doc="replay the readable part of a file cut short (a 'gap' event and the report mark what is missing) instead of refusing it")
+    format: str | None = param(None, doc="recording format (default: from the extension or the folder's contents): openephys_binary, openephys_legacy, spikeglx, intan, blackrock, neuralynx, plexon, nwb, binary, npy, or mne")
+    stream: str | None = param(None, doc="signal stream of a multi-stream recording (neo stream name or id, NWB series; default: the amplifier/AP stream)")
+    dtype: str | None = param(None, doc="raw binary: sample type (int16, <f4...)")
+    n_channels: int | None = param(None, ge=1, doc="raw binary: channels per sample (time-major); .npy: checked")
+    sfreq: float | None = param(None, gt=0, doc="raw binary and .npy: samples per second")
+    gain: float = param(1.0, doc="raw binary and .npy: value = sample * gain + offset, in data_unit")
+    offset: float = 0.0
+    data_unit: str = param("uV", doc="raw binary and .npy: unit of sample * gain + offset (uV, mV, V, or another: not scaled)")
 
 
 @dataclass
@@ -251,6 +261,7 @@ class _Part:
     picks: np.ndarray
     scale: np.ndarray
     events: np.ndarray  # (n, 3): local sample index, code, duration in samples
+    integrity: Any = None  # rtneuro.recording.integrity.Integrity of a damaged file accepted knowingly
 
 
 class FileReplay(Source):
@@ -282,8 +293,11 @@ class FileReplay(Source):
         labels: list[str] = []
         raw_events = []
         opened = []
+        damaged = {}
         for p in paths:
-            raw = _open_raw(ctx.resolve(p))
+            raw, integ = open_recording(ctx.resolve(p), params.accept_damaged, ephys=_ephys_params(params))
+            if not integ.ok:
+                damaged[str(p)] = integ
             names = [_clean(c) if params.clean_names else c for c in raw.ch_names]
             picks = _pick(raw, names, params.picks, p)
             opened.append((p, raw, picks, tuple(names[i] for i in picks)))
@@ -308,8 +322,11 @@ class FileReplay(Source):
                 if start <= i < stop:
                     evs.append((i - start, desc, dur))
                     labels.append(desc)
+            integ = damaged.get(str(p))
+            if integ is not None:
+                evs.extend(self._gap(p, integ, n_times, start, stop, sfreq, labels))
             raw_events.append(evs)
-            self.parts.append(_Part(str(p), raw, start, stop, picks, scale, np.empty((0, 3))))
+            self.parts.append(_Part(str(p), raw, start, stop, picks, scale, np.empty((0, 3)), integ))
         self.event_id = {lab: i + 1 for i, lab in enumerate(sorted(set(labels)))}
         self._label_of = {code: lab for lab, code in self.event_id.items()}
         for part, evs in zip(self.parts, raw_events, strict=True):
@@ -324,7 +341,7 @@ class FileReplay(Source):
         )
         self.outputs = {"": StreamMeta(
             name=ctx.stream_name(), kind="sig", sfreq=sfreq, ch_names=ch_names, ch_types=self.ch_types,
-            units=units, dtype="<f8", source=f"file_replay {', '.join(str(p) for p in paths)}",
+            units=units, dtype="<f8", source=f"file_replay {', '.join(str(p) for p in paths)}", desc=stream_desc(raw0, picks0),
         )}
         if params.events:
             self.outputs["events"] = StreamMeta(
@@ -336,6 +353,24 @@ class FileReplay(Source):
         for part in self.parts:
             self._bounds.append(self._bounds[-1] + part.stop - part.start)
         self.reset()
+
+    def _gap(self, p: str, integ: Any, n_times: int, start: int, stop: int, sfreq: float,
+             labels: list[str]) -> list[tuple[int, str, float]]:
+        """Note a damaged file accepted knowingly; its ``gap`` event (on its last readable sample, when replayed)."""
+        missing = integ.missing_samples
+        how_much = f"{missing / sfreq:.3f} s ({missing} samples)" if missing is not None else "an unknown length"
+        msg = (f"{p}: damaged {integ.format} file replayed as accept_damaged asks: {integ.reason}; "
+               f"{integ.describe_missing()}; {n_times} samples replayed, {how_much} missing after sample {n_times}")
+        log.info(msg)  # the note puts it in the run's summary once
+        self.note(msg)
+        if not integ.missing or not start < n_times <= stop:
+            return []
+        labels.append("gap")
+        return [(n_times - 1 - start, "gap", (missing or 0) / sfreq)]
+
+    def report(self) -> dict:
+        damaged = [part.integrity.to_report() for part in self.parts if part.integrity is not None]
+        return {"damaged_files": damaged} if damaged else {}
 
     def reset(self) -> None:
         self._index = 0
@@ -375,7 +410,13 @@ class FileReplay(Source):
             local = g - self._bounds[k]
             take = min(n - pos, self._bounds[k + 1] - g)
             lo = part.start + local
-            data = part.raw.get_data(picks=part.picks, start=lo, stop=lo + take)
+            try:
+                data = part.raw.get_data(picks=part.picks, start=lo, stop=lo + take)
+            except Exception as exc:  # the file changed or is damaged in a way its header does not show
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise DamagedFileError(f"{part.path}: reading samples {lo} to {lo + take} failed ({first[:160]}); "
+                                       "the file is damaged or changed while it was replayed: check it with "
+                                       "'rtneuro validate' and replace it with an intact copy") from None
             out[pos:pos + take] = data.T * part.scale
             pos += take
         return out
@@ -468,18 +509,52 @@ def _clean(name: str) -> str:
     return re.sub(r"[.\s]+$", "", name.strip()) or name
 
 
-def _open_raw(path):
+def _open_raw(path, accept_damaged: bool = False, option: str | None = "accept_damaged: true"):
+    """The MNE raw of ``path`` (not preloaded), after its integrity check; see :func:`open_recording`."""
+    return open_recording(path, accept_damaged, option)[0]
+
+
+def open_recording(path, accept_damaged: bool = False, option: str | None = "accept_damaged: true",
+                   ephys: dict | None = None) -> tuple[Any, Any]:
+    """Open a recording MNE reads, once :func:`rtneuro.recording.integrity.check` finds it whole.
+
+    Returns the raw (not preloaded) and the file's
+    :class:`~rtneuro.recording.integrity.Integrity`. A damaged file raises
+    :class:`~rtneuro.errors.DamagedFileError` (one line: the file, what is
+    missing, the fix: ``option``, or None where damage cannot be accepted),
+    unless ``accept_damaged``: then the raw is
+    cropped to the samples that are whole in the file.
+    """
     import mne  # imported here: only processes that replay a file pay for it
+
+    from ..recording import integrity
 
     if not path.exists():
         raise ConfigError(f"recording not found: {path}; check the path (relative paths are resolved against the configuration file's folder)")
+    fmt = detect_format(path, (ephys or {}).get("format"))
+    if fmt is not None:  # spike and LFP formats, raw binary, .npy: rtneuro.recording.ephys
+        return open_for_replay(path, fmt, accept_damaged, option or "accept_damaged: true", **{k: v for k, v in (ephys or {}).items() if k != "format"})
     if path.is_dir():
         raise ConfigError(f"{path} is a folder, not a recording")
+    integ = integrity.require(path, accept_damaged, option)
     try:
-        return mne.io.read_raw(path, preload=False, verbose="error")
+        raw = mne.io.read_raw(path, preload=False, verbose="error")
     except Exception as exc:  # MNE raises many types for unreadable files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not integ.ok:
+            raise DamagedFileError(f"{integ.message(option)} (MNE cannot open even the readable part: {first[:120]})") from None
         raise ConfigError(f"{path} is not a recording MNE can read ({first[:160]}); supported: {_SUPPORTED}") from None
+    n = integ.readable_samples
+    if not integ.ok and n is not None and n < raw.n_times:
+        raw.crop(0.0, (n - 1) / raw.info["sfreq"], verbose="error")
+        if raw.n_times != n:  # pragma: no cover - MNE rounds times to samples
+            raise DamagedFileError(f"{path}: cropping to the {n} readable samples gave {raw.n_times}; replace it with an intact copy")
+    return raw, integ
+
+
+def _ephys_params(params: FileReplayParams) -> dict:
+    return {"format": params.format, "stream": params.stream, "dtype": params.dtype, "n_channels": params.n_channels,
+            "sfreq": params.sfreq, "gain": params.gain, "offset": params.offset, "data_unit": params.data_unit}
 
 
 def _pick(raw, names: list[str], picks, path: str) -> np.ndarray:

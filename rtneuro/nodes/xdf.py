@@ -157,21 +157,40 @@ def _estimate_chunk(raw_ts: np.ndarray, sfreq: float) -> int | None:
 
 
 def load_streams(path) -> list[dict]:
-    """All streams of an XDF file, clocks synchronised and clock resets handled (pyxdf), raw timestamps."""
+    """All streams of a whole XDF file, clocks synchronised and clock resets handled (pyxdf), raw timestamps."""
+    return load_checked(path)[0]
+
+
+def load_checked(path, accept_damaged: bool = False) -> tuple[list[dict], Any]:
+    """:func:`load_streams` after the file's integrity check; also returns its :class:`~rtneuro.recording.integrity.Integrity`.
+
+    A damaged file (a chunk cut short or corrupt, a stream without footer)
+    raises :class:`~rtneuro.errors.DamagedFileError` unless
+    ``accept_damaged``; then only its whole, valid chunks are read.
+    """
     import pyxdf  # imported here: only processes that replay XDF pay for it
+
+    from ..recording import integrity
+    from ..recording.xdf_read import whole_chunks
 
     if not path.exists():
         raise ConfigError(f"XDF file not found: {path}; check the path (relative paths are resolved against the configuration file's folder)")
+    integ = integrity.require(path, accept_damaged)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             logging.getLogger("pyxdf").setLevel(logging.ERROR)
-            streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=True, handle_clock_resets=True,
-                                        dejitter_timestamps=False)
+            if integ.ok:
+                streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=True, handle_clock_resets=True,
+                                            dejitter_timestamps=False)
+            else:
+                with whole_chunks(path) as f:
+                    streams, _ = pyxdf.load_xdf(f, synchronize_clocks=True, handle_clock_resets=True,
+                                                dejitter_timestamps=False)
     except Exception as exc:  # pyxdf raises many types for unreadable files
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"{path} is not an XDF file pyxdf can read ({first[:160]})") from None
-    return streams
+    return streams, integ
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +204,7 @@ class XdfReplayParams:
     dejitter: bool = param(True, doc="evenly spaced timestamps per segment, as pyxdf does")
     start_s: float = param(0.0, ge=0, doc="skip this much of the recording")
     stop_s: float | None = param(None, gt=0, doc="end the replay this far into the recording")
+    accept_damaged: bool = param(False, doc="replay the whole chunks of a damaged (cut) file instead of refusing it; the report says what is missing")
 
 
 @dataclass
@@ -228,7 +248,7 @@ class XdfReplay(Source):
     def __init__(self, params: XdfReplayParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
         path = ctx.resolve(params.path)
-        raw = load_streams(path)
+        raw, self.integrity = load_checked(path, params.accept_damaged)
         described = "; ".join(_label(s) for s in raw) or "none"
         chosen: list[tuple[dict, str | None]]
         if params.select is None:
@@ -274,6 +294,8 @@ class XdfReplay(Source):
             raise ConfigError(f"{path}: start_s={params.start_s} is after the end of the main stream "
                               f"{_label(chosen[0][0])}")
         self.source = str(path)
+        if not self.integrity.ok:
+            self._note_damage()
         self.reset()
 
     def _timestamps(self, s: dict) -> np.ndarray:
@@ -385,8 +407,19 @@ class XdfReplay(Source):
             st.pos += n
         return out
 
+    def _note_damage(self) -> None:
+        """A damaged file accepted knowingly: where its readable part ends, in the run report."""
+        integ = self.integrity
+        end = max((float(st.ts[-1]) for st in self.streams if len(st.ts)), default=0.0)
+        msg = (f"{self.source}: damaged XDF file replayed as accept_damaged asks: {integ.reason}; "
+               f"the replay ends at {end:.3f} s (stream time), what followed is missing")
+        log.info(msg)  # the note puts it in the run's summary once
+        self.note(msg)
+        self._damage = {**integ.to_report(), "readable_until_s": round(end, 6)}
+
     def report(self) -> dict:
         return {
+            **({"damaged_file": self._damage} if getattr(self, "_damage", None) else {}),
             "file": self.source,
             "streams": {st.port or "(main)": {"xdf_name": st.name, "xdf_type": st.type, "xdf_source_id": st.source_id,
                                               "samples": len(st.ts), "chunk": st.chunk} for st in self.streams},

@@ -622,8 +622,8 @@ def _check_xdf(path: Path) -> Integrity:
     base = Integrity(path, "XDF")
     try:
         chunks, problems = scan_chunks(path)
-    except Exception as exc:  # RecordingError: not an XDF file
-        return _damaged(base, str(exc).split(f"{path} ", 1)[-1], 0)
+    except Exception:  # RecordingError: not an XDF file at all (the reader says so), or unreadable
+        return replace(base, checked=False)
     per: dict[int, int] = {}
     declared: list[int] = []
     closed: list[int] = []

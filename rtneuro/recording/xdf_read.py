@@ -47,7 +47,7 @@ from .xdf_writer import (
     RecordingError,
 )
 
-__all__ = ["read_session", "scan_chunks", "Session", "XdfStream", "ChunkInfo"]
+__all__ = ["read_session", "scan_chunks", "whole_chunks", "Session", "XdfStream", "ChunkInfo"]
 
 log = logging.getLogger(__name__)
 
@@ -550,3 +550,28 @@ def _damage(w: _Walker, streams: list[XdfStream], size: int) -> str | None:
     else:
         parts.append("no samples were read")
     return "; ".join(parts)
+
+
+def whole_chunks(path: str | os.PathLike[str]) -> io.BufferedReader:
+    """A read-only file object showing only the whole, valid chunks of an XDF file (for ``pyxdf.load_xdf``).
+
+    What a damaged file's intact part holds, with nothing pyxdf would
+    salvage from a cut chunk. The caller closes it.
+
+    Raises
+    ------
+    RecordingError
+        If the file is missing or is not an XDF file.
+    """
+    f, size = _open(Path(path))
+    walker = _Walker(f, size)
+    walker.run()
+    return io.BufferedReader(_SplicedOwner(f, _merge(walker.chunks)), buffer_size=1 << 20)
+
+
+class _SplicedOwner(_Spliced):
+    """:class:`_Spliced` that closes the file it shows when it is closed."""
+
+    def close(self) -> None:
+        super().close()
+        self._f.close()
