@@ -36,6 +36,7 @@ NODE_TYPES: dict[str, str] = {
     "decimate": "rtneuro.nodes.filters:Decimate",
     "bandpower": "rtneuro.nodes.spectral:Bandpower",
     "envelope": "rtneuro.nodes.spectral:Envelope",
+    "bursts": "rtneuro.nodes.bursts:Bursts",
     "coherence": "rtneuro.nodes.connectivity:Coherence",
     "quality": "rtneuro.nodes.quality:Quality",
     "neuron_model": "rtneuro.nodes.models:NeuronModel",
