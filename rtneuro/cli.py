@@ -16,6 +16,22 @@ from .errors import ConfigError, RtneuroError
 EXIT_CONFIG = 2
 
 
+def given_path(path: str, what: str) -> str:
+    """``path`` as typed on the command line, refused at once when it does not exist.
+
+    A relative path typed on the command line is resolved against the current
+    folder (paths inside a configuration file are resolved against that
+    file's folder); the error says which.
+    """
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        where = "" if p.is_absolute() else f" (a path typed on the command line is resolved against the current folder, {Path.cwd()})"
+        raise ConfigError(f"{what} not found: {path}{where}; check the path")
+    return path
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .config import load_graph
 
@@ -121,6 +137,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from .config import load_graph, parse_speed
     from .runtime.supervisor import Supervisor
 
+    given_path(args.file, "recording" if args.lsl else "session file")
     if args.check:
         from .recording.replay import replay_check
 
@@ -159,6 +176,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .recording.export import export_session
 
+    given_path(args.session, "session file")
     for path in export_session(args.session, args.to, args.out, args.stream):
         print(path)
     return 0
@@ -169,6 +187,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .decoders.train import train_from_config
 
+    for d in args.data:
+        given_path(d, "recording")
     result, path = train_from_config(args.config, args.data, args.labels, args.node, args.out)
     print(result.summary())
     info = result.pipeline.info
@@ -183,6 +203,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_decode(args: argparse.Namespace) -> int:
     from .decoders.offline import PROBA_TOL, compare_online, decode_offline, write_csv
 
+    given_path(args.model, "model file")
+    given_path(args.data, "recording")
     pipe, rec, frames = decode_offline(args.model, args.data, args.stream)
     counts = ", ".join(f"{c} {int((frames.index == k).sum())}" for k, c in enumerate(pipe.classes))
     print(f"{len(frames.ends)} windows of {pipe.window / pipe.sfreq:g} s every {pipe.step / pipe.sfreq:g} s decoded "

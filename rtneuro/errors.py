@@ -66,6 +66,18 @@ class SafetyError(RtneuroError):
 
 
 def did_you_mean(value: str, options: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest option, or ``""``."""
-    matches = difflib.get_close_matches(str(value), [str(o) for o in options], n=1, cutoff=0.5)
-    return f" (did you mean '{matches[0]}'?)" if matches else ""
+    """Return ``" (did you mean 'x'?)"`` for the closest option, or ``""``.
+
+    Case does not count: an option that differs only in case wins (EDF files
+    spell 'Fc3', users type 'FC3'), then the closest option ignoring case.
+    """
+    opts = [str(o) for o in options]
+    low = str(value).lower()
+    same = [o for o in opts if o.lower() == low]
+    if same:
+        return f" (did you mean '{same[0]}'?)"
+    by_lower: dict[str, str] = {}
+    for o in opts:
+        by_lower.setdefault(o.lower(), o)
+    matches = difflib.get_close_matches(low, list(by_lower), n=1, cutoff=0.5)
+    return f" (did you mean '{by_lower[matches[0]]}'?)" if matches else ""

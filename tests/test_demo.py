@@ -40,7 +40,8 @@ def test_the_demo_shows_alpha_rising_when_the_eyes_close(tmp_path):
     assert rep["nodes"]["quality"]["onsets"] == {"flat": 6, "clip": 0, "jump": 0, "nonfinite": 0}
     assert rep["nodes"]["ctl"]["gated"] > 0 and rep["nodes"]["ctl"]["gate_ahead"] == 0 and not rep["nodes"]["ctl"]["on"]
     # the summary a user sees
-    assert "alpha: file:S003R02.edf vs file:S003R01.edf: +" in r.stderr
+    assert "alpha: file:S003R02.edf vs baseline file:S003R01.edf: +" in r.stderr
+    assert "baseline file:S003R01.edf (the first label" in r.stderr
     assert "latency, newest sample of the deciding window -> stimulator: p50" in r.stderr
 
 

@@ -10,7 +10,16 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError, did_you_mean
-from ..messages import CMD_HOLD, CMD_LEVEL, CMD_OFF, CMD_PULSE, COMMAND_DTYPE, Chunk, StreamMeta
+from ..messages import (
+    CMD_HOLD,
+    CMD_LEVEL,
+    CMD_OFF,
+    CMD_PULSE,
+    COMMAND_DTYPE,
+    EVENT_DTYPE,
+    Chunk,
+    StreamMeta,
+)
 from .base import Node, NodeContext, param
 from .quality import GATE_COLUMN
 
@@ -214,6 +223,14 @@ class PulseParams:
     amplitude_ma: float = param(1.0, ge=0)
     pulse_width_us: float = param(100.0, gt=0)
     deadline_ms: float = param(20.0, gt=0, doc="a pulse not delivered within this long is refused (a late pulse misses its phase)")
+    gate_feature: str = param("burst", doc="with a gate stream as third input: its column that holds pulses off while nonzero")
+    gate_hold_s: float = param(0.0, ge=0, doc="with a gate: pulses stay held off this long after the gate clears")
+
+
+#: Trigger events waiting for the gate to cover their sample, at most (beyond: refused, counted).
+MAX_PENDING = 256
+#: Gated spans kept for triggers still to come, at most (the oldest go first).
+MAX_SPANS = 4096
 
 
 class Pulse(Node):
@@ -227,13 +244,23 @@ class Pulse(Node):
     index and time as its cause. The deadline is short on purpose: a pulse
     that cannot be delivered promptly is refused by the gate rather than
     delivered at the wrong phase.
+
+    An optional third input is a gate: a regular feature stream whose frames
+    tile the input samples (``desc["step"]`` samples each, the ``bursts``
+    node's main output) with a column ``gate_feature`` (``burst`` or
+    ``above`` of ``bursts``). A trigger whose sample falls in a frame where
+    that column is nonzero, or less than ``gate_hold_s`` after one, fires
+    no pulse (counted ``gated``). A trigger waits until the gate's frames
+    cover its sample, so the decision is the same whatever order the two
+    streams arrive in (live or replayed); in one process, with the gate's
+    node listed before the trigger's, it never waits.
     """
 
     category = "controller"
     Params = PulseParams
-    input_kinds = ("sig|feat", "evt")
+    input_kinds = ("sig|feat", "evt", "feat")
     min_inputs = 2
-    max_inputs = 2
+    max_inputs = 3
 
     def __init__(self, params: PulseParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
@@ -242,12 +269,80 @@ class Pulse(Node):
         self._any = "*" in params.labels
         self._labels = {lbl.encode("utf-8") for lbl in params.labels}
         self.outputs = {"": command_meta(ctx.stream_name(), f"pulses on {inputs[1].name} {list(params.labels)}")}
+        self.gate_col: int | None = None
+        if len(inputs) > 2:
+            gate = inputs[2]
+            if params.gate_feature not in gate.ch_names:
+                raise ConfigError(f"gate_feature {params.gate_feature!r} is not a column of the gate stream '{gate.name}'"
+                                  f"{did_you_mean(params.gate_feature, gate.ch_names)}; it has {list(gate.ch_names)[-8:]}")
+            step = gate.desc.get("step") if gate.desc else None
+            if not isinstance(step, int) or step < 1 or not gate.sfreq > 0:
+                raise ConfigError(f"third input '{gate.name}' is not a gate: a regular feature stream whose frames tile the samples "
+                                  f"(desc 'step'); connect a 'bursts' node's main output there")
+            self.gate_col = gate.ch_names.index(params.gate_feature)
+            self.gate_step = step
+            self.gate_hold = int(round(params.gate_hold_s * gate.sfreq * step))
         self.reset()
 
     def reset(self) -> None:
         self.pulses = 0
         self.heartbeats = 0
         self.ignored = 0
+        self.gated = 0
+        self.gate_waited = 0
+        self.gate_unknown = 0
+        self._spans: list[list[int]] = []  # gated input-sample spans [first, last], merged, in order
+        self._covered = -1  # last input sample the gate's frames cover
+        self._pending: list[tuple[np.void, list]] = []  # (event, trace) waiting for the gate
+
+    def _take_gate(self, chunk: Chunk) -> None:
+        """Gate frames: remember the input-sample spans where the gate is set, and how far the frames reach."""
+        step = self.gate_step
+        n = chunk.data.shape[0]
+        last = int(chunk.extra["window"][1]) if chunk.extra and "window" in chunk.extra else self._covered + n * step
+        first = last - n * step + 1
+        for j, v in enumerate(chunk.data[:, self.gate_col].tolist()):
+            if v != 0:  # NaN counts as set: unknown is not clear
+                a = first + j * step
+                b = a + step - 1
+                if self._spans and self._spans[-1][1] >= a - 1:
+                    self._spans[-1][1] = max(self._spans[-1][1], b)
+                else:
+                    self._spans.append([a, b])
+        if len(self._spans) > MAX_SPANS:
+            del self._spans[: len(self._spans) - MAX_SPANS]
+        self._covered = max(self._covered, last)
+
+    def _gated(self, index: int) -> bool:
+        hold = self.gate_hold
+        while self._spans and self._spans[0][1] + hold < index:
+            self._spans.pop(0)  # triggers come in order: no later one falls in it
+        return any(a <= index <= b + hold for a, b in self._spans)
+
+    def _release(self) -> tuple[list, list | None]:
+        """Pending triggers the gate now covers: those it lets through, and the trace of the first."""
+        fire: list = []
+        trace = None
+        while self._pending and int(self._pending[0][0]["index"]) <= self._covered:
+            ev, tr = self._pending.pop(0)
+            if self._gated(int(ev["index"])):
+                self.gated += 1
+            else:
+                fire.append(ev)
+                trace = tr if trace is None else trace
+        return fire, trace
+
+    def _pulses(self, ev, trace: list, deadline: float | None) -> Chunk:
+        p = self.params
+        self.pulses += len(ev)
+        recs = np.zeros(len(ev), dtype=COMMAND_DTYPE)
+        recs["kind"] = CMD_PULSE
+        recs["channel"] = p.channel
+        recs["amplitude_ma"] = p.amplitude_ma
+        recs["pulse_width_us"] = p.pulse_width_us
+        cause = {"stream": self.inputs[1].name, "events": ev["index"].tolist(), "t_last": float(ev["time"][-1]),
+                 "values": ev["value"].tolist()}
+        return Chunk(recs, int(ev["index"][0]), float(ev["time"][0]), 0.0, trace, _extra(cause, deadline))
 
     def process(self, chunk: Chunk, port: int = 0) -> Chunk | None:
         p = self.params
@@ -261,24 +356,37 @@ class Pulse(Node):
             recs = np.array([(CMD_HOLD, p.channel, 0.0, 0.0, 0.0, 0.0, 0, 0.0)], dtype=COMMAND_DTYPE)
             cause = {"stream": self.inputs[0].name, "frames": [chunk.first + n - 1, chunk.first + n - 1], "t_last": t_last}
             return Chunk(recs, chunk.first + n - 1, t_last, 0.0, chunk.trace, _extra(cause, deadline))
+        if port == 2:
+            self._take_gate(chunk)
+            fire, trace = self._release()
+            return self._pulses(np.array(fire, dtype=EVENT_DTYPE), trace or chunk.trace, deadline) if fire else None
         ev = chunk.data
         keep = np.ones(len(ev), dtype=bool) if self._any else np.array([lbl in self._labels for lbl in ev["label"]], dtype=bool)
         self.ignored += int((~keep).sum())
         ev = ev[keep]
         if len(ev) == 0:
             return None
-        self.pulses += len(ev)
-        recs = np.zeros(len(ev), dtype=COMMAND_DTYPE)
-        recs["kind"] = CMD_PULSE
-        recs["channel"] = p.channel
-        recs["amplitude_ma"] = p.amplitude_ma
-        recs["pulse_width_us"] = p.pulse_width_us
-        cause = {"stream": self.inputs[1].name, "events": ev["index"].tolist(), "t_last": float(ev["time"][-1]),
-                 "values": ev["value"].tolist()}
-        return Chunk(recs, int(ev["index"][0]), float(ev["time"][0]), 0.0, chunk.trace, _extra(cause, deadline))
+        if self.gate_col is None:
+            return self._pulses(ev, chunk.trace, deadline)
+        for e in ev:
+            if int(e["index"]) > self._covered:
+                self.gate_waited += 1
+            self._pending.append((e, chunk.trace))
+        while len(self._pending) > MAX_PENDING:  # the gate has stalled: unknown is not clear
+            self._pending.pop(0)
+            self.gate_unknown += 1
+        fire, trace = self._release()
+        return self._pulses(np.array(fire, dtype=EVENT_DTYPE), trace or chunk.trace, deadline) if fire else None
+
+    def end(self) -> None:
+        self.gate_unknown += len(self._pending)  # the gate never covered them: no pulse
+        self._pending.clear()
 
     def report(self) -> dict:
-        return {"pulses": self.pulses, "heartbeats": self.heartbeats, "ignored_events": self.ignored}
+        out = {"pulses": self.pulses, "heartbeats": self.heartbeats, "ignored_events": self.ignored}
+        if self.gate_col is not None:
+            out.update(gated=self.gated, gate_waited=self.gate_waited, gate_unknown=self.gate_unknown + len(self._pending))
+        return out
 
 
 def _extra(cause: dict, deadline: float | None) -> dict:

@@ -137,16 +137,26 @@ class SegmentSummaryParams:
     labels: list[str] = param(["file:*"], doc="event labels (shell patterns) that start a new segment")
     features: list[str] | None = param(None, doc="feature columns to summarise (default: all)")
     max_frames: int = param(10_000_000, ge=1)
+    baseline: str | None = param(None, doc="label (shell pattern) of the segments every other label is compared with (default: the label of the first segment of at least min_frames frames)")
+    min_frames: int = param(5, ge=1, doc="segments with fewer frames are left out of the per-label figures (and counted)")
 
 
 class SegmentSummary(Node):
-    """Mean of features per segment, segments delimited by events.
+    """Mean of features per label of the segments delimited by events, against a stated baseline.
 
     Inputs: a feature stream, then optionally an event stream (segment
     boundaries) and a command stream (the fraction of decisions during
     which stimulation was on). Frames and events are matched by stream time
     when the report is made, so the order in which they arrive from
     different processes does not matter.
+
+    The summary has one line per label: its segments (occurrences), frames,
+    the mean of the segments' means and their SD across segments (across
+    frames for a label seen once); then each label against the baseline (a
+    difference for dB features, a ratio otherwise). Segments shorter than
+    ``min_frames`` (an event a frame before the next one) are left out and
+    counted. The frames before the first event are the label ``before``;
+    they are never the baseline unless ``baseline`` names them.
     """
 
     category = "sink"
@@ -221,26 +231,86 @@ class SegmentSummary(Node):
                 continue
             seg = {"label": label, "t_start": float(t[sel][0]), "t_stop": float(t[sel][-1]), "frames": int(sel.sum()),
                    "mean": {n: float(np.nanmean(v[sel, j])) for j, n in enumerate(self.names)},
-                   "median": {n: float(np.nanmedian(v[sel, j])) for j, n in enumerate(self.names)}}
+                   "median": {n: float(np.nanmedian(v[sel, j])) for j, n in enumerate(self.names)},
+                   "sd": {n: float(np.nanstd(v[sel, j])) for j, n in enumerate(self.names)}}
             if ct.size:
                 csel = (ct >= start) & (ct < stop)
                 seg["stim_on_fraction"] = float(con[csel].mean()) if csel.any() else 0.0
             out.append(seg)
         return out
 
+    def by_label(self, segs: list[dict] | None = None) -> dict[str, dict]:
+        """Per label, in order of first appearance: segments, frames, mean of segment means, SD across segments."""
+        segs = self.segments() if segs is None else segs
+        out: dict[str, dict] = {}
+        groups: dict[str, list[dict]] = {}
+        for s in segs:
+            groups.setdefault(s["label"], []).append(s)
+        for label, group in groups.items():
+            kept = [s for s in group if s["frames"] >= self.params.min_frames]
+            row: dict = {"segments": len(kept), "frames": sum(s["frames"] for s in kept),
+                         "short_segments": len(group) - len(kept)}
+            if kept:
+                means = {n: np.array([s["mean"][n] for s in kept]) for n in self.names}
+                row["mean"] = {n: float(np.nanmean(m)) for n, m in means.items()}
+                if len(kept) >= 2:
+                    row["sd"] = {n: float(np.nanstd(m, ddof=1)) for n, m in means.items()}
+                    row["sd_across"] = "segments"
+                else:
+                    row["sd"] = {n: kept[0]["sd"][n] for n in self.names}
+                    row["sd_across"] = "frames"
+                if all("stim_on_fraction" in s for s in kept):
+                    weights = np.array([s["frames"] for s in kept], dtype=float)
+                    row["stim_on_fraction"] = float(np.average([s["stim_on_fraction"] for s in kept], weights=weights))
+            out[label] = row
+        return out
+
+    def _baseline(self, labels: dict[str, dict]) -> tuple[str | None, str]:
+        """The baseline label and how it was chosen."""
+        usable = [lab for lab, row in labels.items() if row["segments"]]
+        pattern = self.params.baseline
+        if pattern is not None:
+            hits = [lab for lab in usable if fnmatch.fnmatch(lab, pattern)]
+            if not hits:
+                return None, (f"no segment of at least {self.params.min_frames} frames matches baseline "
+                              f"{pattern!r} (labels: {', '.join(labels) or 'none'})")
+            return hits[0], f"baseline: {pattern!r}"
+        first = [lab for lab in usable if lab != "before"]
+        if not first:
+            return None, "no labelled segment to compare with"
+        return first[0], f"the first label of at least {self.params.min_frames} frames; set baseline: to choose"
+
     def report(self) -> dict:
         segs = self.segments()
+        labels = self.by_label(segs)
+        base, why = self._baseline(labels)
         lines = []
-        for s in segs:
-            vals = ", ".join(f"{n} {s['mean'][n]:.2f}" for n in self.names[:4])
-            stim = f", stimulation on {100 * s['stim_on_fraction']:.0f}% of decisions" if "stim_on_fraction" in s else ""
-            lines.append(f"{s['label']}: {s['frames']} frames, mean {vals} {self.unit}{stim}")
-        if len(segs) >= 2:
+        unit = f" {self.unit}" if self.unit else ""
+        for label, row in labels.items():
+            if not row["segments"]:
+                continue
+            vals = ", ".join(f"{n} {row['mean'][n]:.2f} sd {row['sd'][n]:.2f}" for n in self.names[:4])
+            stim = (f", stimulation on {100 * row['stim_on_fraction']:.0f}% of decisions"
+                    if "stim_on_fraction" in row else "")
+            seg = "segment" if row["segments"] == 1 else "segments"
+            lines.append(f"{label}: {row['segments']} {seg}, {row['frames']} frames: mean {vals}{unit} "
+                         f"(sd across {row['sd_across']}){stim}")
+        short = sum(row["short_segments"] for row in labels.values())
+        if short:
+            lines.append(f"{short} segment(s) shorter than {self.params.min_frames} frames left out")
+        if base is not None:
+            lines.append(f"baseline {base} ({why})")
+            b = labels[base]
             for n in self.names[:4]:
-                a, b = segs[0]["mean"][n], segs[-1]["mean"][n]
-                change = f"{b - a:+.2f} {self.unit}" if "dB" in self.unit else f"x{b / a:.2f}" if a else ""
-                lines.append(f"{n}: {segs[-1]['label']} vs {segs[0]['label']}: {change}")
-        return {"segments": segs, "summary": lines}
+                for label, row in labels.items():
+                    if label == base or not row["segments"]:
+                        continue
+                    a, x = b["mean"][n], row["mean"][n]
+                    change = f"{x - a:+.2f}{unit}" if "dB" in self.unit else f"x{x / a:.2f}" if a else "n/a (baseline 0)"
+                    lines.append(f"{n}: {label} vs baseline {base}: {change}")
+        elif len(labels) >= 2:
+            lines.append(f"no baseline: {why}")
+        return {"segments": segs, "labels": labels, "baseline": base, "baseline_rule": why, "summary": lines}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -166,6 +166,8 @@ class Service:
         self._pushing: list[Source] = []  # live sources still producing
         self._ended: set = set()  # streams that will carry no more data
         self._vclock: VirtualClock | None = None  # set when the run is as fast as possible
+        #: on the virtual clock (no latency to measure): each node's compute time per chunk (us) since the last status
+        self._compute: dict[str, list[float]] | None = None
         self._rx_stamp = f"rx:{process}"
         self._warned_nonfinite: set = set()  # streams whose NaNs were reported
         self._new_warnings: list[str] = []
@@ -594,7 +596,12 @@ class Service:
 
     def _run(self, node: Node, chunk: Chunk, port: int):
         try:
-            out = node.process(chunk, port)
+            if self._compute is None:
+                out = node.process(chunk, port)
+            else:  # virtual clock: what a chunk costs, since there is no latency to measure
+                t = time.perf_counter()
+                out = node.process(chunk, port)
+                self._compute.setdefault(node.ctx.node_id, []).append((time.perf_counter() - t) * 1e6)
         except Exception as exc:
             self._fail(node, exc)
         if out is None:
@@ -811,6 +818,7 @@ class Service:
             "ages_us": ages,
             "e2e_us": _thin(self._e2e),
             "hops_us": {k: _thin(v) for k, v in self._hops.items()},
+            "compute_us": {k: _thin(v) for k, v in (self._compute or {}).items()},
             "commands": commands,
             "decisions": decisions,
             "positions": {src.ctx.node_id: src.position() for src in self.sources},
@@ -824,6 +832,8 @@ class Service:
         }
         self._e2e = []
         self._hops = {}
+        if self._compute is not None:
+            self._compute = {}
         self._new_errors = []
         self._new_warnings = []
         # A stimulator's report (watchdog timings, gate counts and refusals) goes out with every
@@ -950,6 +960,7 @@ class Service:
                 self._source_ended(src)
         self._vclock = self.clock if isinstance(self.clock, VirtualClock) else None
         virtual = self._vclock is not None
+        self._compute = {} if virtual else None
         next_status = lsl_clock() + self.status_interval
         self._last_ping = lsl_clock()
         next_tick = lsl_clock()

@@ -302,8 +302,9 @@ class Supervisor:
         self.live = out.isatty() if live is None else live
         self.quiet = quiet
         self.rt = graph.runtime
-        #: a remote service silent for this long is considered lost
-        self.remote_timeout = max(5.0, 5 * graph.runtime.status_interval_s)
+        #: a remote service silent for this long is considered lost (as generous as for a local one: a
+        #: remote stimulator's own gate and watchdog keep it safe meanwhile; a busy host is not a lost one)
+        self.remote_timeout = max(15.0, 10 * graph.runtime.status_interval_s)
         #: a local service silent for this long while running is hung (generous: a loaded machine is slow)
         self.heartbeat_timeout = max(15.0, 10 * graph.runtime.status_interval_s)
         self.procs = {
@@ -313,6 +314,8 @@ class Supervisor:
         self.warnings: list[str] = []
         self.e2e = LatencyStats()
         self.hops: dict[str, LatencyStats] = {}
+        #: on the virtual clock (--speed max): each node's compute time per chunk, in us
+        self.compute: dict[str, LatencyStats] = {}
         self.ages: dict[str, LatencyStats] = {s: LatencyStats(exact_cap=50_000) for s in graph.streams}
         self._recent_ages: dict[str, list] = {s: [] for s in graph.streams}
         self._recent_e2e: list[float] = []
@@ -614,9 +617,12 @@ class Supervisor:
         inc.history.append((now, samples))
         while len(inc.history) > 2 and now - inc.history[1][0] > RATE_WINDOW_S:
             del inc.history[0]
-        inc.status = {**inc.status, **{k: v for k, v in msg.items() if k not in ("ages_us", "e2e_us", "hops_us", "errors", "warnings")}}
+        inc.status = {**inc.status, **{k: v for k, v in msg.items()
+                                       if k not in ("ages_us", "e2e_us", "hops_us", "compute_us", "errors", "warnings")}}
         for hop, vals in (msg.get("hops_us") or {}).items():
             self.hops.setdefault(hop, LatencyStats(exact_cap=50_000)).extend(vals)
+        for nid, vals in (msg.get("compute_us") or {}).items():
+            self.compute.setdefault(nid, LatencyStats(exact_cap=50_000)).extend(vals)
         for stream, vals in (msg.get("ages_us") or {}).items():
             if stream in self.ages:
                 self.ages[stream].extend(vals)
@@ -911,7 +917,7 @@ class Supervisor:
     def _main_loop(self) -> None:
         rt = self.rt
         # the run lasts duration_s from its origin (the time every process was told to start)
-        deadline = None if rt.duration_s is None else self.origin + rt.duration_s
+        deadline = None if rt.duration_s is None or self.origin is None else self.origin + rt.duration_s
         next_status = lsl_clock() + rt.status_interval_s
         self._last_progress: dict[str, tuple[int, float]] = {}
         self._all_done_at = None
@@ -1058,16 +1064,21 @@ class Supervisor:
         rates = self._rates(now)
         lines = [f"rtneuro {self.graph.name}  t={now - (self.origin or now):6.1f} s  speed {self.rt.speed}  "
                  f"restarts {sum(p.restarts for p in self.procs.values())}  errors {len(self.errors)}"]
+        virtual = self.rt.speed == "max"  # the ages are then queueing on the virtual clock, not latency
+        if virtual:
+            lines[0] += "  (virtual clock: no latency is measured)"
         for name, r in rows.items():
             rate = rates.get(name, 0.0)
             recent = self._recent_ages[name]
             lat = (f"p50 {np.median(recent) / 1e3:6.2f} ms p99 {np.percentile(recent, 99) / 1e3:6.2f} ms"
-                   if recent else " " * 30)
+                   if recent and not virtual else " " * 30)
             self._recent_ages[name] = []
             lines.append(f"  {r['kind']}.{name:<18} {rate:9.1f}/s  {lat}  gaps {r['gaps']}  invalid {r['invalid']}")
         for proc in self.procs.values():
             for nid, line in (proc.current.status.get("node_status") or {}).items():
                 lines.append(f"  {nid}: {line}")
+        if self._recent_e2e and virtual:
+            self._recent_e2e = []
         if self._recent_e2e:
             e = self._recent_e2e
             lines.append(f"  end-to-end to stimulator: p50 {np.median(e) / 1e3:.2f} ms  p99 {np.percentile(e, 99) / 1e3:.2f} ms  (n={len(e)})")
@@ -1104,6 +1115,9 @@ class Supervisor:
                     nodes[nid] = _merge_reports(nodes[nid], rep) if nid in nodes else rep
         e2e = self.e2e.summary()
         e2e["measured_at"] = "stimulator (gate and driver done)"
+        if self.rt.speed == "max":
+            e2e["note"] = ("virtual clock (speed max): data time versus the time it was handled, queueing of a run "
+                           "as fast as possible, not a latency; see compute_us")
         return {
             "rtneuro": __version__,
             "config": str(self.graph.path),
@@ -1120,6 +1134,7 @@ class Supervisor:
             "streams": streams,
             "latency_us": e2e,
             "hops_us": {hop: st.summary() for hop, st in self.hops.items()},
+            "compute_us": {nid: st.summary() for nid, st in self.compute.items()},
             "commands": {
                 "sent": sent,
                 "accepted": decisions.get("accepted", 0),
@@ -1168,7 +1183,9 @@ class Supervisor:
         for name, s in r["streams"].items():
             w.write(f"  {s['kind']}.{name:<18} {s['samples']:>9} samples {s['chunks']:>7} chunks  gaps {s['gaps']}"
                     f"  invalid {s['invalid']}  non-finite {s['nonfinite']}\n")
-        if lat["n"]:
+        if r["speed"] == "max":
+            w.write(f"  {_compute_line(r['compute_us'])}\n")
+        elif lat["n"]:
             w.write(f"  latency, newest sample of the deciding window -> stimulator: p50 {lat['p50'] / 1e3:.3f} ms"
                     f"  p99 {lat['p99'] / 1e3:.3f} ms  max {lat['max'] / 1e3:.3f} ms  (n={lat['n']})\n")
         c = r["commands"]
@@ -1183,6 +1200,8 @@ class Supervisor:
         if r["estop"]["latched"]:
             w.write("  emergency stop still latched at the end of the run\n")
         for nid, rep in r["nodes"].items():
+            if isinstance(rep, dict) and (line := _phase_line(rep)):
+                w.write(f"  {nid}: {line}\n")
             for line in rep.get("summary", []) if isinstance(rep, dict) else []:
                 w.write(f"  {nid}: {line}\n")
         for line in r["warnings"]:
@@ -1192,6 +1211,29 @@ class Supervisor:
         if self.report_path is not None:
             w.write(f"  report: {self.report_path}\n")
         w.flush()
+
+
+def _compute_line(compute: dict) -> str:
+    """The summary's line for a run on the virtual clock: each node's compute time per chunk, never a latency."""
+    rows = [(nid, st) for nid, st in compute.items() if st.get("n")]
+    if not rows:
+        return "virtual clock (--speed max): no latency is measured; no node computed"
+    rows.sort(key=lambda x: -(x[1]["p50"] or 0))
+    shown = "; ".join(f"{nid} {st['p50']:.0f} / {st['p99']:.0f}" for nid, st in rows[:8])
+    more = f"; {len(rows) - 8} more in the report (compute_us)" if len(rows) > 8 else ""
+    return (f"virtual clock (--speed max): no latency is measured; compute per chunk, p50 / p99 us: {shown}{more}")
+
+
+def _phase_line(rep: dict) -> str | None:
+    """A phase node's scores (its report's scored, mean_error_deg, sd_deg, plv) as one line, or None."""
+    if not {"scored", "mean_error_deg", "sd_deg", "plv"} <= rep.keys():
+        return None
+    n = rep["scored"]
+    head = f"phase scores: {rep.get('triggers', n)} triggers, {n} scored against the true phase"
+    if not n:
+        return head + " (none could be scored)"
+    return (f"{head}: circular mean error {rep['mean_error_deg']:+.1f} deg, circular SD {rep['sd_deg']:.1f} deg, "
+            f"PLV {rep['plv']:.3f}")
 
 
 def _remove_stale_run_dirs(parent: Path) -> None:
