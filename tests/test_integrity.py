@@ -384,3 +384,26 @@ def test_a_run_with_accept_damaged_reports_the_gap(files, tmp_path, write_graph,
     assert dmg["missing"] == [[800, 1760]] and dmg["missing_samples"] == 960
     assert any("damaged EDF file replayed as accept_damaged asks" in w for w in rep["warnings"])
     json.dumps(rep)
+
+
+def test_an_xdf_corrupt_in_the_middle_is_replayed_around_the_damage_when_accepted(files, tmp_path):
+    from rtneuro.recording.xdf_read import scan_chunks
+
+    chunks, _ = scan_chunks(files["XDF.long"])
+    bad = next(c for c in chunks if c.tag == 3 and c.offset > 500_000)  # a Samples chunk in the middle
+    data = bytearray(files["XDF.long"].read_bytes())
+    data[bad.offset] = 7  # an invalid length byte: the chunk's framing is lost
+    path = tmp_path / "mid.xdf"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DamagedFileError, match=r"corrupt at byte \d+ in a chunk's header"):
+        XdfReplay(build_params(XdfReplayParams, {"path": str(path)}, "t"), [], NodeContext(node_id="x", base_dir=tmp_path))
+    node = XdfReplay(build_params(XdfReplayParams, {"path": str(path), "accept_damaged": True}, "t"), [],
+                     NodeContext(node_id="x", base_dir=tmp_path))
+    whole = XdfReplay(build_params(XdfReplayParams, {"path": str(files["XDF.long"])}, "t"), [],
+                      NodeContext(node_id="x", base_dir=XDF))
+    main, ref = node.streams[0], whole.streams[0]
+    lost = len(ref.ts) - len(main.ts)
+    assert 0 < lost < 1000  # the samples up to the next Boundary chunk, not the rest of the file
+    assert main.ts[-1] == pytest.approx(ref.ts[-1], abs=0.5)  # to the end of the file (dejittered per segment)
+    (note,) = node.take_notes()
+    assert "the damaged chunks are skipped" in note

@@ -411,8 +411,10 @@ class XdfReplay(Source):
         """A damaged file accepted knowingly: where its readable part ends, in the run report."""
         integ = self.integrity
         end = max((float(st.ts[-1]) for st in self.streams if len(st.ts)), default=0.0)
-        msg = (f"{self.source}: damaged XDF file replayed as accept_damaged asks: {integ.reason}; "
-               f"the replay ends at {end:.3f} s (stream time), what followed is missing")
+        what = (f"the replay ends at {end:.3f} s (stream time), what followed is missing"
+                if integ.details.get("truncated", True) else
+                "the damaged chunks are skipped: the samples they held are missing and the replay jumps over them in time")
+        msg = f"{self.source}: damaged XDF file replayed as accept_damaged asks: {integ.reason}; {what}"
         log.info(msg)  # the note puts it in the run's summary once
         self.note(msg)
         self._damage = {**integ.to_report(), "readable_until_s": round(end, 6)}

@@ -648,4 +648,5 @@ def _check_xdf(path: Path) -> Integrity:
                             total, ())
         return replace(base, expected_samples=total)
     reason = "; ".join(problems)
-    return _damaged(base, f"{reason}; {total} samples are in whole chunks", total, ())
+    return _damaged(base, f"{reason}; {total} samples are in whole chunks", total, (),
+                    details={"truncated": any(p.startswith("truncated") for p in problems)})
