@@ -35,14 +35,23 @@ def given_path(path: str, what: str) -> str:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .config import load_graph
 
-    graph = load_graph(args.config)
-    print(f"{args.config}: valid graph '{graph.name}' with {len(graph.nodes)} nodes in {len(graph.processes)} processes")
+    graph = load_graph(args.config, wait_for_streams=False)
+    if graph.waiting:  # one line: what waits for a live stream, and what could not be checked without it
+        waits = "; ".join(graph.waiting.values())
+        unchecked = f"; not checked: {', '.join(graph.unchecked)}" if graph.unchecked else ""
+        line = f"live stream(s) not running, waited for by 'rtneuro run': {waits}{unchecked}"
+        if args.strict:
+            raise ConfigError(f"{args.config}: {line} (--strict: start the outlet(s) and validate again)")
+        print(f"warning: {line}", file=sys.stderr)
+    checked = "" if not graph.unchecked else f" ({len(graph.unchecked)} not checked without their live stream)"
+    print(f"{args.config}: valid graph '{graph.name}' with {len(graph.nodes)} nodes in {len(graph.processes)} processes{checked}")
     for proc in graph.processes.values():
         print(f"  process {proc.name} ({proc.service}, restart {proc.restart} x{proc.max_restarts}): {', '.join(proc.nodes)}")
     for name, meta in graph.streams.items():
         shape = f"{meta.n_channels} ch" if meta.kind in ("sig", "feat") else meta.dtype
         rate = f"{meta.sfreq:g} Hz" if meta.sfreq else "irregular"
-        print(f"  stream {meta.kind}.{name}: {shape}, {rate}, from {graph.producer[name]}")
+        declared = " (declared; its stream was not running)" if meta.desc.get("declared") else ""
+        print(f"  stream {meta.kind}.{name}: {shape}, {rate}, from {graph.producer[name]}{declared}")
     return 0
 
 
@@ -372,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check a graph file without running it")
     v.add_argument("config")
+    v.add_argument("--strict", action="store_true", help="fail (exit 2) when a live LSL input is not running, "
+                   "instead of checking against its declared ch_names and sfreq with a warning")
     v.set_defaults(func=_cmd_validate)
 
     rp = sub.add_parser("replay", help="play a recording as LSL outlets, or check a recorded session")

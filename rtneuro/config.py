@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, StreamNotFound, did_you_mean
 from .messages import SchemaError, StreamMeta
 from .nodes import NODE_TYPES, Node, NodeContext, build_params, node_class, param
 from .transport import TransportParams
@@ -136,6 +136,10 @@ class Graph:
     streams: dict[str, StreamMeta]
     producer: dict[str, str]
     consumers: dict[str, list[tuple[str, int]]]
+    #: validated without waiting for live streams: node id -> what waits for its stream (absent or declared)
+    waiting: dict[str, str] = field(default_factory=dict)
+    #: nodes not checked because they depend on a live stream that was not there and is not declared
+    unchecked: list[str] = field(default_factory=list)
 
     def stream_process(self, stream: str) -> str:
         return self.nodes[self.producer[stream]].process
@@ -252,7 +256,8 @@ def _section(doc: dict, key: str, raw: dict, cls: type, errors: _Errors) -> Any:
 
 
 def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str | Path | None = None,
-               extra_nodes: list[dict] | None = None, extra_processes: dict | None = None) -> Graph:
+               extra_nodes: list[dict] | None = None, extra_processes: dict | None = None,
+               wait_for_streams: bool = True) -> Graph:
     """Read and validate a graph file.
 
     Parameters
@@ -268,6 +273,11 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
         Nodes added to the file's (``rtneuro run --record`` adds its recorder).
     extra_processes : dict or None
         Process settings added to the file's ``processes:``.
+    wait_for_streams : bool
+        False checks the graph without waiting for live streams that are not
+        there (``rtneuro validate``): such inputs are described from their
+        declared parameters, listed in ``Graph.waiting``, and the nodes that
+        cannot be checked without them in ``Graph.unchecked``.
 
     Raises
     ------
@@ -404,6 +414,8 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
     producer: dict[str, str] = {}
     consumers: dict[str, list[tuple[str, int]]] = {}
     base = Path(base_dir) if base_dir is not None else path.parent
+    waiting: dict[str, str] = {}
+    unchecked: list[str] = []
     for nid in order:
         spec, cls = specs[nid], classes[nid]
         if cls is None:
@@ -419,7 +431,9 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
             meta = streams.get(s)
             if meta is None:
                 owner = s.split(".", 1)[0]
-                if owner in specs and specs[owner].outputs:
+                if (owner in waiting or owner in unchecked) and not specs[owner].outputs:
+                    unchecked.append(nid)  # its input waits for a live stream
+                elif owner in specs and specs[owner].outputs:
                     ports = [m for m in specs[owner].outputs.values()]
                     errors.add(spec.line, f"{label}: node '{owner}' has no output '{s}'; it has {[m.name for m in ports]}")
                 break  # otherwise its producer had an error, reported already
@@ -431,10 +445,16 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
         if len(metas) != n_in:
             continue
         try:
-            node = cls(spec.params, metas, NodeContext(node_id=nid, base_dir=base))
+            node = cls(spec.params, metas, NodeContext(node_id=nid, base_dir=base, wait_for_streams=wait_for_streams))
+        except StreamNotFound as exc:
+            waiting[nid] = str(exc)
+            continue
         except ConfigError as exc:
             errors.add(spec.line, f"{label}: {exc}")
             continue
+        waits = getattr(node, "waiting_for", None)  # a live input described from its declaration
+        if waits:
+            waiting[nid] = str(waits)
         spec.outputs = dict(node.outputs)
         for meta in node.outputs.values():
             try:  # what receivers will check: a node that announces a bad stream fails here, not at start
@@ -452,6 +472,8 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
         for k, s in enumerate(spec.feedback):
             meta = streams.get(s)
             if meta is None:
+                if s.split(".", 1)[0] in waiting or s.split(".", 1)[0] in unchecked:
+                    continue  # from a live stream that is not there: nothing to check it against
                 if s.split(".", 1)[0] in specs:
                     errors.add(spec.line, f"node '{nid}': feedback '{s}' is not a stream of the graph; streams: {sorted(streams)}")
                 else:
@@ -531,7 +553,7 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
     return Graph(
         path=path, base_dir=base, name=str(doc.get("name") or path.stem), description=str(doc.get("description") or ""),
         runtime=runtime, transport=transport, nodes={n: specs[n] for n in order}, processes=processes,
-        streams=streams, producer=producer, consumers=consumers,
+        streams=streams, producer=producer, consumers=consumers, waiting=waiting, unchecked=unchecked,
     )
 
 

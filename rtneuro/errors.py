@@ -15,6 +15,7 @@ __all__ = [
     "RtneuroError",
     "ConfigError",
     "DamagedFileError",
+    "StreamNotFound",
     "SchemaError",
     "DeviceError",
     "SafetyError",
@@ -36,6 +37,14 @@ class DamagedFileError(ConfigError):
     Deterministic: reading the file again fails the same way, so a process
     that meets it is never restarted, and the command line exits with the
     configuration error code.
+    """
+
+
+class StreamNotFound(ConfigError):
+    """A live input stream is not there while a graph is checked without waiting for it (``rtneuro validate``).
+
+    The message says what waits for the stream and what would let it be
+    checked; the nodes that depend on it are not checked.
     """
 
 

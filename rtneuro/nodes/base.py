@@ -78,6 +78,11 @@ class NodeContext:
     lsl_time : callable
         Maps a stream time to the LSL time it stands for: the same value in a
         live graph, the moment it is (or would be) replayed otherwise.
+    wait_for_streams : bool
+        False while ``rtneuro validate`` checks a graph: a live input looks
+        for its stream briefly and, when it is not there, describes itself
+        from its declared parameters (or raises
+        :class:`~rtneuro.errors.StreamNotFound`) instead of waiting.
     """
 
     node_id: str
@@ -86,6 +91,7 @@ class NodeContext:
     real_clock: Callable[[], float] = lsl_clock
     #: stream time -> LSL time (identity live; the replay schedule otherwise)
     lsl_time: Callable[[float], float] = _same_time
+    wait_for_streams: bool = True
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()

@@ -26,7 +26,7 @@ import pylsl
 from pylsl.util import LostError
 from pylsl.util import TimeoutError as LslTimeout
 
-from ..errors import ConfigError, DeviceError
+from ..errors import ConfigError, DeviceError, StreamNotFound, did_you_mean
 from ..messages import Chunk, StreamMeta, event_label, make_events
 from .base import Node, NodeContext, Source, param
 
@@ -34,6 +34,11 @@ __all__ = ["LslInlet", "LslInletParams", "LslOutlet", "LslOutletParams", "resolv
            "ClockTracker"]
 
 log = logging.getLogger(__name__)
+
+#: How long ``rtneuro validate`` looks for a live stream before describing it from its declared parameters.
+VALIDATE_PROBE_S = 1.0
+#: LSL types of marker streams (compared without case): with nothing declared, such a stream is an event stream.
+MARKER_TYPES = ("markers", "marker", "events", "stringmarker", "stim")
 
 _NUMERIC = {pylsl.cf_float32: np.float32, pylsl.cf_double64: np.float64, pylsl.cf_int8: np.int8,
             pylsl.cf_int16: np.int16, pylsl.cf_int32: np.int32, pylsl.cf_int64: np.int64}
@@ -167,6 +172,8 @@ class LslInletParams:
     source_id: str | None = param(None, doc="LSL source_id (unique per device; allows automatic reconnection)")
     resolve_timeout_s: float = param(10.0, gt=0, doc="how long to look for the stream")
     n_channels: int | None = param(None, ge=1, doc="refuse a stream with another channel count")
+    ch_names: list[str] | None = param(None, doc="the channels the stream must have, in order (refused otherwise); lets 'rtneuro validate' check the graph without the stream")
+    sfreq: float | None = param(None, gt=0, doc="the nominal rate the stream must have, in Hz (refused otherwise); lets 'rtneuro validate' check the graph without the stream")
     discard_backlog: bool = param(True, doc="drop what the inlet buffered before the run starts")
     stale_ms: float = param(250.0, gt=0, doc="newest sample older than this: the data is stale (reported)")
     max_buffer_s: float = param(10.0, gt=0, doc="what the inlet may buffer")
@@ -191,8 +198,11 @@ class LslInlet(Source):
     Notes
     -----
     The stream is looked up (and its description read) when the graph is
-    validated, so that the graph's streams are known before anything runs,
-    and again when the run starts.
+    loaded, so that the graph's streams are known before anything runs, and
+    again when the run starts. ``rtneuro validate`` looks for it for
+    ``VALIDATE_PROBE_S`` only: when it is not there, the declared
+    ``ch_names`` and ``sfreq`` (or, for a marker ``type``, nothing) describe
+    it, and the graph is checked against them.
     """
 
     Params = LslInletParams
@@ -201,15 +211,69 @@ class LslInlet(Source):
 
     def __init__(self, params: LslInletParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
-        info = _full_info(self._resolve(params.resolve_timeout_s), params.resolve_timeout_s)
+        if params.ch_names is not None and params.n_channels is not None and len(params.ch_names) != params.n_channels:
+            raise ConfigError(f"ch_names has {len(params.ch_names)} channels but n_channels={params.n_channels}")
+        if params.ch_names is not None and len(set(params.ch_names)) != len(params.ch_names):
+            raise ConfigError(f"ch_names={params.ch_names} names a channel twice")
+        #: while validating without the stream: what waits for it (None when the stream was there)
+        self.waiting_for: str | None = None
+        self._inlet: Any = None
+        if ctx.wait_for_streams:
+            info = _full_info(self._resolve(params.resolve_timeout_s), params.resolve_timeout_s)
+        else:
+            pred = _query(params.name, params.type, params.source_id)
+            if not pred:
+                raise ConfigError("give at least one of name, type or source_id to find the LSL stream")
+            found = pylsl.resolve_bypred(pred, 1, min(VALIDATE_PROBE_S, params.resolve_timeout_s))
+            if not found:
+                self._declared(params, ctx)
+                self.reset()
+                return
+            info = _full_info(self._resolve(params.resolve_timeout_s), params.resolve_timeout_s)
         self._check(info)
         meta = meta_from_info(info, ctx.stream_name())
+        self._check_declared(info, meta)
         self.outputs = {"": meta}
         self.kind = meta.kind
         self.sfreq = meta.sfreq
         self.n_channels = info.channel_count()
-        self._inlet: Any = None
         self.reset()
+
+    def _declared(self, p: LslInletParams, ctx: NodeContext) -> None:
+        """The output as declared, for a graph checked while the stream is not there."""
+        query = _query(p.name, p.type, p.source_id)
+        what = f"'{ctx.node_id}' (LSL {query})"
+        if p.ch_names is not None and p.sfreq is not None:
+            stype = (p.type or "misc").lower()
+            meta = StreamMeta(name=ctx.stream_name(), kind="sig", sfreq=float(p.sfreq), ch_names=tuple(p.ch_names),
+                              ch_types=(stype,) * len(p.ch_names), units=("au",) * len(p.ch_names), dtype="<f8",
+                              source=f"LSL {query} (declared; not seen while validating)",
+                              desc={"lsl_name": p.name or "", "lsl_type": p.type or "", "declared": True})
+            self.waiting_for = f"{what}: checked against its declared ch_names and sfreq"
+        elif p.ch_names is None and p.sfreq is None and p.n_channels is None and (p.type or "").lower() in MARKER_TYPES:
+            meta = StreamMeta(name=ctx.stream_name(), kind="evt", sfreq=0.0, dtype="event",
+                              source=f"LSL {query} (declared markers; not seen while validating)",
+                              desc={"lsl_name": p.name or "", "lsl_type": p.type or "", "declared": True})
+            self.waiting_for = f"{what}: a marker stream, by its type"
+        else:
+            missing = " and ".join(k for k, v in (("ch_names", p.ch_names), ("sfreq", p.sfreq)) if v is None)
+            raise StreamNotFound(f"{what}: declare {missing} to check what depends on it")
+        self.outputs = {"": meta}
+        self.kind = meta.kind
+        self.sfreq = meta.sfreq
+        self.n_channels = meta.n_channels
+
+    def _check_declared(self, info: pylsl.StreamInfo, meta: StreamMeta) -> None:
+        """Refuse a stream whose channels or rate are not those the configuration declares."""
+        p = self.params
+        if p.sfreq is not None and float(info.nominal_srate()) != float(p.sfreq):
+            raise ConfigError(f"LSL stream {_describe(info)} runs at {info.nominal_srate():g} Hz but sfreq={p.sfreq:g} "
+                              "is declared; fix the query or sfreq")
+        if p.ch_names is not None and list(meta.ch_names) != list(p.ch_names):
+            missing = [c for c in p.ch_names if c not in meta.ch_names]
+            hint = did_you_mean(missing[0], meta.ch_names) if missing else " (same names, another order)"
+            raise ConfigError(f"LSL stream {_describe(info)} has channels {list(meta.ch_names)[:16]} but ch_names="
+                              f"{list(p.ch_names)[:16]} is declared{hint}; fix the query or ch_names")
 
     def _resolve(self, timeout_s: float) -> pylsl.StreamInfo:
         p = self.params
