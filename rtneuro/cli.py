@@ -11,7 +11,7 @@ import sys
 import time
 import typing
 
-from .errors import ConfigError, RtneuroError
+from .errors import ConfigError, RtneuroError, did_you_mean
 
 EXIT_CONFIG = 2
 
@@ -91,6 +91,47 @@ def parse_stream_query(text: str) -> dict[str, str]:
                               "e.g. --main name=Muse,type=EEG (or a bare stream name)")
         out[key] = value.strip()
     return out
+
+
+def data_folder(name: str):
+    """The example configurations (``"configs"``) or recordings (``"replay_data"``) rtneuro ships.
+
+    Inside the installed package (a wheel: ``rtneuro/configs``), else the
+    source checkout's top-level folder (an editable install).
+    """
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    for folder in (here / name, here.parent / name):
+        if folder.is_dir():
+            return folder
+    raise RtneuroError(f"the {name} folder is neither in the installed package ({here / name}) nor next to it "
+                       f"({here.parent / name}); reinstall rtneuro (pip install rtneuro) or run from its source checkout")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .config import load_graph
+    from .runtime.supervisor import Supervisor
+
+    configs = data_folder("configs")
+    names = sorted(p.stem for p in configs.glob("*.yaml"))
+    if args.list:
+        for name in names:
+            first = (configs / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ").strip()
+            print(f"{name:<22} {first}")
+        print(f"(in {configs}; copy one to change it: its recordings are in {data_folder('replay_data')})")
+        return 0
+    if args.name not in names:
+        raise ConfigError(f"no example configuration {args.name!r}{did_you_mean(args.name, names)}; "
+                          f"they are: {', '.join(names)} (rtneuro demo --list)")
+    config = configs / f"{args.name}.yaml"
+    report = Path(args.report) if args.report else Path.cwd() / f"{args.name}-report.json"
+    logging.basicConfig(level=logging.WARNING, format="[supervisor] %(levelname)s %(message)s")
+    print(f"{args.name}: {config}, report to {report}", file=sys.stderr)
+    graph = load_graph(config, overrides={"speed": args.speed, "duration_s": args.duration})
+    return Supervisor(graph, report_path=report, quiet=args.quiet).run()
 
 
 def replay_graph(path: str, name: str | None = None, speed: str | float = "realtime", chunk_size: int | None = None,
@@ -378,6 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no live status")
     r.add_argument("--verbose", action="store_true", help="log at INFO level")
     r.set_defaults(func=_cmd_run)
+
+    d = sub.add_parser("demo", help="run the demo (or another example configuration) from the installed package")
+    d.add_argument("name", nargs="?", default="demo", help="example configuration (default: demo; see --list)")
+    d.add_argument("--list", action="store_true", help="list the example configurations and where they are")
+    d.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: end of the data)")
+    d.add_argument("--speed", default=None, help="realtime, max or a factor (default: the configuration's; the demo's is 8)")
+    d.add_argument("--report", default=None, help="write the JSON run report here (default: NAME-report.json in the current folder)")
+    d.add_argument("--quiet", action="store_true", help="no live status")
+    d.set_defaults(func=_cmd_demo)
 
     v = sub.add_parser("validate", help="check a graph file without running it")
     v.add_argument("config")
