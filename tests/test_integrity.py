@@ -407,3 +407,13 @@ def test_an_xdf_corrupt_in_the_middle_is_replayed_around_the_damage_when_accepte
     assert main.ts[-1] == pytest.approx(ref.ts[-1], abs=0.5)  # to the end of the file (dejittered per segment)
     (note,) = node.take_notes()
     assert "the damaged chunks are skipped" in note
+
+
+@pytest.mark.parametrize("name", ["junk.edf", "junk.bdf", "junk.gdf", "junk.set", "junk_raw.fif"])
+def test_a_file_that_is_not_of_its_format_at_all_gets_the_reader_s_error_not_damaged(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"not a recording at all" * 20)
+    assert not check(path).checked
+    with pytest.raises(ConfigError) as err:
+        _file_replay(path)
+    assert "damaged" not in str(err.value) and "not a recording MNE can read" in str(err.value)

@@ -267,6 +267,9 @@ def _check_edf(path: Path) -> Integrity:
     head = _read_head(path, 256)
     fmt = "BDF" if head[:1] == b"\xff" else "EDF"
     base = Integrity(path, fmt)
+    magic = b"\xffBIOSEMI" if fmt == "BDF" else b"0       "
+    if not magic.startswith(head[:8]):  # not an EDF/BDF at all: the reader says what it is not
+        return replace(base, checked=False)
     if len(head) < 256:
         return _damaged(base, _cut(size, 256, "fixed header"), 0)
     try:
@@ -314,8 +317,8 @@ def _check_gdf(path: Path) -> Integrity:
     head = _read_head(path, 256)
     if len(head) < 256:
         return _damaged(base, _cut(size, 256, "fixed header"), 0)
-    if head[:4] != b"GDF ":
-        return _damaged(base, f"it does not start with 'GDF ' ({head[:8]!r})", 0)
+    if head[:4] != b"GDF ":  # not a GDF at all: the reader says what it is not
+        return replace(base, checked=False)
     try:
         version = float(head[4:8].decode("ascii"))
     except (UnicodeDecodeError, ValueError):
@@ -438,6 +441,8 @@ def _check_set(path: Path) -> Integrity:
     size = path.stat().st_size
     base = Integrity(path, "EEGLAB")
     head = _read_head(path, 128)
+    if not (head.startswith(b"MATLAB") or head.startswith(b"\x89HDF") or b"MATLAB 7.3".startswith(head[:10])):
+        return replace(base, checked=False)  # not a MATLAB file at all: the reader says what it is not
     if head.startswith(b"MATLAB 5.0"):
         problem = _mat5_problem(path, size)
         if problem:
@@ -562,6 +567,9 @@ def _check_fif(path: Path) -> Integrity:
     base = Integrity(path, "FIF")
     if re.search(r"(-|_)(epo|ave|cov|fwd|inv|trans|sol)\.fif$", path.name):
         return replace(base, checked=False)
+    first = _read_head(path, 8)
+    if len(first) == 8 and struct.unpack(">iI", first) != (100, 31):  # FIFF_FILE_ID of type FIFFT_ID_STRUCT
+        return replace(base, checked=False)  # not a FIF file at all: the reader says what it is not
     nchan = 0
     samples = 0
     last_buf = 0
