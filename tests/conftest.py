@@ -74,9 +74,20 @@ def feed_split(node, x, splits, fs):
     return np.concatenate(outs) if outs else np.empty((0,))
 
 
-def run_folders() -> list[str]:
-    """Supervisors' run folders (plan and ipc socket files) present in /tmp."""
-    return sorted(str(p) for p in Path("/tmp").glob("rtn-*") if (p / "supervisor.pid").exists() or (p / "plan.json").exists())
+def run_folders(pid: int | None = None) -> list[str]:
+    """Supervisors' run folders (plan and ipc socket files) present in /tmp; with ``pid``, only that supervisor's.
+
+    Other tests' supervisors (another worker's) come and go meanwhile: a test asks about its own.
+    """
+    out = []
+    for p in Path("/tmp").glob("rtn-*"):
+        try:
+            owner = (p / "supervisor.pid").read_text().strip()
+        except OSError:
+            owner = None
+        if (owner is not None or (p / "plan.json").exists()) and (pid is None or owner == str(pid)):
+            out.append(str(p))
+    return sorted(out)
 
 
 def children_of(pid: int) -> list[int]:

@@ -117,6 +117,11 @@ CASES: dict[str, list[tuple[dict, str]]] = {
     "decoder": [({"model": "<mi>", "threshold": 0.6, "min_frames": 2}, "eeg")],
     "kalman": [({"model": "<kalman>"}, "counts"), ({"model": "<kalman>", "gain": "steady"}, "counts")],
     "poisson_decoder": [({"model": "<poisson>", "n_directions": 8, "rest": False}, "counts")],
+    "bursts": [({"band": [8.0, 13.0], "picks": ["O1", "Oz", "O2"], "threshold": 2.0, "lower": 1.5, "baseline_s": 6.0,
+                 "baseline_min_s": 2.0, "update_s": 0.5, "min_duration_s": 0.3}, "eeg"),
+               ({"band": [8.0, 13.0], "picks": ["Oz"], "statistic": "percentile", "percentile": 50.0, "threshold": 1.5, "lower": 1.2,
+                 "baseline": "calibrated", "baseline_s": 3.0, "baseline_min_s": 3.0, "min_duration_s": 0.2,
+                 "rel_power_min": 0.1, "corr_min": 0.3, "broad_band": [1.0, 40.0]}, "eeg")],
     "spike_detect": [({"noise_init_s": 0.2, "noise_tau_s": 1.0, "bin_s": 0.05}, "spikes"),  # no geometry: no dedup
                      ({"noise_init_s": 0.2, "channel_positions_um": [[0.0, 20.0 * i] for i in range(16)]}, "spikes"),
                      ({"noise_init_s": 0.2, "sign": "both", "dedup_ms": None}, "spikes")],

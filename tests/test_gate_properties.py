@@ -22,6 +22,9 @@ from rtneuro.hardware.simulated import SimulatedDriver
 from rtneuro.messages import CMD_HOLD, CMD_LEVEL, CMD_OFF, CMD_PULSE, COMMAND_DTYPE, DECISION_STATUS
 from rtneuro.safety import Gate, load_profile, make_command
 
+#: a vacuity guard reads what the property test saw: the module runs on one test worker, in order
+pytestmark = pytest.mark.xdist_group("gate_properties")
+
 TICK = 0.02
 PROFILE_TEXT = """
 device: simulated

@@ -290,6 +290,9 @@ plausible = st.tuples(
     st.sampled_from([0.0, 0.001, 0.003, 0.0055, 0.0056, 0.01]),
 )
 wait = st.tuples(st.just("wait"), st.floats(0.0, 1.0))
+#: the vacuity guard below reads what the property test saw: all of this module runs on one test worker, in order
+pytestmark = pytest.mark.xdist_group("ledger")
+
 SEEN = {"accepted": 0, "rate": 0, "busy": 0, "time_ahead": 0, "pulses": 0, "watchdog": 0}
 
 

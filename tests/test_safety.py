@@ -35,6 +35,9 @@ from rtneuro.safety import Gate, load_profile, make_command
 
 from conftest import ROOT
 
+#: a vacuity guard reads what the property test saw: the module runs on one test worker, in order
+pytestmark = pytest.mark.xdist_group("safety")
+
 PROFILE = load_profile("simulated")
 CH0, CH1 = PROFILE.limits[0], PROFILE.limits[1]  # channel 1 allows clipping
 
