@@ -280,3 +280,62 @@ def test_unknown_formats_and_folders_say_what_is_supported(tmp_path):
         _node(path=str(tmp_path))
     assert ephys.detect_format(SGLX / "sample_g0_t0.imec0.ap.bin") == "spikeglx"
     assert ephys.detect_format(Path("x.edf")) is None and ephys.detect_format(Path("x.ns5")) == "blackrock"
+
+
+# -- as a new user meets a damaged file: rtneuro validate ------------------------------
+
+def _ephys_cases() -> list[tuple[str, str, str, dict]]:
+    """(name, file inside the copy to cut, path given to file_replay relative to the copy, extra params)."""
+    return [
+        ("spikeglx", "*.ap.bin", ".", {}),
+        ("openephys_binary", "**/continuous.dat", ".", {}),
+        ("openephys_legacy", "*CH3.continuous", ".", {}),
+        ("blackrock", "example_2.ns2", "example_2.ns2", {}),
+        ("nwb", "sample_ecephys.nwb", "sample_ecephys.nwb", {}),
+    ]
+
+
+@pytest.mark.parametrize("name, target, given, extra", _ephys_cases(), ids=[c[0] for c in _ephys_cases()])
+def test_validate_of_a_cut_recording_of_each_format_is_one_line_exit_2(tmp_path, write_graph, capsys, name, target, given, extra):
+    """Cut inside the header, in the middle and one byte short: one line naming the file, exit 2, no traceback."""
+    from rtneuro.cli import main as cli_main
+
+    src = EPHYS / name
+    for k, fraction in enumerate((0.001, 0.5, None)):
+        copy = tmp_path / f"cut{k}"
+        shutil.copytree(src, copy)
+        victim = next(iter(sorted(copy.glob(target))))
+        size = victim.stat().st_size
+        _cut(victim, size - 1 if fraction is None else max(1, int(size * fraction)))
+        graph = {"name": "cut", "runtime": {"speed": "max"},
+                 "nodes": [{"id": "src", "type": "file_replay", "process": "acquire",
+                            "params": {"path": str(copy / given), **extra}}]}
+        code = cli_main(["validate", str(write_graph(graph, f"g{k}.yaml"))])
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2, (name, fraction, err)
+        assert len(lines) == 1 and "Traceback" not in err, (name, fraction, err)
+        assert str(copy) in lines[0] and ("damaged" in lines[0] or "not a recording" in lines[0]), lines[0]
+
+
+def test_a_blackrock_nsx_2_3_packet_cut_short_is_found(tmp_path):
+    """A 2.3 file (headers, then packets of 0x01, a 4-byte timestamp, a count, samples) written by the spec's layout."""
+    import struct
+
+    cc, n = 3, 100
+    head = bytearray(314)
+    head[:8], head[8:10] = b"NEURALCD", bytes([2, 3])
+    start = 314 + 66 * cc
+    struct.pack_into("<I", head, 10, start)
+    struct.pack_into("<I", head, 310, cc)
+    packet = b"\x01" + struct.pack("<II", 0, n) + np.arange(n * cc, dtype="<i2").tobytes()
+    path = tmp_path / "x.ns5"
+    path.write_bytes(bytes(head) + bytes(66 * cc) + packet + packet)
+    res = ephys.check(path)
+    assert res.ok and res.readable_samples == 2 * n, res
+    _cut(path, start + len(packet) + 9 + 2 * cc * 40 + 3)  # the second packet's 41st sample cut
+    res = ephys.check(path)
+    assert not res.ok and res.readable_samples == n + 40 and res.missing == ((n + 40, 2 * n),), res
+    assert "data packet 2 declares 100 samples of 3 channels but the file ends after 40" in res.reason
+    _cut(path, start + len(packet) + 4)
+    assert "data packet header cut short" in ephys.check(path).reason

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, DamagedFileError, did_you_mean
 
 __all__ = ["FORMATS", "EphysRecording", "detect_format", "open_recording", "open_for_replay", "check", "stream_desc", "read_meta"]
 
@@ -240,6 +240,10 @@ class NeoRecording(EphysRecording):
         except ConfigError:
             raise
         except Exception as exc:  # neo raises many types for damaged or foreign files
+            if "mmap length is greater than file size" in str(exc):  # the data its header declares is not all there
+                raise DamagedFileError(f"{path}: damaged {fmt} file: shorter than the data its header declares "
+                                       f"({_first_line(exc)}); replace it with an intact copy (a file cut this way "
+                                       "cannot be opened, so it cannot be replayed in part)") from None
             raise ConfigError(f"{path}: not a readable {fmt} recording ({_first_line(exc)}); check the file, or set format: (one of {', '.join(FORMATS)})") from None
         streams = io.header["signal_streams"]
         if len(streams) == 0:
@@ -437,7 +441,11 @@ class NwbRecording(EphysRecording):
         try:
             self._f = h5py.File(path, "r")
         except Exception as exc:
-            raise ConfigError(f"{path}: not a readable NWB (HDF5) file ({_first_line(exc)}); a truncated copy cannot be opened, copy it again") from None
+            if "truncated file" in str(exc):  # HDF5 knows the size it wrote: the file ends before it
+                raise DamagedFileError(f"{path}: damaged NWB file: the HDF5 file ends before the size it records "
+                                       f"({_first_line(exc)}); replace it with an intact copy (a truncated HDF5 "
+                                       "file cannot be opened, so it cannot be replayed in part)") from None
+            raise ConfigError(f"{path}: not a readable NWB (HDF5) file ({_first_line(exc)}); check the file, or set format:") from None
         series: dict[str, Any] = {}
 
         def visit(name: str, obj: Any) -> None:
@@ -615,10 +623,12 @@ def check(path: Path, fmt: str | None = None, *, n_channels: int | None = None, 
                         1044-byte records
     raw binary          whole samples of ``n_channels`` x dtype
     ``.npy``            the array the header declares is all there
+    Blackrock ``.nsX``  whole samples (2.1), or every data packet whole
+                        (2.2, 2.3, 3.0)
     ==================  ====================================================
 
-    Intan, Blackrock, Plexon and NWB are checked by their readers (neo,
-    HDF5) when opened: a file they cannot read is one error line.
+    Intan, Plexon and NWB are checked by their readers (neo, HDF5) when
+    opened: a file they cannot read is one error line.
 
     Returns
     -------
@@ -652,6 +662,8 @@ def check(path: Path, fmt: str | None = None, *, n_channels: int | None = None, 
         return base
     elif fmt == "npy":
         return _check_npy(path)
+    elif fmt == "blackrock" and path.is_file() and path.suffix.lower().startswith(".ns"):
+        return _check_nsx(path)
     else:
         return Integrity(path, fmt, checked=False)
     bad = [i for i in found if not i.ok]
@@ -734,6 +746,73 @@ def _check_records(f: Path, fmt: str, header: int, record: int, per_record: int)
                        reason=f"its last record ({record} bytes, {per_record} samples) is cut after {rest} bytes",
                        missing=((n * per_record, (n + 1) * per_record),))
     return base
+
+
+#: Blackrock NSx: at most this many data packets are walked (a PTP file has one per sample: its size is
+#: then checked as whole packets of one sample)
+_NSX_MAX_PACKETS = 100_000
+
+
+def _check_nsx(path: Path) -> Any:
+    """A Blackrock ``.nsX``: whole samples (2.1), or every data packet whole (2.2, 2.3, 3.0).
+
+    Layouts from the Blackrock NEV/NSx file specification: 2.1 (``NEURALSG``)
+    is a 32-byte header, 4 bytes per channel id, then int16 samples; 2.2+
+    (``NEURALCD``, ``BRSMPGRP``) declares its header size at byte 10 and its
+    channel count at byte 310, then packets of a 0x01 byte, a timestamp (4
+    bytes, 8 from 3.0), a sample count and that many int16 samples of every
+    channel.
+    """
+    import struct
+
+    from .integrity import Integrity
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(314)
+        kind = head[:8]
+        if kind == b"NEURALSG" and len(head) >= 32:
+            cc = struct.unpack_from("<I", head, 28)[0]
+            start = 32 + 4 * cc
+            frame = 2 * max(cc, 1)
+            if size < start:
+                return Integrity(path, "Blackrock", ok=False, reason=f"{size} bytes, shorter than its {start}-byte header", readable_samples=0)
+            n, rest = divmod(size - start, frame)
+            base = Integrity(path, "Blackrock", readable_samples=n)
+            if rest:
+                return replace(base, ok=False, reason=f"its size is not whole samples of {cc} channels x 2 bytes ({rest} bytes over {n} samples)",
+                               missing=((n, n + 1),))
+            return base
+        if kind not in (b"NEURALCD", b"BRSMPGRP") or len(head) < 314:
+            return Integrity(path, "Blackrock", checked=False)
+        major = head[8]
+        ts = 8 if major >= 3 else 4
+        start = struct.unpack_from("<I", head, 10)[0]
+        cc = struct.unpack_from("<I", head, 310)[0]
+        frame = 2 * max(cc, 1)
+        if size < start:
+            return Integrity(path, "Blackrock", ok=False, reason=f"{size} bytes, shorter than its {start}-byte headers", readable_samples=0)
+        pos, whole, packets = start, 0, 0
+        while pos < size and packets < _NSX_MAX_PACKETS:
+            f.seek(pos)
+            ph = f.read(1 + ts + 4)
+            if len(ph) < 1 + ts + 4 or ph[0] != 1:
+                what = "a data packet header cut short" if len(ph) < 1 + ts + 4 else f"a byte {ph[0]:#x} where a data packet starts"
+                return Integrity(path, "Blackrock", ok=False, readable_samples=whole, missing=((whole, None),),
+                                 reason=f"{what} at byte {pos} after {packets} whole packets")
+            n = struct.unpack_from("<I", ph, 1 + ts)[0]
+            end = pos + len(ph) + n * frame
+            if end > size:
+                have = (size - pos - len(ph)) // frame
+                return Integrity(path, "Blackrock", ok=False, expected_samples=whole + n, readable_samples=whole + have,
+                                 missing=((whole + have, whole + n),),
+                                 reason=f"data packet {packets + 1} declares {n} samples of {cc} channels but the file ends after {have}")
+            if packets == 0 and n == 1 and (size - start) % (end - pos) == 0:  # PTP: one sample per packet
+                return Integrity(path, "Blackrock", readable_samples=(size - start) // (end - pos))
+            whole += n
+            packets += 1
+            pos = end
+        return Integrity(path, "Blackrock", readable_samples=whole)
 
 
 def _check_npy(path: Path) -> Any:
