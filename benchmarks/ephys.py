@@ -13,9 +13,9 @@ noise levels, de-duplication within 50 um) — runs in one process with
 ``spikeglx``        the whole recording: ``realtime_x`` is recorded seconds
                     per wall second of the run (``run_s``, start-up
                     excluded; ``realtime_x_total`` includes it);
-                    ``peak_rss_mb`` is the largest resident size of the run's
-                    processes (``getrusage(RUSAGE_CHILDREN)``), beside
-                    ``file_mb``.
+                    ``peak_rss_mb`` is the largest peak resident size
+                    (``VmHWM``, polled every 20 ms) of the run's processes,
+                    beside ``file_mb``; ``peak_rss_mb_per_process`` each.
 ``spikeglx_short``  the same graph on the first tenth of the file
                     (``stop_s``): the peak RSS that does not depend on the
                     file's length. Their difference, ``rss_growth_mb``, shows
@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -128,20 +127,65 @@ def run_graph(folder: Path, stop_s: float | None, work: Path) -> dict:
     cfg = work / f"bench-ephys-{'short' if stop_s else 'full'}.yaml"
     cfg.write_text(yaml.safe_dump(graph(folder, stop_s), sort_keys=False))
     report = cfg.with_suffix(".json")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "rtneuro", "run", str(cfg), "--report", str(report), "--quiet"],
-                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen([sys.executable, "-m", "rtneuro", "run", str(cfg), "--report", str(report), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    peaks: dict[int, tuple[str, int]] = {}
+    while proc.poll() is None:  # each process's own peak (VmHWM), read until it is gone
+        for pid in [proc.pid, *_descendants(proc.pid)]:
+            hwm = _vm_hwm_kb(pid)
+            if hwm is not None:
+                peaks[pid] = (_comm(pid) or peaks.get(pid, ("?", 0))[0], max(hwm, peaks.get(pid, ("", 0))[1]))
+        time.sleep(0.02)
+    output = proc.stdout.read() if proc.stdout else ""
     wall = time.monotonic() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if proc.returncode != 0 or not report.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        tail = output.strip().splitlines()[-3:]
         raise RuntimeError(f"rtneuro run exited {proc.returncode}: {' | '.join(tail)}")
+    per_process = {f"{name} ({pid})": round(kb / 1024, 1) for pid, (name, kb) in peaks.items()}
+    peak_kb = max((kb for _, kb in peaks.values()), default=0)
     rep = json.loads(report.read_text())
     spk = rep.get("nodes", {}).get("spk", {})
     return {"run_s": rep["run_s"], "wall_s_total": round(wall, 2), "exit_code": rep["exit_code"],
-            "peak_rss_mb": round(max(peak_kb, before) / 1024, 1), "peak_rss_is_new_max": peak_kb > before,
+            "peak_rss_mb": round(peak_kb / 1024, 1), "peak_rss_mb_per_process": per_process,
             "detections": spk.get("detections"), "dedup_removed": spk.get("dedup_removed", spk.get("removed"))}
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _vm_hwm_kb(pid: int) -> int | None:
+    """The kernel's record of a process's largest resident size so far (``VmHWM``), in kB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[2].decode()[:40] or None
+    except (OSError, IndexError):
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -157,7 +201,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"[bench ephys] writing {duration:g} s of 385 ch at 30 kHz ...", file=sys.stderr, flush=True)
         bin_path = write_spikeglx(folder, "npx_g0_t0", n, synthetic_fill())
         file_mb = bin_path.stat().st_size / 1e6
-        # the short run first, so that RUSAGE_CHILDREN's running maximum is its own
         for name, stop in (("spikeglx_short", duration / 10), ("spikeglx", None)):
             if name not in names:
                 continue

@@ -292,11 +292,16 @@ class NeoRecording(EphysRecording):
         s = int(np.searchsorted(self._seg_start, start, side="right") - 1)
         pos = start
         n_all = len(self.ch_names)
-        chan = None if len(picks) == n_all and np.array_equal(picks, np.arange(n_all)) else picks.tolist()
+        # a run of neighbouring channels (all of a probe but its sync channel) is a view of the mapped
+        # file, not a copy: neo reads every channel and the run is sliced out
+        first = int(picks[0]) if len(picks) else 0
+        run = len(picks) > 0 and np.array_equal(picks, np.arange(first, first + len(picks)))
+        chan = None if run else picks.tolist()
         while pos < stop:
             lo = pos - int(self._seg_start[s])
             hi = min(stop, int(self._seg_start[s + 1])) - int(self._seg_start[s])
-            parts.append(self.io.get_analogsignal_chunk(0, s, lo, hi, self._si, channel_indexes=chan))
+            x = self.io.get_analogsignal_chunk(0, s, lo, hi, self._si, channel_indexes=chan)
+            parts.append(x[:, first:first + len(picks)] if run and len(picks) < n_all else x)
             pos += hi - lo
             s += 1
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -946,6 +951,21 @@ class _RawView:
 
     def time_as_index(self, times, use_rounding: bool = True, origin=None) -> np.ndarray:
         return np.round(np.asarray(times, dtype=float) * self.recording.sfreq).astype(np.int64)
+
+    def read_scaled(self, start: int, stop: int, picks: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+        """``out[:] = get_data(picks, start, stop).T * scale`` in one pass from the file's integers.
+
+        The replay's hot path: the mapped integers are multiplied by one
+        factor per channel straight into ``out`` (float64, time-major), with
+        no intermediate arrays.
+        """
+        rec = self.recording
+        p = np.asarray(picks, dtype=np.intp)
+        factor = rec._scale[p] * self._to_si[p] * scale
+        np.multiply(rec._raw(start, stop, p), factor, out=out)
+        off = rec._offset[p] * self._to_si[p] * scale
+        if np.any(off):
+            out += off
 
     def get_data(self, picks: Sequence[int] | None = None, start: int = 0, stop: int | None = None) -> np.ndarray:
         """``(n_channels, n_times)`` float64 (a transposed view), volts for voltage channels."""
