@@ -339,3 +339,74 @@ def test_a_blackrock_nsx_2_3_packet_cut_short_is_found(tmp_path):
     assert "data packet 2 declares 100 samples of 3 channels but the file ends after 40" in res.reason
     _cut(path, start + len(packet) + 4)
     assert "data packet header cut short" in ephys.check(path).reason
+
+
+# -- formats with no sample file to fetch: written here from the manufacturer's layout ----------
+
+
+def _ncs_folder(folder: Path) -> tuple[Path, np.ndarray]:
+    """Two Neuralynx channels (CSC1 inverted, CSC2 at its own ADBitVolts), 1500 samples at 32 kHz: 3 records,
+    the last holding 476 valid samples."""
+    from tests.reference.ephys_writers import write_ncs
+
+    folder.mkdir()
+    ints = np.random.default_rng(7).integers(-3000, 3000, (1500, 2)).astype("<i2")
+    write_ncs(folder / "CSC1.ncs", ints[:, 0], name="CSC1", ad_channel=0, inverted=True)
+    write_ncs(folder / "CSC2.ncs", ints[:, 1], name="CSC2", ad_channel=1, ad_bit_volts=2e-8)
+    return folder, ints
+
+
+def test_neuralynx_ncs_written_from_the_spec_is_read_by_neo_and_replayed_as_neo_reads_it(tmp_path):
+    import neo.rawio
+
+    from tests.reference.ephys_writers import NCS_HEADER, NCS_RECORD
+
+    folder, ints = _ncs_folder(tmp_path / "nlx")
+    assert (folder / "CSC1.ncs").stat().st_size == NCS_HEADER + 3 * NCS_RECORD
+    # the layout, proven by neo: the integers written, one stream, each channel's ADBitVolts (in uV, negated if inverted)
+    io = neo.rawio.NeuralynxRawIO(dirname=str(folder))
+    io.parse_header()
+    chans = io.header["signal_channels"]
+    assert list(chans["name"]) == ["CSC1", "CSC2"] and list(chans["units"]) == ["uV", "uV"]
+    np.testing.assert_allclose(chans["gain"], [-1000 / 32768, 0.02])
+    assert io.segment_count(0) == 1 and io.get_signal_size(0, 0, 0) == 1500
+    np.testing.assert_array_equal(io.get_analogsignal_chunk(0, 0, None, None, 0), ints)
+    assert io.get_signal_sampling_rate(0) == 32000.0
+
+    x, _, node = _play(path=str(folder), chunk_size=100)
+    ref = _neo_uv(neo.rawio.NeuralynxRawIO, dirname=str(folder))
+    np.testing.assert_allclose(x, ref, **TOL)
+    np.testing.assert_allclose(x, ints * np.array([-1000 / 32768, 0.02]), **TOL)
+    meta = node.outputs[""]
+    assert meta.ch_names == ("CSC1", "CSC2") and meta.sfreq == 32000.0 and meta.units == ("uV", "uV")
+    for size in (1, 37, 512, 100_000):
+        part, _, _ = _play(path=str(folder), chunk_size=size, events=False)
+        np.testing.assert_array_equal(part, x)
+    one, _, _ = _play(path=str(folder / "CSC2.ncs"), events=False)  # one .ncs on its own
+    np.testing.assert_array_equal(one, x[:, 1:])
+
+
+def test_a_neuralynx_ncs_cut_mid_record_is_refused_by_validate_then_replayed_in_whole_records(tmp_path, write_graph, capsys):
+    from rtneuro.cli import main as cli_main
+    from tests.reference.ephys_writers import NCS_HEADER, NCS_RECORD
+
+    whole_dir, _ = _ncs_folder(tmp_path / "whole")
+    whole, _, _ = _play(path=str(whole_dir), events=False)
+    for k, keep in enumerate((NCS_HEADER - 100, NCS_HEADER + 500, NCS_HEADER + 2 * NCS_RECORD + 500)):
+        folder, _ = _ncs_folder(tmp_path / f"cut{k}")
+        _cut(folder / "CSC1.ncs", keep)
+        graph = {"name": "cut", "runtime": {"speed": "max"},
+                 "nodes": [{"id": "src", "type": "file_replay", "process": "acquire", "params": {"path": str(folder)}}]}
+        code = cli_main(["validate", str(write_graph(graph, f"g{k}.yaml"))])
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert "CSC1.ncs" in lines[0] and "damaged Neuralynx file" in lines[0], lines[0]
+    # two whole records of CSC1 are left: accepted knowingly, both channels play those 1024 samples, then a gap
+    x, ev, node = _play(path=str(folder), accept_damaged=True, chunk_size=300)
+    assert x.shape == (1024, 2)
+    np.testing.assert_array_equal(x, whole[:1024])
+    assert "gap" in [lab.decode() for lab in ev["label"]]
+    assert node.report()["damaged_files"][0]["missing"] == [[1024, 1536]]
+    with pytest.raises(DamagedFileError, match=r"CSC1.ncs: damaged Neuralynx file: its last record .* is cut after 500 bytes"):
+        _node(path=str(folder))

@@ -233,7 +233,7 @@ class NeoRecording(EphysRecording):
         import neo.rawio  # imported here: only processes that replay such a file pay for it
 
         self.path, self.format = path, fmt
-        cls = getattr(neo.rawio, _NEO_CLASS[fmt])
+        cls = _neuralynx_whole_records(path) if fmt == "neuralynx" else getattr(neo.rawio, _NEO_CLASS[fmt])
         self.io = io = cls(**_neo_kwargs(path, fmt))
         try:
             io.parse_header()
@@ -329,6 +329,35 @@ class NeoRecording(EphysRecording):
         return out
 
 
+def _neuralynx_whole_records(path: Path) -> Any:
+    """neo's Neuralynx reader, mapping whole 1044-byte records only when some ``.ncs`` is cut inside one.
+
+    neo maps each ``.ncs`` whole and numpy refuses a file that ends inside a
+    record, so a cut file (replayed knowingly, ``accept_damaged``) could not
+    be opened at all. When a file ends inside a record, every ``.ncs`` read
+    is mapped to the fewest whole records any of them holds: the channels of
+    a stream stay the same length (neo requires it) and the replay ends where
+    the cut file's readable part ends. Intact files are neo's own reading.
+    """
+    import neo.rawio
+
+    base = neo.rawio.NeuralynxRawIO
+    files = [path] if path.is_file() else _glob(path, "*.ncs", 1)
+    sizes = [f.stat().st_size - 16384 for f in files if f.stat().st_size > 16384]
+    if not any(size % 1044 for size in sizes):
+        return base
+    n_records = min(size // 1044 for size in sizes)
+
+    class WholeRecords(base):  # type: ignore[misc, valid-type]
+        @staticmethod
+        def _get_file_map(filename: str) -> Any:
+            if Path(filename).suffix.lower() != ".ncs":
+                return base._get_file_map(filename)
+            return np.memmap(filename, dtype=base._ncs_dtype, mode="r", offset=16384, shape=(n_records,))
+
+    return WholeRecords
+
+
 def _neo_kwargs(path: Path, fmt: str) -> dict:
     if fmt == "openephys_binary":
         folder = path.parent if path.is_file() else path
@@ -338,7 +367,8 @@ def _neo_kwargs(path: Path, fmt: str) -> dict:
     if fmt == "spikeglx":
         return {"dirname": str(path.parent if path.is_file() else path)}
     if fmt == "neuralynx":
-        return {"filename": str(path)} if path.is_file() else {"dirname": str(path)}
+        # neo 0.14 reads one file as its folder narrowed to it (``filename`` alone is refused: dirname cannot be empty)
+        return {"dirname": str(path.parent), "include_filenames": [path.name]} if path.is_file() else {"dirname": str(path)}
     if fmt == "intan" and path.is_dir():
         info = [p for p in (path / "info.rhd", path / "info.rhs") if p.exists()]
         return {"filename": str(info[0])}
