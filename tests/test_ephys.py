@@ -410,3 +410,28 @@ def test_a_neuralynx_ncs_cut_mid_record_is_refused_by_validate_then_replayed_in_
     assert node.report()["damaged_files"][0]["missing"] == [[1024, 1536]]
     with pytest.raises(DamagedFileError, match=r"CSC1.ncs: damaged Neuralynx file: its last record .* is cut after 500 bytes"):
         _node(path=str(folder))
+
+
+def test_intan_rhd_written_from_the_spec_is_read_by_neo_and_replayed_as_neo_reads_it(tmp_path):
+    import neo.rawio
+
+    from tests.reference.ephys_writers import write_rhd
+
+    ints = np.random.default_rng(3).integers(30000, 35000, (600, 3)).astype("<u2")  # 10 data blocks
+    path = write_rhd(tmp_path / "x.rhd", ints, sfreq=20000.0, names=["ca1_a", "ca1_b", "ctx"])
+    # the layout, proven by neo: one amplifier stream, the integers written, 0.195 uV a step about 32768
+    io = neo.rawio.IntanRawIO(filename=str(path))
+    io.parse_header()
+    assert [str(s["name"]) for s in io.header["signal_streams"]] == ["RHD2000 amplifier channel"]
+    chans = io.header["signal_channels"]
+    assert list(chans["name"]) == ["ca1_a", "ca1_b", "ctx"] and list(chans["id"]) == ["A-000", "A-001", "A-002"]
+    np.testing.assert_array_equal(io.get_analogsignal_chunk(0, 0, None, None, 0), ints)
+
+    x, _, node = _play(path=str(path), chunk_size=100)
+    np.testing.assert_allclose(x, _neo_uv(neo.rawio.IntanRawIO, filename=str(path)), **TOL)
+    np.testing.assert_allclose(x, 0.195 * (ints.astype(np.float64) - 32768), **TOL)
+    meta = node.outputs[""]
+    assert meta.ch_names == ("ca1_a", "ca1_b", "ctx") and meta.sfreq == 20000.0 and meta.units == ("uV",) * 3
+    for size in (1, 37, 60, 100_000):
+        part, _, _ = _play(path=str(path), chunk_size=size, events=False)
+        np.testing.assert_array_equal(part, x)

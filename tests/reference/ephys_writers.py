@@ -18,10 +18,26 @@ Neuralynx ``.ncs``
     (``neo/rawio/neuralynxrawio/nlxheader.py``): the ``-ApplicationName``
     and ``-TimeCreated`` lines of Cheetah 6, ``-HardwareSubSystemType
     DigitalLynxSX`` (which record-time model applies).
+
+Intan ``.rhd`` (one file, header attached)
+    Intan Technologies, "RHD2000 Application Note: Data File Format"
+    (RHD data file format, version 1.3 written here): magic number
+    ``0xC6912702`` (uint32), version (int16 major, minor), sample rate
+    (float32), the DSP/bandwidth/notch/impedance settings, three notes
+    (QStrings: uint32 byte length, then UTF-16LE), temperature sensor count
+    (int16, >= 1.1), board mode (int16, >= 1.3), the signal groups (name,
+    prefix, enabled, channel count, amplifier count; then each channel's
+    names, orders, signal type, enabled, chip channel, board stream, spike
+    scope settings, impedance); then data blocks of 60 samples (>= 1.2: 60
+    int32 timestamps, then each amplifier channel's 60 uint16). An amplifier
+    sample is ``0.195 * (int - 32768)`` uV. neo's ``read_rhd``
+    (``neo/rawio/intanrawio.py``) parses this layout and checks that the
+    timestamps run on by one.
 """
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -104,4 +120,44 @@ def write_ncs(path: Path, samples: np.ndarray, *, name: str, ad_channel: int, sf
     """One Neuralynx continuous channel: header, then the CSC records of ``samples``."""
     path.write_bytes(ncs_header(name, ad_channel, sfreq, ad_bit_volts, inverted)
                      + ncs_records(samples, ad_channel, sfreq, t0_us))
+    return path
+
+
+RHD_MAGIC = 0xC6912702
+RHD_BLOCK = 60  # samples a data block, RHD versions 1.2 to 1.x
+
+
+def _qstring(text: str) -> bytes:
+    """Intan's QString: uint32 length in bytes, then UTF-16 little-endian (no terminator)."""
+    raw = text.encode("utf-16-le")
+    return struct.pack("<I", len(raw)) + raw
+
+
+def write_rhd(path: Path, amplifier: np.ndarray, *, sfreq: float = 20000.0, names: list[str] | None = None,
+              t0: int = 0) -> Path:
+    """An RHD 1.3 file of amplifier channels only: ``amplifier`` is uint16 (n_samples, n_channels), n_samples a
+    multiple of 60 (whole data blocks, as the acquisition software writes them)."""
+    amplifier = np.asarray(amplifier, dtype="<u2")
+    n, n_ch = amplifier.shape
+    assert n % RHD_BLOCK == 0
+    names = names or [f"A-{c:03d}" for c in range(n_ch)]
+    # magic, version 1.3, rate, DSP on, actual DSP cutoff / lower / upper bandwidth (Hz), the desired ones,
+    # notch off, desired / actual impedance test frequency
+    head = struct.pack("<Ihhfhffffffhff", RHD_MAGIC, 1, 3, sfreq, 1, 1.0, 0.1, 7500.0, 1.0, 0.1, 7500.0, 0,
+                       1000.0, 1000.0)
+    head += _qstring("") + _qstring("rtneuro test") + _qstring("")
+    head += struct.pack("<hh", 0, 0)  # no temperature sensors; board mode 0
+    head += struct.pack("<h", 1)  # one signal group: port A
+    head += _qstring("Port A") + _qstring("A") + struct.pack("<hhh", 1, n_ch, n_ch)
+    for c in range(n_ch):
+        head += _qstring(f"A-{c:03d}") + _qstring(names[c])
+        # native order, custom order, signal type 0 (amplifier), enabled, chip channel, board stream,
+        # spike scope trigger mode, threshold (uV), digital trigger channel, edge polarity; impedance (ohm, degrees)
+        head += struct.pack("<hhhhhhhhhhff", c, c, 0, 1, c, 0, 0, -70, 0, 1, 1e5, -45.0)
+    n_blocks = n // RHD_BLOCK
+    block = np.dtype([("timestamp", "<i4", (RHD_BLOCK,)), ("amplifier", "<u2", (n_ch, RHD_BLOCK))])
+    data = np.zeros(n_blocks, block)
+    data["timestamp"] = (t0 + np.arange(n)).reshape(n_blocks, RHD_BLOCK)
+    data["amplifier"] = amplifier.reshape(n_blocks, RHD_BLOCK, n_ch).transpose(0, 2, 1)
+    path.write_bytes(head + data.tobytes())
     return path
