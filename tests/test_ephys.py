@@ -347,7 +347,7 @@ def test_a_blackrock_nsx_2_3_packet_cut_short_is_found(tmp_path):
 def _ncs_folder(folder: Path) -> tuple[Path, np.ndarray]:
     """Two Neuralynx channels (CSC1 inverted, CSC2 at its own ADBitVolts), 1500 samples at 32 kHz: 3 records,
     the last holding 476 valid samples."""
-    from tests.reference.ephys_writers import write_ncs
+    from reference.ephys_writers import write_ncs
 
     folder.mkdir()
     ints = np.random.default_rng(7).integers(-3000, 3000, (1500, 2)).astype("<i2")
@@ -359,7 +359,7 @@ def _ncs_folder(folder: Path) -> tuple[Path, np.ndarray]:
 def test_neuralynx_ncs_written_from_the_spec_is_read_by_neo_and_replayed_as_neo_reads_it(tmp_path):
     import neo.rawio
 
-    from tests.reference.ephys_writers import NCS_HEADER, NCS_RECORD
+    from reference.ephys_writers import NCS_HEADER, NCS_RECORD
 
     folder, ints = _ncs_folder(tmp_path / "nlx")
     assert (folder / "CSC1.ncs").stat().st_size == NCS_HEADER + 3 * NCS_RECORD
@@ -388,7 +388,8 @@ def test_neuralynx_ncs_written_from_the_spec_is_read_by_neo_and_replayed_as_neo_
 
 def test_a_neuralynx_ncs_cut_mid_record_is_refused_by_validate_then_replayed_in_whole_records(tmp_path, write_graph, capsys):
     from rtneuro.cli import main as cli_main
-    from tests.reference.ephys_writers import NCS_HEADER, NCS_RECORD
+
+    from reference.ephys_writers import NCS_HEADER, NCS_RECORD
 
     whole_dir, _ = _ncs_folder(tmp_path / "whole")
     whole, _, _ = _play(path=str(whole_dir), events=False)
@@ -415,7 +416,7 @@ def test_a_neuralynx_ncs_cut_mid_record_is_refused_by_validate_then_replayed_in_
 def test_intan_rhd_written_from_the_spec_is_read_by_neo_and_replayed_as_neo_reads_it(tmp_path):
     import neo.rawio
 
-    from tests.reference.ephys_writers import write_rhd
+    from reference.ephys_writers import write_rhd
 
     ints = np.random.default_rng(3).integers(30000, 35000, (600, 3)).astype("<u2")  # 10 data blocks
     path = write_rhd(tmp_path / "x.rhd", ints, sfreq=20000.0, names=["ca1_a", "ca1_b", "ctx"])
@@ -435,3 +436,17 @@ def test_intan_rhd_written_from_the_spec_is_read_by_neo_and_replayed_as_neo_read
     for size in (1, 37, 60, 100_000):
         part, _, _ = _play(path=str(path), chunk_size=size, events=False)
         np.testing.assert_array_equal(part, x)
+
+
+def test_a_cut_intan_rhd_is_a_damaged_file_in_one_line(tmp_path, write_graph, capsys):
+    from rtneuro.cli import main as cli_main
+
+    from reference.ephys_writers import write_rhd
+
+    ints = np.full((600, 3), 32768, "<u2")
+    path = write_rhd(tmp_path / "x.rhd", ints)
+    _cut(path, path.stat().st_size - 7)  # the last data block cut short
+    graph = {"name": "cut", "nodes": [{"id": "src", "type": "file_replay", "process": "acquire", "params": {"path": str(path)}}]}
+    assert cli_main(["validate", str(write_graph(graph, "g.yaml"))]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "x.rhd: damaged intan file" in lines[0] and "replace it with an intact copy" in lines[0], lines

@@ -240,7 +240,8 @@ class NeoRecording(EphysRecording):
         except ConfigError:
             raise
         except Exception as exc:  # neo raises many types for damaged or foreign files
-            if "mmap length is greater than file size" in str(exc):  # the data its header declares is not all there
+            cut = ("mmap length is greater than file size", "not a multiple of the data-type size")
+            if any(c in str(exc) for c in cut):  # the data its header declares is not all there
                 raise DamagedFileError(f"{path}: damaged {fmt} file: shorter than the data its header declares "
                                        f"({_first_line(exc)}); replace it with an intact copy (a file cut this way "
                                        "cannot be opened, so it cannot be replayed in part)") from None
