@@ -450,3 +450,44 @@ def test_a_cut_intan_rhd_is_a_damaged_file_in_one_line(tmp_path, write_graph, ca
     assert cli_main(["validate", str(write_graph(graph, "g.yaml"))]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "x.rhd: damaged intan file" in lines[0] and "replace it with an intact copy" in lines[0], lines
+
+
+def test_plexon_plx_written_from_the_spec_is_read_by_neo_and_replayed_with_neos_scaling(tmp_path):
+    import neo.rawio
+
+    from reference import ephys_writers as w
+    from reference.ephys_writers import write_plx
+
+    ints = np.random.default_rng(11).integers(-2048, 2048, (3000, 2)).astype("<i2")
+    path = write_plx(tmp_path / "x.plx", ints, names=["FP01", "FP02"], sfreq=1000, block=500)  # 6 blocks a channel
+    assert path.stat().st_size == w.PLX_FILE_HEADER + 2 * w.PLX_SLOW_HEADER + 12 * w.PLX_BLOCK_HEADER + ints.nbytes
+    step = 5000 / (0.5 * 2**12 * 2 * 1000)  # SlowMaxMagnitudeMV / (0.5 * 2**bits * Gain * PreAmpGain)
+    # the layout, proven by neo: one stream named from the FP prefix, names, rate, gain, and the integers written
+    io = neo.rawio.PlexonRawIO(filename=str(path), progress_bar=False)
+    io.parse_header()
+    assert [str(s["name"]) for s in io.header["signal_streams"]] == ["FPl-Low Pass Filtered"]
+    chans = io.header["signal_channels"]
+    assert list(chans["name"]) == ["FP01", "FP02"] and list(chans["id"]) == ["0", "1"] and list(chans["units"]) == ["", ""]
+    np.testing.assert_allclose(chans["gain"], [step, step])
+    assert io.get_signal_size(0, 0, 0) == 3000 and io.get_signal_sampling_rate(0) == 1000.0
+    # neo 0.14 drops the last block when a read ends at the last sample (rtneuro reads the blocks itself),
+    # so neo's own reads are checked up to there, across every block boundary
+    np.testing.assert_array_equal(io.get_analogsignal_chunk(0, 0, 0, 2999, 0), ints[:2999])
+    np.testing.assert_array_equal(io.get_analogsignal_chunk(0, 0, 480, 1730, 0), ints[480:1730])
+
+    x, _, node = _play(path=str(path), chunk_size=100)
+    ref = _neo_uv(neo.rawio.PlexonRawIO, filename=str(path), progress_bar=False)
+    np.testing.assert_allclose(x[:2500], ref[:2500], **TOL)  # neo's whole read: its last block comes back as zeros
+    np.testing.assert_allclose(x, io.rescale_signal_raw_to_float(ints, dtype="float64", stream_index=0), **TOL)
+    np.testing.assert_allclose(x, ints * step, **TOL)
+    meta = node.outputs[""]
+    # neo gives no unit for Plexon (the SDK's formula gives mV): rtneuro keeps neo's scale, unit 'au'
+    assert meta.ch_names == ("FP01", "FP02") and meta.sfreq == 1000.0 and meta.units == ("au", "au")
+    for size in (1, 37, 500, 100_000):
+        part, _, _ = _play(path=str(path), chunk_size=size, events=False)
+        np.testing.assert_array_equal(part, x)
+    # blocks of 700: the last block (200 samples) is shorter, as when acquisition stops; every sample is in place
+    short = write_plx(tmp_path / "y.plx", ints, names=["FP01", "FP02"], block=700)
+    for size in (1, 37, 100_000):
+        part, _, _ = _play(path=str(short), chunk_size=size, events=False)
+        np.testing.assert_array_equal(part, x)

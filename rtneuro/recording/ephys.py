@@ -289,6 +289,8 @@ class NeoRecording(EphysRecording):
         return best
 
     def _raw(self, start: int, stop: int, picks: np.ndarray) -> np.ndarray:
+        if self.format == "plexon":
+            return _plexon_raw(self.io, self._si, start, stop, picks)
         parts = []
         s = int(np.searchsorted(self._seg_start, start, side="right") - 1)
         pos = start
@@ -359,6 +361,29 @@ def _neuralynx_whole_records(path: Path) -> Any:
     return WholeRecords
 
 
+def _plexon_raw(io, si: int, start: int, stop: int, picks: np.ndarray) -> np.ndarray:
+    """Samples ``[start, stop)`` of a .plx stream from the continuous (type 5) blocks neo located.
+
+    neo 0.14's ``PlexonRawIO._get_analogsignal_chunk`` misreads two cases: a read that ends at the last sample
+    drops the whole last block (``data[:-0]`` is empty), and a block's first sample index is the running sum
+    including its own size, so a block after one of another size (the shorter last block) is placed wrong.
+    The block table itself (file position and size of each block, in file order) is right and is used here."""
+    chans = io.header["signal_channels"]
+    mine = chans[chans["stream_id"] == io.header["signal_streams"][si]["id"]]
+    out = np.zeros((stop - start, len(picks)), dtype=np.int16)
+    for k, c in enumerate(picks):
+        blocks = io._data_blocks[5][np.int32(mine["id"][int(c)])]
+        n = blocks["size"] // 2
+        first = np.concatenate([[0], np.cumsum(n)])
+        for b in range(int(np.searchsorted(first, start, side="right")) - 1, len(blocks)):
+            if first[b] >= stop:
+                break
+            lo, hi = max(start, int(first[b])), min(stop, int(first[b + 1]))
+            pos = int(blocks["pos"][b]) + 2 * (lo - int(first[b]))
+            out[lo - start:hi - start, k] = io._memmap[pos:pos + 2 * (hi - lo)].view("<i2")
+    return out
+
+
 def _neo_kwargs(path: Path, fmt: str) -> dict:
     if fmt == "openephys_binary":
         folder = path.parent if path.is_file() else path
@@ -375,6 +400,8 @@ def _neo_kwargs(path: Path, fmt: str) -> dict:
         return {"filename": str(info[0])}
     if fmt == "blackrock":
         return {"filename": str(path.with_suffix(""))} if path.suffix.lower() == ".nev" else {"filename": str(path)}
+    if fmt == "plexon":
+        return {"filename": str(path), "progress_bar": False}  # no tqdm bars on stderr while a graph runs
     return {"filename": str(path)}
 
 

@@ -33,6 +33,31 @@ Intan ``.rhd`` (one file, header attached)
     sample is ``0.195 * (int - 32768)`` uV. neo's ``read_rhd``
     (``neo/rawio/intanrawio.py``) parses this layout and checks that the
     timestamps run on by one.
+
+Plexon ``.plx`` (version 106)
+    Plexon Inc., ``Plexon.h`` of the Plexon SDK (OmniPlex and MAP Offline SDK
+    Bundle), little-endian, packed: the file header ``PL_FileHeader`` (7504
+    bytes: magic ``0x58454c50`` ``"PLXE"``, version, 128-byte comment,
+    ADFrequency (timestamp ticks a second), the numbers of DSP, event and slow
+    channels, waveform points, date, FastRead, WaveformFreq, LastTimestamp
+    (double), trodalness, bits per spike / slow sample, spike / slow maximum
+    magnitude (mV), spike preamp gain (>= 105), acquiring / processing
+    software (>= 106), padding, then the int32 counts TSCounts[130][5],
+    WFCounts[130][5], EVCounts[512]); one ``PL_ChanHeader`` (1020 bytes) a DSP
+    channel, one ``PL_EventHeader`` (296 bytes) an event channel, one
+    ``PL_SlowChannelHeader`` (296 bytes: name, channel, ADFreq, Gain, Enabled,
+    PreAmpGain, SpikeChannel, comment, SrcId, ChanId, padding) a slow
+    (continuous) channel; then data blocks, each a 16-byte
+    ``PL_DataBlockHeader`` (int16 type, uint16 upper byte of the 5-byte
+    timestamp, uint32 timestamp in ADFrequency ticks, int16 channel, unit,
+    number of waveforms, words a waveform) and its int16 words. A continuous
+    block is type 5: one waveform of ``n`` samples of one slow channel
+    (0-based), starting at its timestamp. A slow sample (version >= 103) is
+    ``int * SlowMaxMagnitudeMV / (0.5 * 2**BitsPerSlowSample * Gain *
+    PreAmpGain)`` mV. neo's ``PlexonRawIO`` (``neo/rawio/plexonrawio.py``)
+    parses this layout (with numpy dtypes of the same structs); it takes the
+    bits from BitsPerSpikeSample, written equal here, and reports the unit as
+    unknown ("").
 """
 
 from __future__ import annotations
@@ -160,4 +185,57 @@ def write_rhd(path: Path, amplifier: np.ndarray, *, sfreq: float = 20000.0, name
     data["timestamp"] = (t0 + np.arange(n)).reshape(n_blocks, RHD_BLOCK)
     data["amplifier"] = amplifier.reshape(n_blocks, RHD_BLOCK, n_ch).transpose(0, 2, 1)
     path.write_bytes(head + data.tobytes())
+    return path
+
+
+PLX_MAGIC = 0x58454C50
+PLX_FILE_HEADER = 7504
+PLX_DSP_HEADER = 1020
+PLX_EVENT_HEADER = 296
+PLX_SLOW_HEADER = 296
+PLX_BLOCK_HEADER = 16
+
+
+def _cstr(text: str, size: int) -> bytes:
+    raw = text.encode("ascii")
+    assert len(raw) < size
+    return raw.ljust(size, b"\0")
+
+
+def write_plx(path: Path, slow: np.ndarray, *, names: list[str], sfreq: int = 1000, block: int = 500,
+              ad_frequency: int = 40000, gain: int = 2, preamp_gain: int = 1000, max_mv: int = 5000,
+              bits: int = 12) -> Path:
+    """A version-106 ``.plx`` file of continuous channels only: ``slow`` is int16 (n_samples, n_channels), written
+    as type-5 blocks of ``block`` samples (the last one shorter), the channels' blocks interleaved in time order
+    as the acquisition software writes them. No DSP (spike) or event channels."""
+    slow = np.asarray(slow, dtype="<i2")
+    n, n_ch = slow.shape
+    assert ad_frequency % sfreq == 0
+    head = struct.pack("<Ii", PLX_MAGIC, 106) + _cstr("rtneuro test", 128)
+    # ADFrequency, DSP / event / slow channel counts, NumPointsWave, NumPointsPreThr
+    head += struct.pack("<iiiiii", ad_frequency, 0, 0, n_ch, 32, 8)
+    head += struct.pack("<iiiiii", 2024, 5, 17, 12, 30, 0)  # date and time
+    last_ts = (n - 1) * (ad_frequency // sfreq)
+    head += struct.pack("<iid", 0, ad_frequency, float(last_ts))  # FastRead, WaveformFreq, LastTimestamp
+    # Trodalness, DataTrodalness, BitsPerSpikeSample, BitsPerSlowSample, SpikeMaxMagnitudeMV, SlowMaxMagnitudeMV,
+    # SpikePreAmpGain
+    head += struct.pack("<BBBBHHH", 1, 1, bits, bits, 3000, max_mv, preamp_gain)
+    head += _cstr("rtneuro", 18) + _cstr("", 18) + bytes(10)
+    head += np.zeros(130 * 5 + 130 * 5 + 512, "<i4").tobytes()  # TSCounts, WFCounts, EVCounts
+    assert len(head) == PLX_FILE_HEADER
+    for c in range(n_ch):
+        # name, channel (0-based), ADFreq, Gain, Enabled, PreAmpGain, SpikeChannel, comment, SrcId, reserved, ChanId
+        h = _cstr(names[c], 32) + struct.pack("<iiiiii", c, sfreq, gain, 1, preamp_gain, c + 1)
+        h += _cstr("", 128) + struct.pack("<BBH", 1, 0, c) + bytes(4 * 27)
+        assert len(h) == PLX_SLOW_HEADER
+        head += h
+    step = ad_frequency // sfreq
+    data = bytearray()
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        ts = start * step
+        for c in range(n_ch):
+            data += struct.pack("<hHIhhhh", 5, ts >> 32, ts & 0xFFFFFFFF, c, 0, 1, stop - start)
+            data += slow[start:stop, c].tobytes()
+    path.write_bytes(head + bytes(data))
     return path
