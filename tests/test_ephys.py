@@ -477,12 +477,12 @@ def test_plexon_plx_written_from_the_spec_is_read_by_neo_and_replayed_with_neos_
 
     x, _, node = _play(path=str(path), chunk_size=100)
     ref = _neo_uv(neo.rawio.PlexonRawIO, filename=str(path), progress_bar=False)
-    np.testing.assert_allclose(x[:2500], ref[:2500], **TOL)  # neo's whole read: its last block comes back as zeros
-    np.testing.assert_allclose(x, io.rescale_signal_raw_to_float(ints, dtype="float64", stream_index=0), **TOL)
-    np.testing.assert_allclose(x, ints * step, **TOL)
+    # neo names no unit; the SDK's formula gives mV a step: rtneuro replays microvolts, 1000 x neo's numbers
+    np.testing.assert_allclose(x[:2500], 1000 * ref[:2500], **TOL)  # neo's whole read: its last block comes back as zeros
+    np.testing.assert_allclose(x, 1000 * io.rescale_signal_raw_to_float(ints, dtype="float64", stream_index=0), **TOL)
+    np.testing.assert_allclose(x, ints * step * 1000, **TOL)
     meta = node.outputs[""]
-    # neo gives no unit for Plexon (the SDK's formula gives mV): rtneuro keeps neo's scale, unit 'au'
-    assert meta.ch_names == ("FP01", "FP02") and meta.sfreq == 1000.0 and meta.units == ("au", "au")
+    assert meta.ch_names == ("FP01", "FP02") and meta.sfreq == 1000.0 and meta.units == ("uV", "uV")
     for size in (1, 37, 500, 100_000):
         part, _, _ = _play(path=str(path), chunk_size=size, events=False)
         np.testing.assert_array_equal(part, x)

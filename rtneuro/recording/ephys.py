@@ -256,7 +256,10 @@ class NeoRecording(EphysRecording):
         mine = chans[chans["stream_id"] == sid]
         self.ch_names = _unique([str(n) for n in mine["name"]])
         self.sfreq = float(mine["sampling_rate"][0])
-        self._set_units([str(u) for u in mine["units"]], mine["gain"], mine["offset"])
+        units = [str(u) for u in mine["units"]]
+        if fmt == "plexon":  # neo names no unit; Plexon's gain (SlowMaxMagnitudeMV / (0.5 2^bits Gain PreAmpGain)) is mV a step
+            units = [u or "mV" for u in units]
+        self._set_units(units, mine["gain"], mine["offset"])
         n_seg = io.segment_count(0)
         self._seg_len = [int(io.get_signal_size(0, s, si)) for s in range(n_seg)]
         self._seg_start = np.concatenate([[0], np.cumsum(self._seg_len)]).astype(np.int64)
