@@ -1,4 +1,4 @@
-"""What every benchmark shares: latency statistics and CPU-time measurement."""
+"""What every benchmark shares: latency statistics, CPU-time measurement and the processes of a run (Linux /proc)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["stats", "core_fraction", "pick_variants"]
+__all__ = ["stats", "core_fraction", "pick_variants", "proc_status_kb", "processes_below"]
 
 
 def pick_variants(requested: str | None, known: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -65,4 +65,36 @@ def core_fraction(step: Callable[[int], None], n_steps: int, signal_s_per_step: 
     out = stats(per_chunk)
     out.update({"core_fraction": round(best, 5), "core_fraction_runs": [round(f, 5) for f in fractions],
                 "signal_s": round(n_steps * signal_s_per_step, 3)})
+    return out
+
+
+def proc_status_kb(pid: int, field: str) -> int | None:
+    """A kB field of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``...); None when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def processes_below(pid: int, *, depth: int | None = None) -> dict[int, str]:
+    """Live processes below ``pid`` (children only with ``depth=1``), each with its command line."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append((int(d.name), cmd))
+    out: dict[int, str] = {}
+    level, steps = [pid], 0
+    while level and (depth is None or steps < depth):
+        below = [kid for parent in level for kid in children.get(parent, [])]
+        out.update(below)
+        level, steps = [c for c, _ in below], steps + 1
     return out

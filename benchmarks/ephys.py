@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from benchmarks.common import pick_variants, save_json
+from benchmarks.common import pick_variants, proc_status_kb, processes_below, save_json
 from rtneuro.runtime.supervisor import machine_info
 
 VARIANTS = ("spikeglx", "spikeglx_short")
@@ -127,65 +127,30 @@ def run_graph(folder: Path, stop_s: float | None, work: Path) -> dict:
     cfg = work / f"bench-ephys-{'short' if stop_s else 'full'}.yaml"
     cfg.write_text(yaml.safe_dump(graph(folder, stop_s), sort_keys=False))
     report = cfg.with_suffix(".json")
+    log = cfg.with_suffix(".log")
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "rtneuro", "run", str(cfg), "--report", str(report), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    peaks: dict[int, tuple[str, int]] = {}
-    while proc.poll() is None:  # each process's own peak (VmHWM), read until it is gone
-        for pid in [proc.pid, *_descendants(proc.pid)]:
-            hwm = _vm_hwm_kb(pid)
-            if hwm is not None:
-                peaks[pid] = (_comm(pid) or peaks.get(pid, ("?", 0))[0], max(hwm, peaks.get(pid, ("", 0))[1]))
-        time.sleep(0.02)
-    output = proc.stdout.read() if proc.stdout else ""
+    with open(log, "w") as out:  # a file, not a pipe: a chatty run never blocks on a full pipe while polled
+        proc = subprocess.Popen([sys.executable, "-m", "rtneuro", "run", str(cfg), "--report", str(report), "--quiet"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        peaks: dict[int, tuple[str, int]] = {}  # pid: (command, its own peak VmHWM in kB), read until it is gone
+        while proc.poll() is None:
+            for pid, cmd in {proc.pid: "rtneuro run", **processes_below(proc.pid)}.items():
+                hwm = proc_status_kb(pid, "VmHWM")
+                if hwm is not None:
+                    peaks[pid] = (cmd, max(hwm, peaks.get(pid, (cmd, 0))[1]))
+            time.sleep(0.02)
+    output = log.read_text()
     wall = time.monotonic() - t0
     if proc.returncode != 0 or not report.exists():
         tail = output.strip().splitlines()[-3:]
         raise RuntimeError(f"rtneuro run exited {proc.returncode}: {' | '.join(tail)}")
-    per_process = {f"{name} ({pid})": round(kb / 1024, 1) for pid, (name, kb) in peaks.items()}
+    per_process = {f"{cmd.split(' -m ')[-1][:40]} ({pid})": round(kb / 1024, 1) for pid, (cmd, kb) in peaks.items()}
     peak_kb = max((kb for _, kb in peaks.values()), default=0)
     rep = json.loads(report.read_text())
     spk = rep.get("nodes", {}).get("spk", {})
     return {"run_s": rep["run_s"], "wall_s_total": round(wall, 2), "exit_code": rep["exit_code"],
             "peak_rss_mb": round(peak_kb / 1024, 1), "peak_rss_mb_per_process": per_process,
             "detections": spk.get("detections"), "dedup_removed": spk.get("dedup_removed", spk.get("removed"))}
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _vm_hwm_kb(pid: int) -> int | None:
-    """The kernel's record of a process's largest resident size so far (``VmHWM``), in kB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _comm(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[2].decode()[:40] or None
-    except (OSError, IndexError):
-        return None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import stats
+from benchmarks.common import proc_status_kb, stats
 from benchmarks.latency import WARMUP_S, chain_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,13 +45,8 @@ MAX_MESSAGE_BYTES = 1 << 20  # the graph's limit: oversized messages stay cheap 
 
 def rss_mb(pid: int) -> float | None:
     """Resident memory of a process in MB (None when it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
+    kb = proc_status_kb(pid, "VmRSS")
+    return None if kb is None else kb / 1024.0
 
 
 def _service_pids(sup) -> dict[str, int]:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from benchmarks.common import pick_variants, save_json, stats
+from benchmarks.common import pick_variants, processes_below, save_json, stats
 from rtneuro.messages import CMD_HOLD, CMD_LEVEL, CMD_OFF, CMD_PULSE
 from rtneuro.runtime.supervisor import machine_info
 
@@ -93,21 +93,6 @@ def _graph(run_dir: Path) -> dict:
     }
 
 
-def _children(pid: int) -> dict[int, str]:
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out[int(d.name)] = cmd
-    return out
-
-
 def _run_and_kill(victim: str, settle_s: float = 4.0) -> dict:
     with tempfile.TemporaryDirectory(prefix="rtn-bench-") as d:
         path = Path(d) / "g.yaml"
@@ -119,7 +104,7 @@ def _run_and_kill(victim: str, settle_s: float = 4.0) -> dict:
             t_end = time.monotonic() + 60
             pid = None
             while time.monotonic() < t_end and pid is None:
-                pid = next((p for p, c in _children(proc.pid).items() if f"services.{victim}" in c), None)
+                pid = next((p for p, c in processes_below(proc.pid, depth=1).items() if f"services.{victim}" in c), None)
                 time.sleep(0.1)
             if pid is None:
                 raise RuntimeError(f"no '{victim}' process appeared")
