@@ -414,15 +414,15 @@ class FileReplay(Source):
             try:
                 if fast is not None:
                     fast(lo, lo + take, part.picks, part.scale, out[pos:pos + take])
-                    pos += take
-                    continue
-                data = part.raw.get_data(picks=part.picks, start=lo, stop=lo + take)
+                else:
+                    data = part.raw.get_data(picks=part.picks, start=lo, stop=lo + take)
             except Exception as exc:  # the file changed or is damaged in a way its header does not show
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise DamagedFileError(f"{part.path}: reading samples {lo} to {lo + take} failed ({first[:160]}); "
                                        "the file is damaged or changed while it was replayed: check it with "
                                        "'rtneuro validate' and replace it with an intact copy") from None
-            out[pos:pos + take] = data.T * part.scale
+            if fast is None:
+                out[pos:pos + take] = data.T * part.scale
             pos += take
         return out
 
