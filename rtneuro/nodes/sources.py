@@ -538,7 +538,7 @@ def open_recording(path, accept_damaged: bool = False, option: str | None = "acc
         raise ConfigError(f"recording not found: {path}; check the path (relative paths are resolved against the configuration file's folder)")
     fmt = detect_format(path, (ephys or {}).get("format"))
     if fmt is not None:  # spike and LFP formats, raw binary, .npy: rtneuro.recording.ephys
-        return open_for_replay(path, fmt, accept_damaged, option or "accept_damaged: true", **{k: v for k, v in (ephys or {}).items() if k != "format"})
+        return open_for_replay(path, fmt, accept_damaged, option, **{k: v for k, v in (ephys or {}).items() if k != "format"})
     if path.is_dir():
         raise ConfigError(f"{path} is a folder, not a recording")
     integ = integrity.require(path, accept_damaged, option)

@@ -933,13 +933,14 @@ def open_recording(path: Path, fmt: str | None = None, *, stream: str | None = N
     return rec
 
 
-def open_for_replay(path: Path, fmt: str, accept_damaged: bool = False, option: str = "accept_damaged: true",
+def open_for_replay(path: Path, fmt: str, accept_damaged: bool = False, option: str | None = "accept_damaged: true",
                     **kwargs: Any) -> tuple[_RawView, Any]:
     """:func:`check`, then :func:`open_recording`, seen as ``file_replay`` reads MNE's raws.
 
     A damaged recording raises :class:`~rtneuro.errors.DamagedFileError`
-    (one line: the file, what is missing, the fix) unless ``accept_damaged``;
-    then the readable part is replayed (the reader reads whole samples only).
+    (one line: the file, what is missing, the fix: ``option``, or None where
+    damage cannot be accepted) unless ``accept_damaged``; then the readable
+    part is replayed (the reader reads whole samples only).
 
     Returns
     -------
