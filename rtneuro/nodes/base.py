@@ -25,6 +25,8 @@ constructor and a graph can be saved and rebuilt. Its life cycle:
     Optional; run the kernels on scratch state just before a chunk is due.
 ``report()``
     A JSON-able summary for the run report.
+``update(params)``
+    A live change of the parameters named in ``live``, between two chunks.
 ``close()``
     Release resources; stimulators go to their safe state.
 
@@ -129,6 +131,13 @@ class Node:
 
     #: Output streams by port name ("" is the main output, named after the node).
     outputs: dict[str, StreamMeta]
+    #: Parameters that may change while the graph runs (see :meth:`update`).
+    live: ClassVar[tuple[str, ...]] = ()
+    #: Live parameters that touch safety, with the direction that is stricter
+    #: (``"lower"`` or ``"higher"``; for a value that may be null, null is the
+    #: loosest, and ``true``/``false`` flags name the safe one as ``"true"`` or
+    #: ``"false"``). While running they can only be made stricter.
+    stricter: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: Any, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         self.params = params
@@ -174,6 +183,20 @@ class Node:
 
     def report(self) -> dict:
         return {}
+
+    def update(self, params: Any) -> None:
+        """Take new parameters between two chunks (a live change; only ``live`` ones differ).
+
+        The runtime calls it at a chunk boundary, never during a chunk, with
+        parameters built and checked by the same code as the configuration's
+        (types, ranges, the dataclass' checks), after a node of the same type
+        built with them passed its own checks against the inputs. The default
+        swaps ``self.params``, which is enough for a node that reads its live
+        parameters from ``self.params`` on every chunk; a node with derived
+        state (filter coefficients, cached limits) overrides it and rebuilds
+        that state, keeping what it has learnt where it can.
+        """
+        self.params = params
 
     def close(self) -> None:
         """Release resources."""
