@@ -503,7 +503,7 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
     for name in proc_params:
         if not any(s.process == name for s in specs.values()):
             errors.add(_line(proc_raw, name), f"process '{name}' holds no node; remove it or set 'process: {name}' on a node")
-    live = [nid for nid in order if getattr(classes[nid], "live", False)]
+    live = [nid for nid in order if getattr(classes[nid], "realtime_only", False)]
     if live:
         if runtime.speed != "realtime":
             errors.add(_line(doc, "runtime"), f"nodes {live} read live LSL streams: the graph runs in real time only; "

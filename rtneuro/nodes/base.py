@@ -208,13 +208,14 @@ class Source(Node):
     A *paced* source (a replay, a generator) says when its next chunk is due
     and the runtime waits for that moment on the run's clock. A source that
     is not paced (a live inlet) is pulled: ``pull(timeout_s, now)`` returns
-    what arrived, waiting up to ``timeout_s`` for it. A *live* source follows
-    the LSL clock, so its graph runs in real time only.
+    what arrived, waiting up to ``timeout_s`` for it. A source that follows
+    the LSL clock (``realtime_only``, an LSL inlet) makes its graph run in
+    real time only.
     """
 
     category: ClassVar[str] = "source"
     paced: ClassVar[bool] = True
-    live: ClassVar[bool] = False
+    realtime_only: ClassVar[bool] = False
     input_kinds: ClassVar[tuple[str, ...]] = ()
     min_inputs: ClassVar[int] = 0
     max_inputs: ClassVar[int] = 0

@@ -207,7 +207,7 @@ class LslInlet(Source):
 
     Params = LslInletParams
     paced: ClassVar[bool] = False
-    live: ClassVar[bool] = True
+    realtime_only: ClassVar[bool] = True
 
     def __init__(self, params: LslInletParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
