@@ -43,10 +43,10 @@ from .messages import SchemaError, StreamMeta
 from .nodes import NODE_TYPES, Node, NodeContext, build_params, node_class, param
 from .transport import TransportParams
 
-__all__ = ["RuntimeParams", "ProcessParams", "NodeSpec", "ProcessSpec", "Graph", "load_graph", "parse_speed"]
+__all__ = ["RuntimeParams", "ControlParams", "ProcessParams", "NodeSpec", "ProcessSpec", "Graph", "load_graph", "parse_speed"]
 
 ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-TOP_KEYS = ("name", "description", "runtime", "transport", "processes", "nodes")
+TOP_KEYS = ("name", "description", "runtime", "transport", "control", "processes", "nodes")
 NODE_KEYS = ("id", "type", "inputs", "params", "process", "feedback")
 DEFAULT_PROCESS = {"source": "acquire", "transform": "process", "controller": "control", "stimulator": "stimulate"}
 
@@ -83,6 +83,23 @@ class RuntimeParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "speed", parse_speed(self.speed))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlParams:
+    """The ``control:`` section: the control server (REST + WebSocket) of a running graph."""
+
+    enabled: bool = param(True, doc="serve the control API while the graph runs (false: no server; rtneuro stop --now still works)")
+    host: str = param("127.0.0.1", doc="address to listen on; anything but loopback needs tls_cert, tls_key and a tokens folder")
+    port: int = param(0, ge=0, le=65535, doc="TCP port (0: a free one, listed for the command line)")
+    tls_cert: str | None = param(None, doc="PEM certificate (rtneuro keys DIR --tls HOST); relative to the graph file")
+    tls_key: str | None = param(None, doc="PEM private key of tls_cert (mode 0600)")
+    tokens: str | None = param(None, doc="tokens folder (rtneuro keys DIR --token NAME --role steer|observer); default ~/.config/rtneuro/tokens")
+    wait_s: float = param(2.0, gt=0, le=60, doc="a parameter change not applied within this long is answered 'pending' (its ack follows on the WebSocket)")
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("control: give both tls_cert and tls_key, or neither")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +157,8 @@ class Graph:
     waiting: dict[str, str] = field(default_factory=dict)
     #: nodes not checked because they depend on a live stream that was not there and is not declared
     unchecked: list[str] = field(default_factory=list)
+    #: the control server's settings
+    control: ControlParams = field(default_factory=ControlParams)
 
     def stream_process(self, stream: str) -> str:
         return self.nodes[self.producer[stream]].process
@@ -295,15 +314,19 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
     overrides = overrides or {}
     rt_raw = dict(doc.get("runtime") or {})
     tr_raw = dict(doc.get("transport") or {})
+    ct_raw = dict(doc.get("control") or {})
     for k, v in overrides.items():
         if v is None:
             continue
         if k.startswith("transport."):
             tr_raw[k.split(".", 1)[1]] = v
+        elif k.startswith("control."):
+            ct_raw[k.split(".", 1)[1]] = v
         else:
             rt_raw[k] = v
     runtime = _section(doc, "runtime", rt_raw, RuntimeParams, errors)
     transport = _section(doc, "transport", tr_raw, TransportParams, errors)
+    control = _section(doc, "control", ct_raw, ControlParams, errors)
     try:
         transport.check()
     except ConfigError as exc:
@@ -553,7 +576,7 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
     return Graph(
         path=path, base_dir=base, name=str(doc.get("name") or path.stem), description=str(doc.get("description") or ""),
         runtime=runtime, transport=transport, nodes={n: specs[n] for n in order}, processes=processes,
-        streams=streams, producer=producer, consumers=consumers, waiting=waiting, unchecked=unchecked,
+        streams=streams, producer=producer, consumers=consumers, waiting=waiting, unchecked=unchecked, control=control,
     )
 
 

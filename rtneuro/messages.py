@@ -168,7 +168,7 @@ COMMAND_DTYPE = np.dtype(
 
 #: What the safety gate decided (``status`` of a :data:`DECISION_DTYPE` record).
 DECISION_STATUS = {0: "accepted", 1: "clipped", 2: "refused", 3: "ramp", 4: "watchdog", 5: "estop", 6: "safe",
-                   7: "device", 8: "estop_clear"}
+                   7: "device", 8: "estop_clear", 9: "disarm", 10: "arm", 11: "limit"}
 DECISION_REASON_BYTES = 96
 
 #: One decision of the safety gate: what it did, to which command (as delivered,

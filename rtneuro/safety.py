@@ -60,7 +60,7 @@ def _profile_dir() -> Path:
 
 PROFILE_DIR = _profile_dir()
 STATUS_ACCEPTED, STATUS_CLIPPED, STATUS_REFUSED, STATUS_RAMP, STATUS_WATCHDOG, STATUS_ESTOP, STATUS_SAFE, STATUS_DEVICE, \
-    STATUS_ESTOP_CLEAR = range(9)  # rtneuro.messages.DECISION_STATUS
+    STATUS_ESTOP_CLEAR, STATUS_DISARM, STATUS_ARM, STATUS_LIMIT = range(12)  # rtneuro.messages.DECISION_STATUS
 KIND_NAMES = {CMD_HOLD: "hold", CMD_LEVEL: "level", CMD_OFF: "off", CMD_PULSE: "pulse", CMD_TRAIN: "train"}
 
 
@@ -458,6 +458,12 @@ class Gate:
         self.tripped = False
         self.estopped = False
         self.estop_reason = ""
+        #: the operator's switch: while disarmed, stimulating commands are refused (set by disarm()/arm())
+        self.armed = True
+        self.disarm_reason = ""
+        #: operator limits below the profile's, set live (only ever lowered): amplitude (mA), frequency (Hz)
+        self.op_amplitude_ma: float | None = None
+        self.op_frequency_hz: float | None = None
         self.last_error = ""
         #: decisions not yet taken by the stimulator node (rows of DECISION_DTYPE, as tuples)
         self.records: list[tuple] = []
@@ -768,6 +774,8 @@ class Gate:
             return Decision("accepted", "", cmd)
         if self.estopped:
             return Decision("refused", f"estop: the emergency stop is latched ({self.estop_reason}); clear it with 'rtneuro stop --clear'", None)
+        if not self.armed:
+            return Decision("refused", f"disarmed: stimulation is disarmed ({self.disarm_reason}); arm it with 'rtneuro arm'", None)
         if not all(math.isfinite(v) for v in (amp, pw, freq, dur, ramp_s)):
             return Decision("refused", "nonfinite: a command field is NaN or infinite", None)
         if amp < 0 or dur < 0 or ramp_s < 0:
@@ -788,6 +796,8 @@ class Gate:
             return Decision("refused", f"pulse_width: {pw} us outside [{lo}, {hi}] us", None)
         if kind in (CMD_LEVEL, CMD_TRAIN) and not 0 < freq <= lim.max_frequency_hz:
             return Decision("refused", f"frequency: {freq} Hz outside (0, {lim.max_frequency_hz}] Hz", None)
+        if kind in (CMD_LEVEL, CMD_TRAIN) and self.op_frequency_hz is not None and freq > self.op_frequency_hz:
+            return Decision("refused", f"operator_limit: {freq} Hz exceeds the operator's limit {self.op_frequency_hz} Hz (set while running)", None)
         if kind == CMD_TRAIN and dur > lim.max_train_s:
             return Decision("refused", f"train: {dur} s exceeds {lim.max_train_s} s", None)
         if kind in (CMD_LEVEL, CMD_TRAIN):
@@ -803,6 +813,11 @@ class Gate:
             allowed = amp_q
             if amp > amp_q:
                 why = f"charge: {amp * pw / 1000:.3f} uC/phase exceeds the limit {q_limit:.3f} uC/phase"
+        op = self.op_amplitude_ma
+        if op is not None and op < allowed:
+            allowed = op
+            if amp > op:
+                why = f"operator_limit: {amp} mA exceeds the operator's limit {op} mA (set while running)"
         out, status, reason = cmd, "accepted", ""
         if amp > allowed:
             if not lim.clip_amplitude:
@@ -865,7 +880,7 @@ class Gate:
                 self._begin_safe(now, t_s)
             for ch in list(self._ramps):
                 self._step_ramp(ch, now, t_s)
-            if self.tripped and not self._ramps and self._needs_safe:
+            if (self.tripped or not self.armed) and not self._ramps and self._needs_safe:
                 self._to_safe(now, t_s)
         except DeviceError as exc:
             self._device_failed(exc, now, t_s)
@@ -879,18 +894,23 @@ class Gate:
         for ch in list(self._ramps):
             if ch not in self.level:
                 del self._ramps[ch]  # a ramp up that delivered nothing yet
-        for ch, (amp, pw, freq, shape) in list(self.level.items()):
-            rate = self.profile.limits[ch].ramp_down_ma_per_s
-            if rate is None:
-                self._ramps.pop(ch, None)
-                self._set(ch, 0.0, pw, freq, shape, now, t_stream)  # no ramp: off now
-                continue
-            ramp = self._ramps.get(ch)
-            if ramp is not None and ramp[1] == 0.0 and ramp[2] >= rate:
-                continue  # already going down to 0 at least this fast
-            self._ramps[ch] = [amp, 0.0, rate, now, pw, freq, shape, True, None]
+        for ch in list(self.level):
+            self._ramp_off(ch, now, t_stream)
         if not self._ramps:
             self._to_safe(now, t_stream)
+
+    def _ramp_off(self, ch: int, now: float, t_stream: float) -> None:
+        """Ramp a channel's level down to off at its profile rate (off at once without one)."""
+        amp, pw, freq, shape = self.level[ch]
+        rate = self.profile.limits[ch].ramp_down_ma_per_s
+        if rate is None:
+            self._ramps.pop(ch, None)
+            self._set(ch, 0.0, pw, freq, shape, now, t_stream)  # no ramp: off now
+            return
+        ramp = self._ramps.get(ch)
+        if ramp is not None and ramp[1] == 0.0 and ramp[2] >= rate:
+            return  # already going down to 0 at least this fast
+        self._ramps[ch] = [amp, 0.0, rate, now, pw, freq, shape, True, None]
 
     def _to_safe(self, now: float, t_stream: float, opening: bool = False) -> None:
         """The driver's safe state, then the profile's safe waveform where it is not off."""
@@ -965,6 +985,71 @@ class Gate:
             self._record(STATUS_ESTOP_CLEAR, now, self._t_stream_last, None, -1, "estop cleared")
         self.estopped = False
         self.estop_reason = ""
+
+    # -- the operator -------------------------------------------------------
+
+    def disarm(self, now: float, reason: str = "operator") -> None:
+        """Ramp every channel to its safe state (at the profile's rates) and refuse stimulating commands until :meth:`arm`.
+
+        Unlike the emergency stop, the way down follows the ramp rates; ``off``
+        and heartbeats are still accepted (the watchdog keeps counting).
+        """
+        if not self.armed:
+            return
+        self.armed = False
+        self.disarm_reason = reason
+        log.warning("stimulation of '%s' disarmed (%s): ramping to the safe state", self.profile.device, reason)
+        self._record(STATUS_DISARM, now, self._t_stream_last, None, -1, f"disarm: {reason}")
+        try:
+            self._begin_safe(now, self._t_stream_last)
+        except DeviceError as exc:
+            self._device_failed(exc, now, self._t_stream_last)
+
+    def arm(self, now: float, reason: str = "operator") -> None:
+        """Accept stimulating commands again (an explicit operator action); channels stay safe until the next one."""
+        if self.armed:
+            return
+        self.armed = True
+        self.disarm_reason = ""
+        log.warning("stimulation of '%s' armed (%s)", self.profile.device, reason)
+        self._record(STATUS_ARM, now, self._t_stream_last, None, -1, f"arm: {reason}")
+
+    def set_operator_limits(self, now: float, amplitude_ma: float | None, frequency_hz: float | None) -> None:
+        """Operator limits below the profile's (only ever lowered: the caller checks); what runs above them ramps off.
+
+        A level (or a ramp towards one) above the new amplitude or frequency
+        limit ramps down to off at the profile's rate, and a train faster than
+        the frequency limit is cancelled; the controller's next command is
+        checked against the new limits.
+        """
+        if amplitude_ma is not None and (self.op_amplitude_ma is None or amplitude_ma < self.op_amplitude_ma):
+            self.op_amplitude_ma = float(amplitude_ma)
+        if frequency_hz is not None and (self.op_frequency_hz is None or frequency_hz < self.op_frequency_hz):
+            self.op_frequency_hz = float(frequency_hz)
+        a_lim = math.inf if self.op_amplitude_ma is None else self.op_amplitude_ma
+        f_lim = math.inf if self.op_frequency_hz is None else self.op_frequency_hz
+        t = self._t_stream_last
+        self._record(STATUS_LIMIT, now, t, None, -1, f"limit: operator limits {self.op_amplitude_ma} mA, {self.op_frequency_hz} Hz")
+        try:
+            for ch in sorted(self.ledgers):
+                cur = self.level.get(ch)
+                ramp = self._ramps.get(ch)
+                over = cur is not None and (cur[0] > a_lim + 1e-12 or cur[2] > f_lim)
+                if ramp is not None:
+                    final = ramp[8]
+                    over = over or ramp[1] > a_lim + 1e-12 or ramp[5] > f_lim or (final is not None and final[1] > f_lim)
+                if over:
+                    if cur is None:
+                        self._ramps.pop(ch, None)  # a ramp up that delivered nothing yet
+                    else:
+                        self._ramp_off(ch, now, t)
+                        if ch in self._ramps:
+                            self._step_ramp(ch, now, t)
+                prog = self.ledgers[ch].prog
+                if prog is not None and not prog.level and (prog.freq > f_lim or prog.amp > a_lim + 1e-12):
+                    self._deliver(make_command(CMD_OFF, ch)[0], now, t)  # the rest of the train is cancelled
+        except DeviceError as exc:
+            self._device_failed(exc, now, t)
 
 
 def delivered_violations(profile: DeviceProfile, pulses, tol_s: float = 1e-9) -> list[str]:

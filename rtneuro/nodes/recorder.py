@@ -109,6 +109,8 @@ class Recorder(Node):
         self.gap_sid = len(inputs) + 1
         self.prov_sid = len(inputs) + 2
         self.chunk_sid = len(inputs) + 3
+        self.ctl_sid = len(inputs) + 4
+        self.control_records = 0
         self._chunk_rows: list[tuple[int, int, int]] = []
         self._chunk_ts: list[float] = []
         self.writer: Any = None
@@ -151,7 +153,32 @@ class Recorder(Node):
                      channel_format="int64", source_id=f"rtneuro:{self.ctx.node_id}:chunks",
                      desc={"rtneuro": {"kind": "chunks", "about": "one sample per chunk received: [stream id in this file, index of its first row, rows]; "
                                        "a replay cuts the streams where the graph did"}})
+        w.add_stream(self.ctl_sid, name="rtneuro.control", type="Markers", channel_count=1, nominal_srate=0.0,
+                     channel_format="string", source_id=f"rtneuro:{self.ctx.node_id}:control",
+                     desc={"rtneuro": {"kind": "ctl", "about": "one JSON record per operator change or action (live parameters with the "
+                                       "stream and sample index where each took effect, annotations, arm/disarm, emergency stops, "
+                                       "recording segments, pauses), with who made it; rtneuro replay --check applies them again"}})
         self.writer = w
+
+    def control_record(self, rec: dict) -> None:
+        """An operator's change or action (from the supervisor): one sample of ``rtneuro.control``.
+
+        Timed on the stream clock where the record knows it (the time the
+        change took effect, else the stream time of the request), else on the
+        LSL clock of the request.
+        """
+        if self.writer is None:
+            return
+        t = rec.get("t_stream")
+        if not isinstance(t, (int, float)):
+            applied = [a.get("t_stream") for a in (rec.get("applied") or {}).values() if isinstance(a, dict)]
+            t = next((x for x in applied if isinstance(x, (int, float))), rec.get("t_lsl", 0.0))
+        try:
+            self.writer.write_samples(self.ctl_sid, np.array([float(t)]), [[json.dumps(rec, default=_plain)]])
+        except RecordingError as exc:
+            self.writer = None
+            raise self._stopped(exc) from None
+        self.control_records += 1
 
     def warmup(self) -> None:
         pass
@@ -319,7 +346,7 @@ class Recorder(Node):
                 "samples": {tr.meta.name: tr.samples for tr in self.tracks},
                 "gaps": {tr.meta.name: tr.gap_samples for tr in self.tracks if tr.gaps},
                 "restarts": {tr.meta.name: tr.restarts for tr in self.tracks if tr.restarts},
-                "provenance_records": self.provenance}
+                "provenance_records": self.provenance, "control_records": self.control_records}
 
     def close(self) -> None:
         if self.writer is not None:

@@ -39,6 +39,9 @@ class StimulatorParams:
     driver_args: dict[str, Any] = param({}, doc="the driver's own settings (serial: port, baudrate; zmq: endpoint; lsl_markers: stream_name)")
     timebase: Literal["real", "stream"] = param("real", doc="the gate's clock: 'real' (LSL clock; any driver) or 'stream' (data time, simulated driver only: deterministic at any replay speed)")
     waveform_rate: float = param(1000.0, ge=0.0, doc="simulated driver: rate in Hz of the delivered-waveform stream <id>.delivered (0: none)")
+    armed: bool = param(True, doc="start armed; false: stimulating commands are refused until the operator arms (rtneuro arm)")
+    max_amplitude_ma: float | None = param(None, gt=0, doc="operator limit below the profile's, every channel (live: can only be lowered)")
+    max_frequency_hz: float | None = param(None, gt=0, doc="operator limit below the profile's, every channel (live: can only be lowered)")
 
 
 class Stimulator(Node):
@@ -79,12 +82,22 @@ class Stimulator(Node):
     at each sample, and the number of pulses and the cathodic-phase charge
     (uC) delivered within the sample's interval. A simulated brain subscribes
     to it.
+
+    **The operator.** :meth:`disarm` ramps every channel to its safe state at
+    the profile's rates and refuses stimulating commands (``disarmed``) until
+    :meth:`arm`; ``armed: false`` starts the run disarmed. The live parameters
+    ``max_amplitude_ma`` and ``max_frequency_hz`` are limits below the
+    profile's that can only be lowered while running (:attr:`stricter`): the
+    change applies at once, not at the next command, and a level above the
+    new limit ramps down to off.
     """
 
     category = "stimulator"
     Params = StimulatorParams
     input_kinds = ("cmd",)
     max_inputs = 8
+    live = ("max_amplitude_ma", "max_frequency_hz")
+    stricter = {"max_amplitude_ma": "lower", "max_frequency_hz": "lower"}
 
     def __init__(self, params: StimulatorParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
@@ -127,6 +140,8 @@ class Stimulator(Node):
         self._n_decisions = 0
         self._last_level: list | None = None
         self._port_t: dict[int, float] = {}  # input -> stream time of its last command whose time was accepted
+        #: input stream -> index of the next command expected on it (where an operator action takes effect)
+        self.next_index: dict[str, int] = {m.name: 0 for m in inputs}
 
     def open(self) -> None:
         kwargs = dict(self.params.driver_args)
@@ -142,6 +157,11 @@ class Stimulator(Node):
         if not self._stream_time and clock is not None and math.isfinite(clock.speed):
             self.gate.stream_clock = clock.now  # commands dated ahead of the run's stream clock are refused
         self.gate.open(self._gate_now(self.ctx.real_clock()))
+        self.gate.op_amplitude_ma = self.params.max_amplitude_ma
+        self.gate.op_frequency_hz = self.params.max_frequency_hz
+        if not self.params.armed:
+            self.gate.armed = False
+            self.gate.disarm_reason = "the configuration says armed: false"
 
     def _gate_now(self, real: float) -> float:
         """The gate's clock: LSL time, or (timebase 'stream') the stream time reached."""
@@ -179,6 +199,8 @@ class Stimulator(Node):
         dt = 1.0 / sfreq if math.isfinite(sfreq) and sfreq > 0 else 0.0
         out = []
         data = chunk.data
+        name = self.inputs[port].name if port < len(self.inputs) else ""
+        self.next_index[name] = max(self.next_index.get(name, 0), int(chunk.first) + len(data))
         for i, kind in enumerate(data["kind"].tolist()):
             t_stream = float(chunk.t0) + i * dt
             cause = chunk.first + i
@@ -257,11 +279,33 @@ class Stimulator(Node):
         if self.gate is not None:
             self.gate.clear_emergency_stop(self._gate_now(now))
 
+    def disarm(self, now: float, reason: str = "operator") -> None:
+        """Ramp to the safe state and refuse stimulating commands until :meth:`arm`."""
+        if self.gate is not None:
+            self.gate.disarm(self._gate_now(now), reason)
+
+    def arm(self, now: float, reason: str = "operator") -> None:
+        """Accept stimulating commands again."""
+        if self.gate is not None:
+            self.gate.arm(self._gate_now(now), reason)
+
+    @property
+    def armed(self) -> bool:
+        return self.gate is None or self.gate.armed
+
+    def update(self, params: StimulatorParams) -> None:
+        """Lower the operator limits (the caller refused any loosening); applies at once."""
+        self.params = params
+        if self.gate is not None:
+            self.gate.set_operator_limits(self._gate_now(self.ctx.real_clock()), params.max_amplitude_ma, params.max_frequency_hz)
+
     def status(self) -> str:
         if self.gate is None:
             return ""
         if self.gate.estopped:
             return "EMERGENCY STOP latched"
+        if not self.gate.armed:
+            return "disarmed"
         return "watchdog tripped" if self.gate.tripped else ""
 
     def end(self) -> None:
@@ -292,6 +336,7 @@ class Stimulator(Node):
         g = self.gate
         return {"gate": dict(g.counts), "refusals": dict(g.reasons), "driver": g.driver.report(),
                 "estop": {"latched": g.estopped, "count": g.counts["estops"], "reason": g.estop_reason},
+                "armed": g.armed, "operator_limits": {"max_amplitude_ma": g.op_amplitude_ma, "max_frequency_hz": g.op_frequency_hz},
                 "safe_deadline_s": round(g.safe_deadline_s, 6), "last_device_error": g.last_error,
                 "watchdog_to_safe_ms": [round(1e3 * a, 3) for a, _ in g.trips],
                 "watchdog_over_deadline_ms": [round(1e3 * b, 3) for _, b in g.trips],

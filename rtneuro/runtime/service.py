@@ -184,6 +184,17 @@ class Service:
         self._last_ping = 0.0
         #: an emergency stop is latched (the nodes hold the latch; this is for the report)
         self._estopped = False
+        #: live changes and operator actions waiting for their node's next chunk: node -> entries
+        #: ({"id", "raw"/"params" or "action"/"reason", "at": None (next chunk) or {stream: index} (a replay's schedule)})
+        self._pending: dict[Node, list[dict]] = {}
+        #: live changes and actions applied (for the report)
+        self.applied_changes = 0
+        #: paused by the operator since this LSL time (paced sources only)
+        self._paused_at: float | None = None
+        #: a client watches the gate's decisions: they go to the supervisor every tick
+        self._watch = False
+        self._watched: list[tuple[str, Any]] = []
+        self._watch_dropped = 0
 
     # -- construction -------------------------------------------------------
 
@@ -355,6 +366,133 @@ class Service:
                 self._send_control({"op": "pong"})  # the heartbeat: a hung node cannot answer
             elif op in ("estop", "estop_clear"):
                 self._emergency(msg, clear=op == "estop_clear")
+            elif op in ("set", "action"):
+                self._on_change(msg)
+            elif op == "pause":
+                if self._paused_at is None:
+                    self._paused_at = lsl_clock()
+            elif op == "resume":
+                self._resume(msg)
+            elif op == "ctl_record":
+                self._ctl_record(msg.get("record"))
+            elif op == "watch":
+                self._watch = bool(msg.get("on"))
+                if not self._watch:
+                    self._watched = []
+
+    # -- live changes and operator actions ------------------------------------
+
+    def _entry(self, msg: dict, scheduled: bool = False) -> tuple[Node, dict] | None:
+        """A change or action from the supervisor (or a replay's schedule) as a pending entry; None if not for here."""
+        nid = msg.get("node")
+        node = self.nodes.get(nid) if isinstance(nid, str) else None
+        if node is None:
+            if not scheduled:
+                self._send_control({"op": "applied", "id": msg.get("id"), "node": nid, "error": f"no node {nid!r} in process '{self.name}'"})
+            return None
+        entry: dict[str, Any] = {"id": msg.get("id"), "at": msg.get("at") if scheduled else None}
+        if msg["op"] == "set":
+            spec = self.specs[nid]
+            try:
+                entry["params"] = build_params(node_class(spec["type"]).Params, msg.get("raw"), f"node '{nid}' params")
+            except RtneuroError as exc:  # checked by the supervisor already: only a mismatched plan gets here
+                if not scheduled:
+                    self._send_control({"op": "applied", "id": msg.get("id"), "node": nid, "error": str(exc)})
+                return None
+            entry["raw"] = msg.get("raw")
+        else:
+            action = msg.get("action")
+            if action not in ("arm", "disarm", "emergency_stop", "clear_emergency_stop") or not callable(getattr(node, str(action), None)):
+                if not scheduled:
+                    self._send_control({"op": "applied", "id": msg.get("id"), "node": nid, "error": f"node '{nid}' cannot {action}"})
+                return None
+            entry["action"] = action
+            entry["reason"] = str(msg.get("reason") or "operator")[:200]
+        return node, entry
+
+    def _on_change(self, msg: dict) -> None:
+        """A live change or an action: a stimulator's applies now; any other node's at its next chunk."""
+        got = self._entry(msg)
+        if got is None:
+            return
+        node, entry = got
+        if node.category == "stimulator":
+            self._apply_entry(node, entry, dict(getattr(node, "next_index", {})), None)
+            self._emit_records(node)
+        else:
+            self._pending.setdefault(node, []).append(entry)
+
+    def _apply_pending(self, node: Node, chunk: Chunk, port: int) -> None:
+        """Before ``node`` takes ``chunk``: the changes due (the next chunk, or the recorded sample of a replay)."""
+        spec = self.specs[node.ctx.node_id]
+        names = spec["inputs"] + spec.get("feedback", [])
+        stream = names[port] if port < len(names) else ""
+        keep = []
+        for entry in self._pending[node]:
+            at = entry["at"]
+            if at is not None and not (stream in at and chunk.first >= int(at[stream])):
+                keep.append(entry)
+                continue
+            self._apply_entry(node, entry, {stream: int(chunk.first)}, float(chunk.t0))
+        if keep:
+            self._pending[node] = keep
+        else:
+            del self._pending[node]
+
+    def _apply_entry(self, node: Node, entry: dict, at: dict, t_stream: float | None) -> None:
+        nid = node.ctx.node_id
+        try:
+            if "params" in entry:
+                node.update(entry["params"])
+                self.specs[nid] = {**self.specs[nid], "params": entry["raw"]}  # a restart resumes with them
+            else:
+                getattr(node, entry["action"])(node.ctx.real_clock(), entry["reason"])
+        except Exception as exc:
+            if entry["id"] is not None:
+                self._send_control({"op": "applied", "id": entry["id"], "node": nid, "error": f"{type(exc).__name__}: {exc}"})
+            self._fail(node, exc)
+        self.applied_changes += 1
+        if entry["id"] is not None:
+            self._send_control({"op": "applied", "id": entry["id"], "node": nid, "at": at, "t": lsl_clock(), "t_stream": t_stream})
+
+    def _resume(self, msg: dict) -> None:
+        """Resume paced sources where they stopped: the clock moves on by the pause (the supervisor's measure)."""
+        if self._paused_at is None:
+            return
+        shift = msg.get("shift")
+        if not isinstance(shift, (int, float)) or not math.isfinite(shift) or shift < 0:
+            shift = lsl_clock() - self._paused_at
+        self._paused_at = None
+        clock = self.clock
+        if clock is not None and not isinstance(clock, VirtualClock) and hasattr(clock, "origin_real"):
+            clock.origin_real += float(shift)
+
+    def _ctl_record(self, rec: Any) -> None:
+        """An operator's change or action, for the nodes that keep them (the recorder)."""
+        if not isinstance(rec, dict):
+            return
+        for node in self.nodes.values():
+            fn = getattr(node, "control_record", None)
+            if fn is not None:
+                try:
+                    fn(rec)
+                except Exception as exc:
+                    self._fail(node, exc)
+
+    def _flush_watched(self) -> None:
+        """The gate's decisions since the last tick, to the supervisor (for WebSocket clients)."""
+        from ..nodes.sinks import _rows
+
+        batches, self._watched = self._watched, []
+        by: dict[str, list] = {}
+        for nid, ch in batches:
+            rows = by.setdefault(nid, [])
+            if len(rows) >= 256:
+                self._watch_dropped += len(ch.data)
+                continue
+            rows.extend(_rows(ch, self.metas[f"{nid}.decisions"]))
+        for nid, rows in by.items():
+            self._send_control({"op": "decisions", "stimulator": nid, "records": rows[:256], "dropped": self._watch_dropped})
 
     def _emergency(self, msg: dict, clear: bool) -> None:
         """Call ``emergency_stop(now)`` (or ``clear_emergency_stop(now)``) on every node that has it; confirm.
@@ -383,7 +521,8 @@ class Service:
         self._estopped = not clear
         if results:
             log.warning("%s: %s", "emergency stop cleared" if clear else "emergency stop", results)
-        self._send_control({"op": "estop_done", "id": msg.get("id"), "clear": clear, "results": results, "t": t})
+        at = {nid: dict(getattr(self.nodes[nid], "next_index", {})) for nid in results}
+        self._send_control({"op": "estop_done", "id": msg.get("id"), "clear": clear, "results": results, "t": t, "at": at})
 
     def request_stop(self) -> None:
         """Stop at the next loop turn (signal handlers call this)."""
@@ -595,6 +734,8 @@ class Service:
             self._stream_ended(meta.name)
 
     def _run(self, node: Node, chunk: Chunk, port: int):
+        if self._pending and node in self._pending:
+            self._apply_pending(node, chunk, port)
         try:
             if self._compute is None:
                 out = node.process(chunk, port)
@@ -629,6 +770,11 @@ class Service:
         nid = node.ctx.node_id
         for port_name, ch in take():
             self._emit(self._out_of[(nid, port_name)], nid, ch)
+            if self._watch and port_name == "decisions":
+                if len(self._watched) < 256:
+                    self._watched.append((nid, ch))
+                else:
+                    self._watch_dropped += len(ch.data)
 
     def _record_latency(self, node: Node, chunk: Chunk) -> None:
         """End-to-end and per-hop latency of a command that reached a stimulator.
@@ -829,6 +975,8 @@ class Service:
             "ended_outputs": sorted(s for s in self._ended if s in self.outs),
             "latency_refused": dict(self.latency_refused),
             "log_totals": self._log_totals(),
+            "control": {"applied": self.applied_changes, "paused": self._paused_at is not None,
+                        "armed": {nid: bool(getattr(self.nodes[nid], "armed", True)) for nid in self.stimulators}},
         }
         self._e2e = []
         self._hops = {}
@@ -949,6 +1097,7 @@ class Service:
             ctx.clock = clock
             ctx.lsl_time = lsl_time
         resume = start.get("resume") or {}
+        self._restore(start)
         for src in self.sources:
             src.start(origin, int(resume.get(src.ctx.node_id, 0)))
             if src.paced:
@@ -965,7 +1114,10 @@ class Service:
         self._last_ping = lsl_clock()
         next_tick = lsl_clock()
         while not self._stop:
-            if self._active:
+            if self._paused_at is not None and self._active:
+                tick_due = self._tick_due()
+                self._wait(MAX_BLOCK_S if tick_due is None else min(MAX_BLOCK_S, max(0.0, tick_due - lsl_clock())))
+            elif self._active:
                 best: Source | None = None
                 due = math.inf
                 for src in list(self._active):
@@ -1014,6 +1166,8 @@ class Service:
                         self._emit_records(node)
                 for s in self.senders.values():
                     s.poll()
+                if self._watched:
+                    self._flush_watched()
                 next_tick = now + 0.02
             if now >= next_status:
                 self._status()
@@ -1025,6 +1179,34 @@ class Service:
                     self._stop = True
         if not self._stop:
             self._finish_commands()
+
+    def _restore(self, start: dict) -> None:
+        """Before the loop: a restarted process takes the live state its nodes had; a replay its schedule.
+
+        ``params``: each node's parameters as last changed while running;
+        ``disarmed``: the reason stimulation was disarmed; ``schedule``: the
+        recorded changes and actions of a session, each applied before the
+        chunk that starts at its recorded sample (``at``).
+        """
+        for nid, raw in (start.get("params") or {}).items():
+            got = self._entry({"op": "set", "node": nid, "raw": raw}, scheduled=True)
+            if got is not None:
+                got[0].update(got[1]["params"])
+                self.specs[nid] = {**self.specs[nid], "params": raw}
+        reason = start.get("disarmed")
+        if reason:
+            for node in self.nodes.values():
+                disarm = getattr(node, "disarm", None)
+                if node.category == "stimulator" and callable(disarm):
+                    disarm(node.ctx.real_clock(), str(reason))
+        if start.get("paused"):
+            self._paused_at = lsl_clock()
+        for item in start.get("schedule") or []:
+            if not isinstance(item, dict) or item.get("node") not in self.nodes or not isinstance(item.get("at"), dict):
+                continue
+            got = self._entry({**item, "id": None}, scheduled=True)
+            if got is not None:
+                self._pending.setdefault(got[0], []).append(got[1])
 
     def _finish_commands(self) -> None:
         """Wait (briefly) for the acknowledgement of commands still in flight."""

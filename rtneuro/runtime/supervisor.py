@@ -99,7 +99,7 @@ MAX_ESTOP_EVENTS = 256
 #: Status rates are taken over this window (supervisor time): a stream that stopped shows 0.
 RATE_WINDOW_S = 3.0
 #: Node report values that are settings, the same in every incarnation: not summed across restarts.
-REPORT_SETTINGS = frozenset({"safe_deadline_s"})
+REPORT_SETTINGS = frozenset({"safe_deadline_s", "max_amplitude_ma", "max_frequency_hz"})
 
 
 def runs_dir() -> Path:
@@ -295,8 +295,12 @@ class Supervisor:
     _registry_entry: Path | None = None
 
     def __init__(self, graph: Graph, *, report_path: str | Path | None = None, out: TextIO = sys.stderr,
-                 live: bool | None = None, quiet: bool = False) -> None:
+                 live: bool | None = None, quiet: bool = False, schedule: list[dict] | None = None) -> None:
         self.graph = graph
+        #: recorded changes and actions a replay applies at their recorded samples (rtneuro replay --check)
+        self.schedule = list(schedule or [])
+        #: the operator's side: live changes, actions, the control server (set up by run())
+        self.steer: Any = None
         self.report_path = Path(report_path) if report_path else None
         self.out = out
         self.live = out.isatty() if live is None else live
@@ -391,8 +395,14 @@ class Supervisor:
         for inc in proc.incs[:-1]:
             resume.update((inc.final or inc.status).get("positions", {}))
         origin_stream = 0.0 if self.rt.time_origin == "zero" else self.origin
-        return {"op": "start", "origin": self.origin, "origin_stream": origin_stream, "speed": self.rt.speed,
-                "resume": resume, "incs": self._incs()}
+        msg = {"op": "start", "origin": self.origin, "origin_stream": origin_stream, "speed": self.rt.speed,
+               "resume": resume, "incs": self._incs()}
+        if self.steer is not None:
+            msg.update(self.steer.start_extra(proc, restart=len(proc.incs) > 1))
+        if self.schedule:
+            mine = set(self.graph.processes[proc.name].nodes)
+            msg["schedule"] = [e for e in self.schedule if e.get("node") in mine]  # type: ignore[assignment]
+        return msg
 
     def _incs(self) -> dict[str, int]:
         """Each process's current incarnation: a stimulator takes commands only from its controller's."""
@@ -447,6 +457,8 @@ class Supervisor:
                     inc.started_run = True
             elif op in ("status", "final"):
                 self._absorb(inc, msg)
+                if self.steer is not None:
+                    self.steer.absorb_latency(msg)
                 if op == "final":
                     inc.final = msg
                     if inc.popen is None:
@@ -456,6 +468,11 @@ class Supervisor:
                     self._error(line)
             elif op == "input_ended":
                 self._input_ended(proc, msg)
+            elif op == "applied" and self.steer is not None:
+                self.steer.on_applied(msg)
+            elif op == "decisions" and self.steer is not None and type(msg.get("records")) is list:
+                self.steer.hub.publish({"type": "decisions", "stimulator": msg.get("stimulator"), "records": msg["records"][:256],
+                                        "dropped": msg.get("dropped", 0)})
 
     def _hello(self, ident: bytes, msg: dict) -> None:
         """A service started by hand on another host asks for its plan."""
@@ -495,8 +512,12 @@ class Supervisor:
         entry = {"pid": os.getpid(), "run_dir": str(self.run_dir), "control": self.control_endpoint,
                  "keys": str(keys.directory) if keys is not None else None, "name": self.graph.name,
                  "config": str(self.graph.path), "started": self.started_at.isoformat(timespec="seconds")}
+        if self.steer is not None:
+            entry.update(self.steer.registry())  # the API's address and this run's token: owner-only files
         text = json.dumps(entry)
-        (self.run_dir / "control.json").write_text(text)
+        fd = os.open(self.run_dir / "control.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
         try:
             path = runs_dir() / f"{self.run_dir.name}.json"
             tmp = path.with_suffix(".tmp")
@@ -510,7 +531,8 @@ class Supervisor:
             self.warnings.append(msg)
             log.warning("%s", msg)
         if not self.quiet:
-            self.out.write(f"run folder {self.run_dir}; emergency stop from another terminal: rtneuro stop --now\n")
+            api = f"; control API {self.steer.url} (rtneuro status / set / annotate / arm / disarm)" if self.steer and self.steer.url else ""
+            self.out.write(f"run folder {self.run_dir}; emergency stop from another terminal: rtneuro stop --now{api}\n")
             self.out.flush()
 
     def _stim_procs(self) -> list[_Proc]:
@@ -519,11 +541,13 @@ class Supervisor:
         return [p for n, p in self.procs.items() if n in names and p.alive
                 and (p.current.popen is not None or p.current.registered)]
 
-    def _operator(self, ident: bytes, msg: dict) -> None:
-        """``estop`` / ``estop_clear`` / ``estop_status`` from ``rtneuro stop`` (or a monitor)."""
+    def _operator(self, ident: bytes | None, msg: dict) -> None:
+        """``estop`` / ``estop_clear`` / ``estop_status`` from ``rtneuro stop`` (or a monitor), or from the control API (``ident`` None)."""
         op = msg["op"]
         now = lsl_clock()
         if op == "estop_status":
+            if ident is None:
+                return
             self._reply(ident, {"op": "estop_status", "latched": self._estop_latched is not None,
                                 "name": self.graph.name})
             return
@@ -544,7 +568,8 @@ class Supervisor:
         expected = [nid for nid, spec in self.graph.nodes.items() if spec.category == "stimulator" and spec.process in waiting]
         event = {"op": op, "id": rid, "reason": reason, "t_received": now, "t_forwarded": t_forwarded,
                  "t_sent": msg.get("t_sent"), "expected": expected, "results": {}, "t_confirmed": None,
-                 "peer": ident, "waiting": waiting}
+                 "peer": ident, "waiting": waiting, "at": {}, "who": msg.get("who") if ident is None else "rtneuro stop",
+                 "future": msg.get("future") if ident is None else None}
         if len(self._estop_events) < MAX_ESTOP_EVENTS:
             self._estop_events.append(event)
         else:
@@ -558,6 +583,8 @@ class Supervisor:
         if event is None:
             return
         event["results"].update(msg.get("results") or {})
+        if isinstance(msg.get("at"), dict):
+            event["at"].update(msg["at"])
         event["waiting"].discard(proc.name)
         t = msg.get("t")
         if isinstance(t, (int, float)) and msg.get("results"):
@@ -585,7 +612,13 @@ class Supervisor:
             ev["failed"] = failed
             if ev["waiting"]:
                 self._error(f"{ev['op']}: processes {sorted(ev['waiting'])} did not confirm within {ESTOP_TIMEOUT_S:g} s")
-            self._reply(ev["peer"], {"op": f"{ev['op']}_result", "name": self.graph.name, "expected": ev["expected"],
+            if self.steer is not None:
+                self.steer.on_estop(ev)
+            ev.pop("future", None)
+            peer = ev["peer"]
+            if peer is None:
+                continue
+            self._reply(peer, {"op": f"{ev['op']}_result", "name": self.graph.name, "expected": ev["expected"],
                                      "confirmed": ok, "failed": failed,
                                      "missing": missing, "t_confirmed": ev["t_confirmed"],
                                      "t_forwarded": ev["t_forwarded"], "latched": self._estop_latched is not None})
@@ -712,6 +745,8 @@ class Supervisor:
                 if rc is None:
                     continue
                 cur.exit_code = rc
+                if self.steer is not None:
+                    self.steer.process_lost(proc)
                 if rc == 0:
                     proc.finished = True
                     continue
@@ -804,6 +839,10 @@ class Supervisor:
             self.ctl.bind(plan["control"])
             secure_ipc(plan["control"])
             self.control_endpoint = plan["control"]
+            from .steering import Steering
+
+            self.steer = Steering(self)
+            self.steer.start()  # the control server: before the registry entry that names it
             self._register()
             self.plan = plan
             self.plan_path = self.run_dir / "plan.json"
@@ -821,6 +860,8 @@ class Supervisor:
                 code = EXIT_FAILED
         finally:
             self._shutdown()
+            if self.steer is not None:
+                self.steer.close(code if not any(p.failed for p in self.procs.values()) and not self._aborted else EXIT_FAILED)
             self.ratelog.flush()
             if qos is not None:
                 qos.__exit__(None, None, None)
@@ -866,10 +907,32 @@ class Supervisor:
                 return False
 
     def _poll(self, timeout_s: float) -> None:
-        if self.ctl.poll(int(timeout_s * 1000)):
-            self._on_control()
+        steer = self.steer
+        if steer is None:
+            if self.ctl.poll(int(timeout_s * 1000)):
+                self._on_control()
+        else:
+            poller = self._poller
+            if poller is None:
+                poller = self._poller = zmq.Poller()
+                poller.register(self.ctl, zmq.POLLIN)
+                poller.register(steer.hub.wake_fd, zmq.POLLIN)
+            ready = dict(poller.poll(int(timeout_s * 1000)))
+            if self.ctl in ready:
+                self._on_control()
+            if steer.hub.wake_fd in ready and (self.origin is None or self._stopping):
+                steer.tick(lsl_clock(), False)  # answered here while starting or stopping; the main loop does it otherwise
         if self._estop_pending:
             self._answer_estops()
+
+    _poller: Any = None
+
+    def extend_deadline(self, seconds: float) -> None:
+        """A pause: the run's --duration counts the time it ran, not the time it was paused."""
+        if self._deadline is not None:
+            self._deadline += seconds
+
+    _deadline: float | None = None
 
     def _progress(self, proc: _Proc) -> int:
         st = proc.current.status if proc.current else {}
@@ -916,8 +979,8 @@ class Supervisor:
 
     def _main_loop(self) -> None:
         rt = self.rt
-        # the run lasts duration_s from its origin (the time every process was told to start)
-        deadline = None if rt.duration_s is None or self.origin is None else self.origin + rt.duration_s
+        # the run lasts duration_s from its origin (the time every process was told to start), pauses excluded
+        self._deadline = None if rt.duration_s is None or self.origin is None else self.origin + rt.duration_s
         next_status = lsl_clock() + rt.status_interval_s
         self._last_progress: dict[str, tuple[int, float]] = {}
         self._all_done_at = None
@@ -929,14 +992,17 @@ class Supervisor:
                 break
             if self._interrupted:
                 break
-            if deadline is not None and now >= deadline:
+            if self._deadline is not None and now >= self._deadline:
                 break
             if any(p.gave_up for p in self.procs.values()):
                 break
             if all(p.finished for p in self.procs.values()):
                 return
             self._release_lingering(now)
-            if now >= next_status:
+            status_due = now >= next_status
+            if self.steer is not None:
+                self.steer.tick(now, status_due)
+            if status_due:
                 for proc in self.procs.values():  # services stop by themselves if these stop coming
                     self._send(proc, {"op": "ping"})
                 if not self.quiet:
@@ -1171,6 +1237,7 @@ class Supervisor:
             "errors": list(self.errors),
             "warnings": list(self.warnings),
             "estop": self._estop_report(),
+            "control": self.steer.report() if self.steer is not None else {},
             "nodes": nodes,
         }
 
