@@ -101,6 +101,26 @@ class AdaptiveLda:
             self.clipped += 1
         self.means[k] = mu
         self.updates += 1
+        self._weights()
+        return True
+
+    def retune(self, rate: float, max_shift: float) -> None:
+        """A new rate and bound (a live change): the means stay, pulled back onto a tighter bound at once."""
+        if not 0 < rate < 1:
+            raise ConfigError(f"adapt rate must be in (0, 1), got {rate}")
+        if not max_shift > 0:
+            raise ConfigError(f"adapt max_shift must be positive, got {max_shift}")
+        self.rate = float(rate)
+        self.max_shift = float(max_shift)
+        dist = self.shift()
+        far = dist > self.max_shift
+        if far.any():
+            d = self.means[far] - self.means0[far]
+            self.means[far] = self.means0[far] + d * (self.max_shift / dist[far])[:, None]
+            self._weights()
+
+    def _weights(self) -> None:
+        """Weights and bias from the current means."""
         # scikit-learn's LDA (lsqr / eigen): coef = means Sigma^-1, intercept = -0.5 diag(means coef^T) + log priors
         coef = np.linalg.lstsq(self.covariance, self.means.T, rcond=None)[0].T
         intercept = -0.5 * np.einsum("kf,kf->k", self.means, coef) + self.log_priors
@@ -110,7 +130,6 @@ class AdaptiveLda:
         else:
             self.coef[:] = coef
             self.intercept[:] = intercept
-        return True
 
     def infer(self, x: NDArray[np.float64], scores: NDArray[np.float64], proba: NDArray[np.float64]) -> int:
         """Decode one vector with the adapted weights (the same kernel as :class:`LinearDecoder`)."""

@@ -6,6 +6,14 @@ per frame (a ``hold`` heartbeat when nothing changes), plus its state on
 A non-finite feature holds the current output for ``nan_hold_s`` of stream
 time, then switches stimulation off (the safe state) until finite values
 come back; both are counted.
+
+Live parameters: every controller here takes live changes of the waveform
+(``pulse_width_us``, ``frequency_hz``, ``ramp_s``, ``train_s``),
+``deadline_ms`` and ``nan_hold_s``, plus its own gains, targets and limits
+(see each class). ``feature`` and ``channel`` are fixed while running.
+:meth:`update` keeps the controller's running and learnt state; the
+frames after the change are decided with the new values, and a command
+already sent is not repeated, except where a class says so.
 """
 
 from __future__ import annotations
@@ -56,6 +64,8 @@ class _FeatureController(Node):
     max_inputs = 1
     #: names (and units) of the state columns, set by each controller
     STATE: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: live parameters every controller here takes (see the module docstring)
+    LIVE_COMMON: ClassVar[tuple[str, ...]] = ("pulse_width_us", "frequency_hz", "ramp_s", "train_s", "deadline_ms", "nan_hold_s")
 
     def __init__(self, params: Any, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
@@ -92,6 +102,14 @@ class _FeatureController(Node):
 
     def _reset(self) -> None:
         """The controller's own state."""
+
+    def update(self, params: Any) -> None:
+        """Take live parameters between two frames, keeping the controller's state (see each class)."""
+        old, self.params = self.params, params
+        self._changed(old)
+
+    def _changed(self, old: Any) -> None:
+        """Rebuild what depends on the parameters that changed (``old`` are the previous ones)."""
 
     def _decide(self, v: float, t: float) -> tuple[int, float]:
         """``(kind, amplitude)`` for a finite feature value at stream time ``t``."""
@@ -208,9 +226,22 @@ class Adbs(_FeatureController):
     every ``termination_s`` down to ``min_amplitude_ma``; in between it holds.
     Onset and termination debounce the decision; every change is reached over
     ``ramp_s`` (the gate also enforces the profile's ramp rates).
+
+    Live parameters: ``threshold``, ``lower``, ``upper``, ``onset_s``,
+    ``termination_s``, ``amplitude_ma``, ``min_amplitude_ma``, ``step_ma``
+    and the common ones. :meth:`update` keeps the amplitude asked for and
+    the times since the feature went above or below, so onset and
+    termination count on across the change, judged against the new
+    thresholds from the next frame. While stimulating, new amplitude
+    limits are applied on the next finite frame that changes nothing else:
+    ``single`` moves to the new ``amplitude_ma``; ``dual`` moves into
+    ``[min_amplitude_ma, amplitude_ma]`` if the amplitude has left it.
+    ``mode`` is fixed while running.
     """
 
     Params = AdbsParams
+    live = _FeatureController.LIVE_COMMON + ("threshold", "lower", "upper", "onset_s", "termination_s", "amplitude_ma",
+                                             "min_amplitude_ma", "step_ma")
     STATE = (("feature", ""), ("amplitude_ma", "mA"), ("above_s", "s"), ("below_s", "s"))
 
     def __init__(self, params: AdbsParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
@@ -230,6 +261,22 @@ class Adbs(_FeatureController):
         self._below_since: float | None = None
         self.steps_up = 0
         self.steps_down = 0
+        self._retarget = False
+
+    def _changed(self, old: Any) -> None:
+        p = self.params
+        if (p.amplitude_ma, p.min_amplitude_ma) != (old.amplitude_ma, old.min_amplitude_ma):
+            self._retarget = True
+
+    def _limited(self) -> tuple[int, float]:
+        """After a live change of the amplitude limits: move the running amplitude into them."""
+        self._retarget = False
+        p = self.params
+        if self.amplitude <= 0:
+            return CMD_HOLD, 0.0
+        if p.mode == "single":
+            return self._set(p.amplitude_ma)
+        return self._set(min(p.amplitude_ma, max(p.min_amplitude_ma, self.amplitude)))
 
     def _decide(self, v: float, t: float) -> tuple[int, float]:
         p = self.params
@@ -248,7 +295,7 @@ class Adbs(_FeatureController):
             if down and self.amplitude > 0:
                 self.steps_down += 1
                 return self._set(0.0)
-            return CMD_HOLD, 0.0
+            return self._limited() if self._retarget else (CMD_HOLD, 0.0)
         if up and self.amplitude < p.amplitude_ma:
             self._above_since = t + self.frame_s  # the next step needs another onset_s above
             self.steps_up += 1
@@ -257,7 +304,7 @@ class Adbs(_FeatureController):
             self._below_since = t + self.frame_s
             self.steps_down += 1
             return self._set(max(p.min_amplitude_ma, self.amplitude - p.step_ma))
-        return CMD_HOLD, 0.0
+        return self._limited() if self._retarget else (CMD_HOLD, 0.0)
 
     def _state(self, v: float) -> list[float]:
         return [v, self.amplitude, 0.0 if self._above_since is None else 1.0, 0.0 if self._below_since is None else 1.0]
@@ -292,9 +339,22 @@ class Pid(_FeatureController):
     saturated (anti-windup by conditional integration, Astrom & Murray 2008,
     ch. 10). The derivative is taken on the feature, not the error, so that
     a target change does not kick.
+
+    Live parameters: ``target``, ``kp``, ``ki``, ``kd``,
+    ``min_amplitude_ma``, ``max_amplitude_ma``, ``min_change_ma`` and the
+    common ones. :meth:`update` keeps the integrator, the previous feature
+    value and the amplitude sent. A change of ``ki`` is bumpless: the
+    integral is rescaled so that its term ``ki * integral`` is the same mA
+    before and after (Astrom & Murray 2008, sec. 10.4); from ``ki = 0`` the
+    integral restarts at 0, as its term was. A target change moves the
+    proportional term at once (the derivative, on the feature, does not
+    kick). An amplitude above a lowered ``max_amplitude_ma`` is brought
+    down on the next finite frame even when the step is below
+    ``min_change_ma``. ``direction`` is fixed while running.
     """
 
     Params = PidParams
+    live = _FeatureController.LIVE_COMMON + ("target", "kp", "ki", "kd", "min_amplitude_ma", "max_amplitude_ma", "min_change_ma")
     STATE = (("feature", ""), ("error", ""), ("integral", ""), ("amplitude_ma", "mA"))
 
     def __init__(self, params: PidParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
@@ -308,6 +368,11 @@ class Pid(_FeatureController):
         self.error = 0.0
         self._sent = 0.0
 
+    def _changed(self, old: Any) -> None:
+        ki, ki_old = self.params.ki, old.ki
+        if ki != ki_old:
+            self.integral = self.integral * (ki_old / ki) if ki > 0 and ki_old > 0 else 0.0
+
     def _decide(self, v: float, t: float) -> tuple[int, float]:
         p = self.params
         sign = 1.0 if p.direction == "above" else -1.0
@@ -319,7 +384,8 @@ class Pid(_FeatureController):
         if p.min_amplitude_ma < u < p.max_amplitude_ma or (u >= p.max_amplitude_ma and e < 0) or (u <= p.min_amplitude_ma and e > 0):
             self.integral += e * self.frame_s
         amp = min(p.max_amplitude_ma, max(p.min_amplitude_ma, p.kp * e + p.ki * self.integral + p.kd * d))
-        if abs(amp - self.amplitude) < p.min_change_ma and not (amp == 0 < self.amplitude):
+        if (abs(amp - self.amplitude) < p.min_change_ma and not (amp == 0 < self.amplitude)
+                and self.amplitude <= p.max_amplitude_ma):
             return CMD_HOLD, 0.0
         return self._set(amp)
 
@@ -355,9 +421,17 @@ class LifTrigger(_FeatureController):
     threshold, brief excursions leak away. Each spike starts a burst of
     continuous stimulation ``train_s`` long (or sends a train command, or one
     pulse); the refractory period bounds how often.
+
+    Live parameters: ``offset``, ``gain_na``, ``amplitude_ma`` and the
+    common ones (``train_s`` included). :meth:`update` keeps the neuron's
+    membrane and refractory state and a burst under way: its amplitude and
+    end were set by the spike that started it; the new values apply from
+    the next spike. ``neuron``, ``dt_ms`` and ``action`` are fixed while
+    running.
     """
 
     Params = LifTriggerParams
+    live = _FeatureController.LIVE_COMMON + ("offset", "gain_na", "amplitude_ma")
     STATE = (("feature", ""), ("v_mv", "mV"), ("spikes", "count"))
 
     def __init__(self, params: LifTriggerParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
@@ -444,9 +518,19 @@ class RateAdaptive(_FeatureController):
     With the gate's decisions as feedback (``feedback: [stim.decisions]``)
     the network learns only on frames whose last command the gate accepted:
     a refused or clipped command teaches it nothing (counted).
+
+    Live parameters: ``target``, ``scale``, ``eta`` (0 stops learning: the
+    network goes on controlling with the weights it has), ``w_min``,
+    ``w_max``, ``max_amplitude_ma``, ``min_change_ma`` and the common ones.
+    :meth:`update` keeps the weights, the rates and the feedback block; new
+    weight bounds clip the weights at once. An amplitude above a lowered
+    ``max_amplitude_ma`` is brought down on the next finite frame even when
+    the step is below ``min_change_ma``. ``n_units``, ``tau_ms``,
+    ``w_init`` and ``seed`` are fixed while running.
     """
 
     Params = RateAdaptiveParams
+    live = _FeatureController.LIVE_COMMON + ("target", "scale", "eta", "w_min", "w_max", "max_amplitude_ma", "min_change_ma")
     STATE = (("feature", ""), ("error", ""), ("rate", ""), ("w_mean", ""), ("amplitude_ma", "mA"))
     feedback_kinds = ("cmd",)
 
@@ -469,6 +553,11 @@ class RateAdaptive(_FeatureController):
         self.updates = 0
         self.not_learned = 0
         self._blocked = False
+
+    def _changed(self, old: Any) -> None:
+        p = self.params
+        if (p.w_min, p.w_max) != (old.w_min, old.w_max):
+            np.clip(self.W, p.w_min, p.w_max, out=self.W)
 
     def warmup(self) -> None:
         from ..models import RatePopulation
@@ -503,7 +592,7 @@ class RateAdaptive(_FeatureController):
             np.clip(self.W, p.w_min, p.w_max, out=self.W)
             self.updates += 1
         amp = p.max_amplitude_ma * float(np.mean(self.rates.r))
-        if abs(amp - self.amplitude) < p.min_change_ma:
+        if abs(amp - self.amplitude) < p.min_change_ma and self.amplitude <= p.max_amplitude_ma:
             return CMD_HOLD, 0.0
         return self._set(amp)
 

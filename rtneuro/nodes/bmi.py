@@ -390,6 +390,7 @@ class KalmanParams:
     calibrate_s: float | None = param(None, gt=0, doc="fit on this much of the first counts against the intended velocity, then decode")
     gain: Literal["adaptive", "steady"] = param("adaptive", doc="full covariance recursion, or the steady-state gain")
     clda: dict[str, Any] | None = param(None, doc="closed-loop decoder adaptation: {batch_s, half_life_s, max_change, ...}")
+    adapting: bool = param(True, doc="with clda: collect batches and adapt (false: pause; the decoder keeps what it learnt)")
     q_floor: float = param(1e-2, gt=0, doc="calibration: floor of Q's diagonal relative to its mean")
     save_model: str | None = param(None, doc="write the calibrated / adapted decoder here at the end of the run")
 
@@ -417,6 +418,13 @@ class Kalman(Node):
     on ``<id>.adapt``. Non-finite counts are skipped (the filter predicts
     only), counted, and kept out of calibration and CLDA batches.
 
+    Live parameters: ``adapting`` (pause or resume CLDA). :meth:`update`
+    keeps the decoder as adapted so far and the filter state; pausing drops
+    the batch being collected (a batch never spans a pause), so the first
+    batch after resuming holds ``batch_s`` of bins decoded from then on.
+    The ``clda`` settings (announced in the stream's desc), the model and
+    the calibration are fixed while running.
+
     Outputs
     -------
     ``<id>``
@@ -437,6 +445,7 @@ class Kalman(Node):
     Params = KalmanParams
     input_kinds = ("feat", "feat")
     max_inputs = 2
+    live = ("adapting",)
 
     def __init__(self, params: KalmanParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
@@ -502,6 +511,12 @@ class Kalman(Node):
         self.records: list[dict[str, Any]] = []
         self.calibrated = p.calibrate_s is None
 
+    def update(self, params: KalmanParams) -> None:
+        """Pause or resume CLDA; the decoder and its state stay (see the class docstring)."""
+        if self.params.adapting and not params.adapting:
+            self._nb = 0  # the batch being collected is dropped: a batch never spans a pause
+        self.params = params
+
     def _model_arrays(self) -> tuple[dict[str, Any], dict[str, Any]]:
         assert self.model is not None
         meta, arrays = self.model.to_arrays()
@@ -545,7 +560,7 @@ class Kalman(Node):
             self.dec.infer(z, self._x, self._P)
             out[j] = self._x
             self.decoded += 1
-            if self.clda is not None and ok:
+            if self.clda is not None and ok and self.params.adapting:
                 assert kin is not None and self.kin_cols is not None
                 b = self._nb
                 self._bd[b] = self._x

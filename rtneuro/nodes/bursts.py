@@ -23,6 +23,10 @@ from ..kernels.bursts import (
     F_HI,
     F_LO,
     N_COUNTERS,
+    P_MAX,
+    P_MIN,
+    Q_HI,
+    Q_LO,
     S_COUNT,
     burst_detect,
 )
@@ -161,6 +165,14 @@ class Bursts(Node):
     split of the input gives identical frames and events. Non-finite input
     samples are held at the channel's last finite value and counted.
 
+    Live parameters: ``threshold``, ``lower``, ``min_duration_s`` and
+    ``max_duration_s``. :meth:`update` keeps the filters, the envelope, the
+    baseline and a run under way; the current thresholds become the new
+    multiples of the current baseline statistic at once (they stay unset
+    before a baseline exists), and the run is judged with the new
+    durations from the next sample. The band, the baseline settings, the
+    gap and the co-criteria are fixed while running.
+
     Notes
     -----
     Envelope-threshold burst detection with a baseline-relative threshold
@@ -175,6 +187,7 @@ class Bursts(Node):
 
     Params = BurstsParams
     input_kinds = ("sig",)
+    live = ("threshold", "lower", "min_duration_s", "max_duration_s")
 
     def __init__(self, params: BurstsParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
@@ -240,6 +253,22 @@ class Bursts(Node):
                 event_id={"burst_onset": ONSET_CODE, "burst_offset": OFFSET_CODE, "burst_too_long": TOO_LONG_CODE,
                           "burst_frequency": FREQUENCY_CODE}, desc=desc)
         self.reset()
+
+    def update(self, params: BurstsParams) -> None:
+        """New threshold multiples or durations; the detector's state stays (see the class docstring)."""
+        old_hi, old_lo = float(self._fp[Q_HI]), float(self._fp[Q_LO])
+        self.params = params
+        hi = params.threshold
+        lo = params.threshold if params.lower is None else params.lower
+        self._fp[Q_HI] = hi
+        self._fp[Q_LO] = lo
+        # thresholds are multiples of the baseline statistic: the same statistic times the new multiples
+        with np.errstate(invalid="ignore"):
+            self._fst[:, F_HI] = np.where(np.isfinite(self._fst[:, F_HI]), self._fst[:, F_HI] / old_hi * hi, np.inf)
+            self._fst[:, F_LO] = np.where(np.isfinite(self._fst[:, F_LO]), self._fst[:, F_LO] / old_lo * lo, np.inf)
+        fs = self.sfreq
+        self._ip[P_MIN] = max(1, int(round(params.min_duration_s * fs)))
+        self._ip[P_MAX] = int(round(params.max_duration_s * fs))
 
     @staticmethod
     def _design_hilbert(params: BurstsParams, fs: float) -> np.ndarray:

@@ -65,12 +65,25 @@ class Threshold(Node):
     have not yet covered a window's last sample (they run in parallel), the
     most recent flag row decides, and the frame is counted as
     ``gate_ahead``.
+
+    Live parameters: ``threshold``, ``hysteresis``, ``min_hold_s``, the
+    waveform (``amplitude_ma``, ``pulse_width_us``, ``frequency_hz``,
+    ``ramp_s``), ``deadline_ms`` and ``gate_action``. :meth:`update` keeps
+    the on/off state, the time of the last switch (so ``min_hold_s`` counts
+    from it) and the quality flags seen; the frames after the change are
+    decided with the new values. While stimulation is on, a changed
+    waveform is sent as a new ``level`` on the next finite, unflagged frame
+    that does not switch it off (not a switch: ``min_hold_s`` does not apply, and the
+    switch count does not move). ``feature``, ``direction`` and
+    ``channel`` are fixed while running.
     """
 
     category = "controller"
     Params = ThresholdParams
     input_kinds = ("feat", "feat")
     max_inputs = 2
+    live = ("threshold", "hysteresis", "min_hold_s", "amplitude_ma", "pulse_width_us", "frequency_hz", "ramp_s",
+            "deadline_ms", "gate_action")
 
     def __init__(self, params: ThresholdParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
@@ -106,6 +119,14 @@ class Threshold(Node):
         self._bad: list[list[int]] = []  # flagged input-sample ranges [first, last], merged, in order
         self._gate_known = -1  # last input sample the flags cover
         self._gate_last_bad = False
+        self._relevel = False  # a live change of the waveform while on: send it with the next frame
+
+    def update(self, params: ThresholdParams) -> None:
+        """Take live parameters; the on/off state and the last switch time stay (see the class docstring)."""
+        old, self.params = self.params, params
+        waveform = ("amplitude_ma", "pulse_width_us", "frequency_hz", "ramp_s")
+        if self.on and any(getattr(old, k) != getattr(params, k) for k in waveform):
+            self._relevel = True
 
     def _gate(self, chunk: Chunk) -> None:
         """Take quality flag rows: remember the flagged input-sample ranges."""
@@ -139,7 +160,7 @@ class Threshold(Node):
         if bad:
             self.gated += 1
             if self.on and p.gate_action == "off":
-                self.on, self._t_change = False, t
+                self.on, self._t_change, self._relevel = False, t, False
                 self.switches += 1
                 return CMD_OFF
             return CMD_HOLD
@@ -151,15 +172,21 @@ class Threshold(Node):
         else:
             go_on, go_off = v < p.threshold, v > p.threshold + p.hysteresis
         if t - self._t_change < p.min_hold_s:
+            if self.on and self._relevel:  # not a switch: the new waveform goes out at once
+                self._relevel = False
+                return CMD_LEVEL
             return CMD_HOLD
         if not self.on and go_on:
-            self.on, self._t_change = True, t
+            self.on, self._t_change, self._relevel = True, t, False
             self.switches += 1
             return CMD_LEVEL
         if self.on and go_off:
-            self.on, self._t_change = False, t
+            self.on, self._t_change, self._relevel = False, t, False
             self.switches += 1
             return CMD_OFF
+        if self.on and self._relevel:
+            self._relevel = False
+            return CMD_LEVEL
         return CMD_HOLD
 
     def process(self, chunk: Chunk, port: int = 0) -> Chunk | None:
@@ -254,10 +281,20 @@ class Pulse(Node):
     cover its sample, so the decision is the same whatever order the two
     streams arrive in (live or replayed); in one process, with the gate's
     node listed before the trigger's, it never waits.
+
+    Live parameters: ``amplitude_ma``, ``pulse_width_us``, ``deadline_ms``
+    and ``gate_hold_s``. :meth:`update` keeps the gated spans and the
+    triggers waiting for the gate; a waiting trigger is decided with the
+    ``gate_hold_s`` in force when the gate releases it (gate spans that
+    ended more than the old hold before the latest trigger are already
+    forgotten, so a longer hold reaches back only over the spans still
+    kept), and every pulse carries the waveform in force when it is sent. ``labels``,
+    ``channel`` and ``gate_feature`` are fixed while running.
     """
 
     category = "controller"
     Params = PulseParams
+    live = ("amplitude_ma", "pulse_width_us", "deadline_ms", "gate_hold_s")
     input_kinds = ("sig|feat", "evt", "feat")
     min_inputs = 2
     max_inputs = 3
@@ -283,6 +320,13 @@ class Pulse(Node):
             self.gate_step = step
             self.gate_hold = int(round(params.gate_hold_s * gate.sfreq * step))
         self.reset()
+
+    def update(self, params: PulseParams) -> None:
+        """Take live parameters; gated spans and waiting triggers stay (see the class docstring)."""
+        self.params = params
+        if self.gate_col is not None:
+            gate = self.inputs[2]
+            self.gate_hold = int(round(params.gate_hold_s * gate.sfreq * self.gate_step))
 
     def reset(self) -> None:
         self.pulses = 0

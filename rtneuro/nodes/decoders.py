@@ -33,6 +33,7 @@ class DecoderParams:
     threshold: float = param(0.0, ge=0, le=1, doc="class events: emit when the top probability reaches this")
     min_frames: int = param(1, ge=1, doc="class events: frames the same class must lead before an event")
     adapt: dict[str, Any] | None = param(None, doc="adapt LDA class means from labelled events on the second input: {rate, max_shift}")
+    adapting: bool = param(True, doc="with adapt: labelled windows move the class means (false: pause, keeping what was learnt)")
 
     def __post_init__(self) -> None:
         PipelineSpec.from_json(self.train)  # refuse a bad train: block when the graph is built
@@ -65,9 +66,18 @@ class Decoder(Node):
     ``<id>.adapt``
         With ``adapt``: per window, updates so far, updates clipped by the
         bound, the bias (first intercept) and each class mean's shift.
+
+    Live parameters: ``threshold`` and ``min_frames`` (class events; the
+    class leading and the last event's class stay), ``adapting`` (pause or
+    resume adaptation: the adapted means stay and keep decoding) and
+    ``adapt`` (a new ``rate`` and ``max_shift``; the means stay, pulled
+    back at once onto a tighter bound; adaptation itself cannot be added
+    or removed while running, as it has its own output). The model is
+    fixed while running.
     """
 
     Params = DecoderParams
+    live = ("threshold", "min_frames", "adapting", "adapt")
     input_kinds = ("sig", "evt")
     max_inputs = 2
 
@@ -132,6 +142,14 @@ class Decoder(Node):
             self.adaptive = AdaptiveLda(self.pipe.decoder, st["means"], st["covariance"], st["priors"],
                                         self.adapt_params.rate, self.adapt_params.max_shift)
 
+    def update(self, params: DecoderParams) -> None:
+        """Take live parameters; the runner, the event state and the adapted means stay."""
+        self.params = params
+        if self.adaptive is not None and params.adapt is not None:
+            ap = build_params(AdaptParams, params.adapt, f"node '{self.ctx.node_id}' adapt")
+            self.adapt_params = ap
+            self.adaptive.retune(ap.rate, ap.max_shift)
+
     def warmup(self) -> None:
         self.pipe.warmup()
         self.pipe.decoder.warmup()
@@ -191,7 +209,7 @@ class Decoder(Node):
             for i in range(n):
                 fr.index[i] = self.adaptive.infer(fr.features[i], fr.scores[i], fr.proba[i])
                 end = self._origin + int(fr.ends[i])
-                k = self._label_of(end - self.pipe.window, end)
+                k = self._label_of(end - self.pipe.window, end) if self.params.adapting else -1
                 if k >= 0:
                     self.adaptive.update(fr.features[i], k)
                 a = self.adaptive

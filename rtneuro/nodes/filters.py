@@ -107,6 +107,20 @@ class _SosFilter(Node):
         self._last[:] = x0
         self._zi = np.ascontiguousarray(self._zi0[:, :, None] * x0[None, None, :])
 
+    def _redesign(self, sos: np.ndarray) -> None:
+        """New coefficients between two chunks: the state restarts from the steady state of the last input.
+
+        The old delay line means nothing to other coefficients (its values
+        are partial sums of the old recursion), so it is not kept: the new
+        filter starts as if the channel's last (held) input sample had
+        always been there, as at the first sample; the output continues
+        without a step from a DC offset.
+        """
+        self._sos = np.ascontiguousarray(sos, dtype=np.float64)
+        self._zi0 = np.ascontiguousarray(sosfilt_zi(self._sos))
+        if self._zi is not None:
+            self._zi = np.ascontiguousarray(self._zi0[:, :, None] * self._last[None, None, :])
+
     def process(self, chunk: Chunk, port: int = 0) -> Chunk | None:
         x = chunk.data
         if x.shape[0] == 0:
@@ -160,9 +174,17 @@ class Bandpass(_SosFilter):
     Design: ``scipy.signal.butter(..., output="sos")``; filtering:
     :func:`rtneuro.kernels.iir.sosfilt_hold` (transposed direct form II,
     as ``scipy.signal.sosfilt``).
+
+    Live parameters: ``l_freq`` and ``h_freq``. :meth:`update` designs the new filter
+    and restarts its state from the steady state of each channel's last
+    input sample (the old delay line means nothing to new coefficients);
+    the held values and counts stay. The output stream keeps the
+    metadata it was announced with (its ``desc`` band and ``source`` name
+    the band the graph was built with). ``order`` is fixed while running.
     """
 
     Params = BandpassParams
+    live = ("l_freq", "h_freq")
 
     def __init__(self, params: BandpassParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
@@ -172,6 +194,12 @@ class Bandpass(_SosFilter):
             f = getattr(params, name)
             if f is not None and f >= nyq:
                 raise ConfigError(f"{name}={f} Hz must be below the Nyquist frequency {nyq:g} Hz of stream '{src.name}'")
+        self._sos = self._design(params, src.sfreq)
+        self._setup(src, f"bandpass {params.l_freq}-{params.h_freq} Hz order {params.order} of {src.name}",
+                    _band_desc(src, params.l_freq, params.h_freq))
+
+    @staticmethod
+    def _design(params: BandpassParams, sfreq: float) -> np.ndarray:
         wn: float | tuple[float, float]
         if params.l_freq is not None and params.h_freq is not None:
             wn, btype = (params.l_freq, params.h_freq), "bandpass"
@@ -180,9 +208,12 @@ class Bandpass(_SosFilter):
         else:
             assert params.h_freq is not None  # BandpassParams requires one edge
             wn, btype = params.h_freq, "lowpass"
-        self._sos = butter(params.order, wn, btype, fs=src.sfreq, output="sos")
-        self._setup(src, f"bandpass {params.l_freq}-{params.h_freq} Hz order {params.order} of {src.name}",
-                    _band_desc(src, params.l_freq, params.h_freq))
+        return butter(params.order, wn, btype, fs=sfreq, output="sos")
+
+    def update(self, params: BandpassParams) -> None:
+        """New band edges: a new design; the state restarts from the last input (see the class docstring)."""
+        self.params = params
+        self._redesign(self._design(params, self.inputs[0].sfreq))
 
 
 # -- notch --------------------------------------------------------------------
@@ -222,9 +253,16 @@ class Notch(_SosFilter):
     1996, sec. 11.3), converted with ``scipy.signal.tf2sos``; filtering:
     :func:`rtneuro.kernels.iir.sosfilt_hold`, the recursion of
     ``scipy.signal.sosfilt``.
+
+    Live parameters: ``freq`` and ``q``. :meth:`update` designs the new
+    cascade (``harmonics`` of the new ``freq``) and restarts its state from the steady state of each channel's
+    last input sample, as :class:`Bandpass`; the output stream keeps the
+    metadata it was announced with (``notch_hz`` of the build).
+    ``harmonics`` is fixed while running.
     """
 
     Params = NotchParams
+    live = ("freq", "q")
 
     def __init__(self, params: NotchParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
@@ -243,13 +281,21 @@ class Notch(_SosFilter):
                 raise ConfigError(f"harmonics={n} reaches {n * params.freq:g} Hz, at or above the Nyquist frequency {nyq:g} Hz "
                                   f"of stream '{src.name}'; use harmonics: {n_ok} or 'all'")
         self.freqs = [params.freq * k for k in range(1, n + 1)]
-        sections = []
-        for f in self.freqs:
-            b, a = iirnotch(f, params.q, fs=fs)
-            sections.append(tf2sos(b, a))
-        self._sos = np.concatenate(sections)
+        self._sos = self._design(self.freqs, params.q, fs)
         self._setup(src, f"notch {params.freq:g} Hz x{n} q={params.q:g} of {src.name}",
                     {**_band_desc(src, None, None), "notch_hz": self.freqs})
+
+    @staticmethod
+    def _design(freqs: list[float], q: float, fs: float) -> np.ndarray:
+        return np.concatenate([tf2sos(*iirnotch(f, q, fs=fs)) for f in freqs])
+
+    def update(self, params: NotchParams) -> None:
+        """A new line frequency or q: a new cascade of as many notches; the state restarts from the last input."""
+        self.params = params
+        fs = self.inputs[0].sfreq
+        n = math.ceil(fs / 2 / params.freq) - 1 if params.harmonics == "all" else int(params.harmonics)
+        self.freqs = [params.freq * k for k in range(1, n + 1)]
+        self._redesign(self._design(self.freqs, params.q, fs))
 
 
 # -- FIR ----------------------------------------------------------------------

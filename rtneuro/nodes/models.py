@@ -50,11 +50,16 @@ class NeuronModel(Node):
     about 0.05 ms) is stopped: from then on its output is NaN, which
     controllers hold and then answer with the safe state, and the report says
     when and how to fix it.
+
+    Live parameters: ``gain`` and ``offset`` (the drive), read on every
+    chunk; the model's state carries on. The model, its parameters,
+    ``dt_ms`` and ``picks`` are fixed while running.
     """
 
     category = "transform"
     Params = NeuronModelParams
     input_kinds = ("sig|feat",)
+    live = ("gain", "offset")
 
     def __init__(self, params: NeuronModelParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)

@@ -178,6 +178,16 @@ class Phase(Node):
 
     Any split of the input gives the same estimates, triggers and scores.
 
+    Live parameters: ``target_deg``, ``amplitude_min`` and
+    ``min_interval_s``. :meth:`update` keeps the estimator, the time of the
+    last trigger (``min_interval_s`` counts from it) and the triggers
+    waiting to be published or scored. From the first sample after the
+    change, a trigger is where the phase crosses the new target (the
+    previous sample's phase is measured against the new target too, so a
+    change never fires a trigger by itself); each trigger is scored
+    against the target in force when it fired. The band, the method and
+    its settings are fixed while running.
+
     Notes
     -----
     Schreglmann, S.R. et al. (2021) Non-invasive suppression of essential
@@ -193,6 +203,7 @@ class Phase(Node):
 
     Params = PhaseParams
     input_kinds = ("sig",)
+    live = ("target_deg", "amplitude_min", "min_interval_s")
 
     def __init__(self, params: PhaseParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
@@ -235,7 +246,7 @@ class Phase(Node):
                            ch_types=("misc", "misc"), units=("rad", unit), dtype="<f8",
                            source=f"phase ({params.method}) {lo:g}-{hi:g} Hz of {src.name}:{label}", desc=desc),
             "events": StreamMeta(name=ctx.stream_name("events"), kind="evt", sfreq=0.0, dtype="event",
-                                 source=f"phase triggers at {params.target_deg:g} deg", event_id={"phase_trigger": TRIGGER_CODE}),
+                                 source=f"phase triggers of {src.name}", event_id={"phase_trigger": TRIGGER_CODE}),
         }
         if params.score:
             self.outputs["scores"] = StreamMeta(
@@ -283,8 +294,8 @@ class Phase(Node):
         self._cap = 2 * self.lookahead + 2 * self._block + 2
         self._sbuf = np.zeros(self._cap)
         self._written = 0
-        self._pending: list[tuple[int, float]] = []  # (position, amplitude) of triggers not yet published
-        self._to_score: list[tuple[int, float]] = []  # (position, time) published, not yet scored
+        self._pending: list[tuple[int, float, float]] = []  # (position, amplitude, target) of triggers not yet published
+        self._to_score: list[tuple[int, float, float]] = []  # (position, time, target) published, not yet scored
         self.n_frames = 0
         self.n_triggers = 0
         self.n_replaced = 0
@@ -296,6 +307,17 @@ class Phase(Node):
         x = np.random.default_rng(0).standard_normal((self.window + 2 * self.hop + 2, int(self.picks.max()) + 1))
         self.process(Chunk(x, 0, 0.0, self.sfreq, []))
         self.reset()
+
+    def update(self, params: PhaseParams) -> None:
+        """Take a new target, amplitude floor or interval; the estimator and the trigger state stay."""
+        old_target = self.target
+        self.params = params
+        self.target = math.radians(params.target_deg)
+        self.min_interval = int(round(params.min_interval_s * self.sfreq))
+        if self.target != old_target:
+            # the previous sample's phase relative to the target, as if the new target had always been in force
+            d = self._fstate[0] + old_target - self.target
+            self._fstate[0] = (d + math.pi) % (2 * math.pi) - math.pi
 
     # -- processing -----------------------------------------------------------
 
@@ -343,18 +365,18 @@ class Phase(Node):
                 tamp = np.empty(k * self.hop)
                 nt = phase_triggers(phase, amp, counts, k, self.hop, self.omega, self.target, self.params.amplitude_min,
                                     self.min_interval, self._fstate, self._istate, trig, tamp)
-                self._pending.extend(zip(trig[:nt].tolist(), tamp[:nt].tolist(), strict=True))
+                self._pending.extend((p, a, self.target) for p, a in zip(trig[:nt].tolist(), tamp[:nt].tolist(), strict=True))
             self._write(blk)
             while self._pending and self._pending[0][0] < self._written:
-                p, trig_amp = self._pending.pop(0)
+                p, trig_amp, target = self._pending.pop(0)
                 t = chunk.t0 + (p - base) / fs
                 events.append((self._origin + p, t, TRIGGER_CODE, -1, 0.0, trig_amp, "phase_trigger"))
                 self.n_triggers += 1
                 if self.params.score:
-                    self._to_score.append((p, t))
+                    self._to_score.append((p, t, target))
             while self._to_score and self._to_score[0][0] + self.lookahead < self._written:
-                p, t = self._to_score.pop(0)
-                true = self._score(p)
+                p, t, target = self._to_score.pop(0)
+                true = self._score(p, target)
                 scores.append((self._origin + p, t, SCORE_CODE, -1, 0.0, math.degrees(true), "true_phase"))
         out: list = []
         if frames:
@@ -388,11 +410,11 @@ class Phase(Node):
         idx = np.arange(a, b) % self._cap
         return self._sbuf[idx]
 
-    def _score(self, p: int) -> float:
+    def _score(self, p: int, target: float) -> float:
         a = max(0, p - self.lookahead)
         seg = self._segment(a, p + self.lookahead + 1)
         true = true_phase(seg, p - a, self._score_sos)
-        err = true - self.target
+        err = true - target
         self._sum_cos += math.cos(err)
         self._sum_sin += math.sin(err)
         self.n_scored += 1

@@ -56,10 +56,20 @@ class Quality(Node):
     The flat and jump criteria follow the usual amplitude rules of EEG
     artifact rejection (e.g. ``mne.preprocessing.annotate_amplitude``'s
     ``flat`` and peak criteria), applied causally sample by sample.
+
+    Live parameters: ``flat_s``, ``clip``, ``jump`` (each may be switched
+    off with null and on again), ``hold_s`` and ``min_bad_channels``.
+    :meth:`update` keeps the carried state: the last sample, the current
+    flat run (judged against the new ``flat_s`` from the next sample), the
+    flags raised and the holds already counting down (a hold started
+    before the change runs its old length; the next one the new length).
+    ``flat_tol`` (announced in the stream's desc), ``step_s`` and
+    ``picks`` are fixed while running.
     """
 
     Params = QualityParams
     input_kinds = ("sig",)
+    live = ("flat_s", "clip", "jump", "hold_s", "min_bad_channels")
 
     def __init__(self, params: QualityParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
         super().__init__(params, inputs, ctx)
@@ -88,6 +98,12 @@ class Quality(Node):
                                  source=f"quality flag changes of {src.name}"),
         }
         self.reset()
+
+    def update(self, params: QualityParams) -> None:
+        """New criteria between two chunks; the carried state stays (see the class docstring)."""
+        self.params = params
+        self.flat_n = math.inf if params.flat_s is None else max(1, int(round(params.flat_s * self.sfreq_in)))
+        self.hold_n = int(round(params.hold_s * self.sfreq_in))
 
     def reset(self) -> None:
         c = len(self.picks)

@@ -46,10 +46,15 @@ class ConsoleParams:
 
 
 class Console(Node):
-    """Prints a short line per stream to standard output, rate-limited."""
+    """Prints a short line per stream to standard output, rate-limited.
+
+    Live parameters: ``every_s`` and ``max_channels``; :meth:`update` keeps
+    each stream's next due time (set by the line printed last).
+    """
 
     category = "sink"
     Params = ConsoleParams
+    live = ("every_s", "max_channels")
     input_kinds = (_ANY,)
     max_inputs = 16
 
@@ -86,10 +91,16 @@ class JsonLinesParams:
 
 
 class JsonLines(Node):
-    """Writes every row of its inputs as JSON lines (``{"stream", "index", "t", ...}``)."""
+    """Writes every row of its inputs as JSON lines (``{"stream", "index", "t", ...}``).
+
+    Live parameters: ``flush_every``; :meth:`update` keeps the count of
+    chunks written since the last flush. ``path`` and ``chunks`` (the rows'
+    shape) are fixed while running.
+    """
 
     category = "sink"
     Params = JsonLinesParams
+    live = ("flush_every",)
     input_kinds = (_ANY,)
     max_inputs = 16
 

@@ -173,6 +173,15 @@ class SpikeDetect(Node):
     A detection is final ``peak_window_ms + dedup_ms`` after its peak: the
     events port lags the input by that much (``desc.lag_samples``).
 
+    Live parameters: ``threshold``, ``noise_tau_s`` and ``refractory_ms``.
+    :meth:`update` keeps the filter, the noise levels, the open peak
+    windows and the refractory periods already running (they end as
+    they were set); from the next sample the threshold is the new
+    multiple of the current noise levels, the noise level adapts with the
+    new time constant (null: frozen where it is) and the next peak sets
+    the new refractory period. The band, the peak window, de-duplication
+    and the snippets are fixed while running.
+
     Outputs
     -------
     ``<id>.events``
@@ -204,6 +213,7 @@ class SpikeDetect(Node):
 
     Params = SpikeDetectParams
     input_kinds = ("sig",)
+    live = ("threshold", "noise_tau_s", "refractory_ms")
     #: The initial median is taken over at most this many samples per channel
     #: (evenly spaced): a one-off cost of about 10 ms per 100 channels.
     MAX_INIT_ROWS = 8192
@@ -244,11 +254,7 @@ class SpikeDetect(Node):
         if self.bin_len < 1:
             raise ConfigError(f"bin_s={params.bin_s} is shorter than one sample at {fs:g} Hz")
         self.lag = self.win + self.dedup_s
-        if params.noise_tau_s is not None:
-            eta = 1.0 / (_GAUSS_GAIN * params.noise_tau_s * fs)
-            self._up, self._down = math.exp(eta), math.exp(-eta)
-        else:
-            self._up = self._down = 1.0
+        self._up, self._down = self._steps(params.noise_tau_s, fs)
         self._sign = {"neg": SIGN_NEG, "pos": SIGN_POS, "both": SIGN_BOTH}[params.sign]
         self.ch_names = src.ch_names
         unit = src.units[0] if src.units else ""
@@ -278,6 +284,26 @@ class SpikeDetect(Node):
         self._f_cap = C * (max(self.post - self.lag, 0) // spacing + 2)
         self._ring_len = self.pre + max(self.post, self.lag) + 2
         self.reset()
+
+    @staticmethod
+    def _steps(noise_tau_s: float | None, fs: float) -> tuple[float, float]:
+        """Multiplicative up and down steps of the running median for time constant ``noise_tau_s``."""
+        if noise_tau_s is None:
+            return 1.0, 1.0
+        eta = 1.0 / (_GAUSS_GAIN * noise_tau_s * fs)
+        return math.exp(eta), math.exp(-eta)
+
+    def update(self, params: SpikeDetectParams) -> None:
+        """A new threshold, noise time constant or refractory period; all detection state stays."""
+        self.params = params
+        self.refr = _samples(params.refractory_ms, self.sfreq)
+        self._up, self._down = self._steps(params.noise_tau_s, self.sfreq)
+        if self._st[ST_ACTIVE]:  # as the kernel and _set_noise compute it, so a fresh run agrees
+            if params.noise_tau_s is not None:
+                self._thr[:] = (params.threshold / 0.6745) * self._noise
+            else:
+                self._thr[:] = (self._noise / 0.6745) * params.threshold
+        self._bind()
 
     def _neighbours(self, params: SpikeDetectParams, src: StreamMeta, ctx: NodeContext) -> tuple[np.ndarray, str]:
         """The neighbour matrix (shape (C, C), bool) and how it was made, for the report."""
