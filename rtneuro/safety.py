@@ -869,7 +869,9 @@ class Gate:
         t_s = self._t_dev if self._stream_dated and math.isfinite(self._t_dev) else (now if t_stream is None else t_stream)
         tripped = False
         try:
-            if not self.tripped and self._last_valid is not None and now - self._last_valid > self.profile.watchdog_s:
+            # disarmed and in the safe state already, the watchdog has nothing left to protect (a paused replay)
+            idle = not self.armed and not self._needs_safe
+            if not self.tripped and not idle and self._last_valid is not None and now - self._last_valid > self.profile.watchdog_s:
                 self.counts["watchdog"] += 1
                 self.tripped = tripped = True
                 self._trip_from = self._last_valid
@@ -1009,6 +1011,8 @@ class Gate:
         """Accept stimulating commands again (an explicit operator action); channels stay safe until the next one."""
         if self.armed:
             return
+        if not self._needs_safe:  # safe and idle while disarmed: the watchdog counts from the next valid input
+            self._last_valid = None
         self.armed = True
         self.disarm_reason = ""
         log.warning("stimulation of '%s' armed (%s)", self.profile.device, reason)

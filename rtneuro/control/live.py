@@ -182,12 +182,36 @@ def validate_changes(graph: Any, current: dict[str, dict], changes: dict[str, di
             raise ControlError(f"{where}: {exc}", 422) from None
         except (TypeError, ValueError) as exc:
             raise ControlError(f"{where}: {exc}", 422) from None
-        if {k: m.to_dict() for k, m in fresh.outputs.items()} != {k: m.to_dict() for k, m in spec.outputs.items()}:
+        if {k: _shape(m) for k, m in fresh.outputs.items()} != {k: _shape(m) for k, m in spec.outputs.items()}:
             raise ControlError(f"node '{nid}': this change would change its output streams; change it in the "
                                "configuration and restart", 409)
+        _check_consumers(graph, nid, fresh, current)
         changed = {k: _jsonable(getattr(params, k)) for k in values}
         out.append(LiveChange(nid, raw, params, changed))
     return out
+
+
+def _shape(meta: Any) -> tuple:
+    """What consumers of a stream rely on: name, kind, rate, channels, units, dtype, event codes (not its description)."""
+    return (meta.name, meta.kind, meta.sfreq, tuple(meta.ch_names), tuple(meta.ch_types), tuple(meta.units), meta.dtype,
+            tuple(sorted((meta.event_id or {}).items())))
+
+
+def _check_consumers(graph: Any, nid: str, fresh: Any, current: dict[str, dict]) -> None:
+    """The nodes fed by a changed node must accept what it now describes (a decimator's anti-aliasing check)."""
+    new_meta = {m.name: m for m in fresh.outputs.values()}
+    for stream in new_meta:
+        for cid, _port in graph.consumers.get(stream, []):
+            spec = graph.nodes[cid]
+            cls = node_class(spec.type)
+            if cls.category in ("sink", "stimulator"):
+                continue
+            inputs = [new_meta.get(s, graph.streams[s]) for s in spec.inputs]
+            try:
+                build = build_params(cls.Params, current.get(cid, spec.raw_params), f"node '{cid}' params")
+                cls(build, inputs, NodeContext(node_id=cid, base_dir=graph.base_dir, wait_for_streams=False))
+            except (ConfigError, TypeError, ValueError) as exc:
+                raise ControlError(f"node '{cid}' (fed by '{nid}') would not accept the change: {exc}", 422) from None
 
 
 def _stricter_text(direction: str, old: Any) -> str:

@@ -280,6 +280,7 @@ def _replay_graph(session_path: Path, session: Session, config: Path | None, tmp
     doc = {**doc, "nodes": nodes, "runtime": {**(doc.get("runtime") or {}), "speed": "max"}}
     doc["processes"] = {REPLAY_PROCESS: {"restart": "never"}}  # a failure is a result, not something to retry
     doc.pop("transport", None)  # one host, ipc, lossless (speed max)
+    doc["control"] = {"enabled": False}  # the recorded changes are applied from the session, nobody steers a check
     path = tmp / "replay.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return doc, base_dir, sources, real_time
@@ -409,6 +410,55 @@ def _same(x: dict, y: dict, skip: set[str]) -> bool:
     return True
 
 
+#: Control records that change what a graph decides, and what the replay does with them.
+_ACTIONS = {"disarm": "disarm", "arm": "arm", "estop": "emergency_stop", "estop_clear": "clear_emergency_stop"}
+
+
+def control_schedule(session: Session | str | Path, config_nodes: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The recorded live changes and actions of a session, as a replay applies them; and every control record.
+
+    Each entry names the node, what to apply (``set`` with the node's whole
+    parameters at that moment, or an action) and ``at``: the stream and
+    sample index before which it took effect live.
+    """
+    if not isinstance(session, Session):
+        session = load(session, ["rtneuro.control"])
+    xs = next((x for x in session.streams if x.name == "rtneuro.control"), None)
+    if xs is None:
+        return [], []
+    records = []
+    for row in xs.time_series:
+        try:
+            rec = json.loads(row[0])
+        except (TypeError, ValueError, IndexError):
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    records.sort(key=lambda r: r.get("seq", 0) if isinstance(r.get("seq"), int) else 0)
+    raw = {n["id"]: dict(n.get("params") or {}) for n in config_nodes if isinstance(n, dict) and "id" in n}
+    schedule = []
+    for rec in records:
+        op = rec.get("op")
+        applied: dict = rec["applied"] if isinstance(rec.get("applied"), dict) else {}
+        for nid, a in applied.items():
+            at = a.get("at") if isinstance(a, dict) else None
+            if not isinstance(at, dict) or not at or nid not in raw:
+                continue
+            if op == "set":
+                values = (rec.get("values") or {}).get(nid)
+                if not isinstance(values, dict):
+                    continue
+                raw[nid] = {**raw[nid], **values}
+                schedule.append({"op": "set", "node": nid, "raw": dict(raw[nid]), "at": at, "seq": rec.get("seq")})
+            elif op in _ACTIONS:
+                schedule.append({"op": "action", "node": nid, "action": _ACTIONS[op], "at": at, "seq": rec.get("seq"),
+                                 "reason": str((rec.get("args") or {}).get("reason") or op)})
+            elif op in ("pause", "resume") and (rec.get("args") or {}).get("stimulation") in ("disarm", "arm"):
+                schedule.append({"op": "action", "node": nid, "action": rec["args"]["stimulation"], "at": at, "seq": rec.get("seq"),
+                                 "reason": "the replay is paused" if op == "pause" else "the replay resumed"})
+    return schedule, records
+
+
 def replay_check(session_path: str | Path, config: str | Path | None = None,
                  out: Callable[[str], None] | None = print) -> dict:
     """Rerun a session through its graph (or ``config``) on the virtual clock; compare what it computes.
@@ -437,8 +487,9 @@ def replay_check(session_path: str | Path, config: str | Path | None = None,
         checker = {"id": "session_check", "type": "session_check", "process": REPLAY_PROCESS, "inputs": compared,
                    "params": {"path": str(session_path)}}
         graph = load_graph(graph_file, base_dir=base_dir, extra_nodes=[checker] if compared else None)
+        schedule, control = control_schedule(session_path, _doc["nodes"])
         t0 = time.perf_counter()
-        sup = Supervisor(graph, out=io.StringIO(), quiet=True)
+        sup = Supervisor(graph, out=io.StringIO(), quiet=True, schedule=schedule)
         code = sup.run()
         wall = time.perf_counter() - t0
     checked = (sup.report.get("nodes", {}).get("session_check") or {}).get("streams", {})
@@ -465,7 +516,8 @@ def replay_check(session_path: str | Path, config: str | Path | None = None,
     span = max((x for x in spans if isinstance(x, (int, float))), default=0.0)
     result = {"session": str(session_path), "exit_code": code, "wall_s": round(wall, 3),
               "recorded_s": round(span, 3), "speed_x": round(span / wall, 1) if wall > 0 else None,
-              "decisions": decisions, "differing": differing, "streams": streams, "errors": sup.report.get("errors", [])}
+              "decisions": decisions, "differing": differing, "streams": streams, "errors": sup.report.get("errors", []),
+              "control": {"records": len(control), "applied_again": len(schedule)}}
     if out is not None:
         for name, s in streams.items():
             mark = "same" if s["differing"] == 0 and s["compared"] else "DIFFERENT" if s["differing"] else "-"
@@ -474,6 +526,8 @@ def replay_check(session_path: str | Path, config: str | Path | None = None,
                 out(f"      {line[:300]}")
         for e in result["errors"]:
             out(f"  error: {e}")
+        if control:
+            out(f"  control: {len(control)} operator records in the session, {len(schedule)} changes and actions applied again at their recorded samples")
         verdict = ("the replayed graph failed (errors above)" if code != 0 else
                    "no decision differs" if differing == 0 else f"{differing} of {decisions} decisions differ")
         out(f"replay check: {verdict}; {span:.1f} s of session replayed in {wall:.2f} s ({result['speed_x']}x real time)")

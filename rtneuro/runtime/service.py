@@ -402,6 +402,10 @@ class Service:
             entry["raw"] = msg.get("raw")
         else:
             action = msg.get("action")
+            if action == "none":  # nothing to do, but the index where the moment fell is recorded
+                entry["action"] = "none"
+                entry["reason"] = ""
+                return node, entry
             if action not in ("arm", "disarm", "emergency_stop", "clear_emergency_stop") or not callable(getattr(node, str(action), None)):
                 if not scheduled:
                     self._send_control({"op": "applied", "id": msg.get("id"), "node": nid, "error": f"node '{nid}' cannot {action}"})
@@ -445,8 +449,14 @@ class Service:
             if "params" in entry:
                 node.update(entry["params"])
                 self.specs[nid] = {**self.specs[nid], "params": entry["raw"]}  # a restart resumes with them
+            elif entry["action"] == "none":
+                pass
             else:
-                getattr(node, entry["action"])(node.ctx.real_clock(), entry["reason"])
+                fn = getattr(node, entry["action"])
+                if entry["action"] == "clear_emergency_stop":
+                    fn(node.ctx.real_clock())
+                else:
+                    fn(node.ctx.real_clock(), entry["reason"])
         except Exception as exc:
             if entry["id"] is not None:
                 self._send_control({"op": "applied", "id": entry["id"], "node": nid, "error": f"{type(exc).__name__}: {exc}"})
@@ -512,7 +522,10 @@ class Service:
                     results[nid] = f"failed: {type(node).__name__} has no {name}()"
                 continue
             try:
-                fn(node.ctx.real_clock())
+                if clear:
+                    fn(node.ctx.real_clock())
+                else:
+                    fn(node.ctx.real_clock(), str(msg.get("reason") or "operator")[:200])
                 results[nid] = "ok"
             except Exception as exc:  # report it: the operator must know this stimulator did not confirm
                 log.error("%s on node '%s' failed:\n%s", name, nid, traceback.format_exc())

@@ -82,6 +82,8 @@ class Steering:
         self.disarmed: str | None = None
         self.paused_at: float | None = None
         self.paused_total = 0.0
+        #: the pause disarmed stimulation (resume arms it again)
+        self.pause_disarmed = False
         self.segment: dict | None = None
         self._segments = 0
         self._watching = False
@@ -303,16 +305,19 @@ class Steering:
                   "values": {c.node: c.changed for c in checked}}
         self._wait_for(req, rid, {c.node for c in checked}, record, now, "set")
 
-    def _stim_action(self, req: Request, now: float, action: str, reason: str) -> None:
-        if not self.stimulators:
+    def _stim_action(self, req: Request, now: float, action: str, reason: str, op: str | None = None,
+                     args: dict | None = None) -> None:
+        """Send ``action`` to every stimulator; answer and record once they applied it (record ``op``, default ``action``)."""
+        if not self.stimulators and op is None:
             raise ControlError(f"graph '{self.graph.name}' has no stimulator; nothing to {action}", 409)
         rid = self._next_id()
         for nid in self.stimulators:
             self.sup._send(self.sup.procs[self.graph.nodes[nid].process],
                            {"op": "action", "id": rid, "node": nid, "action": action, "reason": reason})
-        record = {"op": action, "who": req.who, "t_lsl": now, "t_stream": self.stream_now(now), "args": {"reason": reason}}
+        record = {"op": op or action, "who": req.who, "t_lsl": now, "t_stream": self.stream_now(now),
+                  "args": args if args is not None else {"reason": reason}}
         self._wait_for(req, rid, {n for n in self.stimulators if self.sup.procs[self.graph.nodes[n].process].alive},
-                       record, now, action)
+                       record, now, op or action)
 
     def _op_disarm(self, req: Request, now: float) -> None:
         reason = _text(req.args, "reason", "operator", 200) or "operator"
@@ -381,22 +386,25 @@ class Steering:
         self.paused_at = now
         for p in self.sup.procs.values():
             self.sup._send(p, {"op": "pause"})
-        rec = self.add_record({"op": "pause", "who": req.who, "t_lsl": now, "t_stream": self.stream_now(now), "args": {}})
-        req.future.set_result({"id": rec["id"], "seq": rec["seq"], "paused": True, "t_lsl": now})
+        # stimulation waits in the safe state, refusing commands still in flight (recorded: a replay does the same)
+        self.pause_disarmed = self.disarmed is None
+        action = "disarm" if self.pause_disarmed else "none"
+        self._stim_action(req, now, action, "the replay is paused", op="pause", args={"stimulation": action})
 
     def _op_resume(self, req: Request, now: float) -> None:
         self._pausable()
         if self.paused_at is None:
             raise ControlError("the replay is not paused", 409)
         shift = now - self.paused_at
-        t_stream = self.stream_now(now)
         self.paused_total += shift
         self.paused_at = None
         self.sup.extend_deadline(shift)
+        # armed again only if the pause disarmed it and nobody disarmed it meanwhile
+        action = "arm" if self.pause_disarmed and self.disarmed is None else "none"
+        self.pause_disarmed = False
+        self._stim_action(req, now, action, "the replay resumed", op="resume", args={"stimulation": action, "paused_s": round(shift, 6)})
         for p in self.sup.procs.values():
             self.sup._send(p, {"op": "resume", "shift": shift})
-        rec = self.add_record({"op": "resume", "who": req.who, "t_lsl": now, "t_stream": t_stream, "args": {"paused_s": round(shift, 6)}})
-        req.future.set_result({"id": rec["id"], "seq": rec["seq"], "paused": False, "t_lsl": now, "paused_s": round(shift, 6)})
 
     # -- acknowledgements ---------------------------------------------------
 
@@ -433,13 +441,16 @@ class Steering:
         done = not w["nodes"]
         if done or force:
             self._waiting.pop(w["req_id"], None)
-            if w["applied"]:
+            if w["applied"] or w["kind"] in ("pause", "resume"):
                 self.add_record({**w["record"], "id": w["req_id"], "applied": w["applied"], "errors": w["errors"]})
         result: dict[str, Any] = {"id": w["req_id"], "status": "applied" if done and not w["errors"] else
                                   "failed" if done and w["errors"] and not w["applied"] else "partial" if done else "pending",
                                   "applied": w["applied"], "errors": w["errors"]}
         if w["kind"] == "set":
             result["values"] = w["record"]["values"]
+        elif w["kind"] in ("pause", "resume"):
+            result["paused"] = self.paused_at is not None
+            result["stimulation"] = w["record"]["args"].get("stimulation")
         else:
             result["armed"] = self.disarmed is None
             result["stimulators"] = {**{n: "ok" for n in w["applied"]}, **w["errors"]}
