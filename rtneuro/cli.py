@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import time
 import typing
@@ -278,12 +279,48 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
+    if args.token or args.tls or args.list or args.revoke:
+        return _cmd_api_keys(args)
+    if args.role:
+        raise ConfigError("--role goes with --token NAME: rtneuro keys DIR --token NAME --role observer|steer")
     from .security import AUTHORIZED_FILE, PUBLIC_FILE, SECRET_FILE, create_keys
 
     keys = create_keys(args.dir, force=args.force)
     d = keys.directory
     print(f"{d}: public key {PUBLIC_FILE} ({keys.public.decode()}), secret {SECRET_FILE} (mode 0600), "
           f"{AUTHORIZED_FILE} lists {len(keys.authorized)} key(s); use it with transport: {{scheme: tcp, keys: {d}}}")
+    return 0
+
+
+def _cmd_api_keys(args: argparse.Namespace) -> int:
+    """``rtneuro keys DIR --token NAME --role R`` / ``--tls HOST...`` / ``--list`` / ``--revoke NAME``: the control API's."""
+    from pathlib import Path
+
+    from .control.auth import create_tls, create_token, list_tokens, revoke_token
+
+    if sum(bool(x) for x in (args.token, args.tls, args.list, args.revoke)) > 1:
+        raise ConfigError("give one of --token NAME, --tls HOST..., --list, --revoke NAME at a time")
+    d = Path(args.dir).expanduser()
+    if args.token:
+        if not args.role:
+            raise ConfigError(f"say what token '{args.token}' may do: --role observer (reads) or --role steer (also changes)")
+        create_token(d, args.token, args.role, force=args.force)
+        print(f"token '{args.token}' ({args.role}) written to {d / (args.token + '.token')} (mode 0600); "
+              f"the run accepts it with control: {{tokens: {d}}}; hand the file to its user "
+              f"(rtneuro status --url URL --token {d / (args.token + '.token')})")
+    elif args.tls:
+        cert, key = create_tls(d, args.tls, force=args.force)
+        print(f"TLS certificate for {', '.join(args.tls)}: {cert} (clients trust it: --cafile {cert}), key {key} "
+              f"(mode 0600); use them with control: {{tls_cert: {cert}, tls_key: {key}}}")
+    elif args.list:
+        rows = list_tokens(d)
+        for row in rows:
+            print(f"{row['name']:<20} {row['role']:<9} {row['created']}")
+        if not rows:
+            print(f"no tokens in {d}; make one with 'rtneuro keys {d} --token NAME --role steer'")
+    else:
+        revoke_token(d, args.revoke)
+        print(f"token '{args.revoke}' revoked in {d}: runs using this folder refuse it from their next request")
     return 0
 
 
@@ -364,6 +401,260 @@ def _cmd_stop(args: argparse.Namespace) -> int:
             line += "; latched until 'rtneuro stop --clear'"
         print(line)
     return code
+
+# -- the control API's verbs (rtneuro status, set, annotate, arm, ...) -----------------
+
+def _api_client(args: argparse.Namespace):
+    """The control API client of ``--url``/``--token``/``--cafile``, else of the run found by ``--run``."""
+    from pathlib import Path
+
+    from .control.client import Client
+
+    token = args.token or os.environ.get("RTNEURO_TOKEN")
+    if token and Path(token).expanduser().is_file():
+        from .control.auth import read_token
+
+        token = read_token(token)
+    if args.url:
+        if args.run:
+            raise ConfigError("--url and --run do not go together: --url reaches a run anywhere, --run one of this machine")
+        if not token:
+            raise ConfigError(f"--url {args.url} needs --token TOKEN (or a NAME.token file of 'rtneuro keys DIR --token NAME', "
+                              "or $RTNEURO_TOKEN)")
+        return Client(args.url, token, verify=args.cafile or True, timeout=args.timeout)
+    if args.token or args.cafile:
+        raise ConfigError("--token and --cafile go with --url URL (a run of this machine is found without them)")
+    return Client.find(args.run, timeout=args.timeout)
+
+
+def _api(args: argparse.Namespace, call):
+    """Run ``call(client)``; with --json print its answer as JSON and return None."""
+    with _api_client(args) as client:
+        out = call(client)
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return None
+    return out
+
+
+def _fmt(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def _ms(d) -> str:
+    if not isinstance(d, dict) or d.get("p50") is None:
+        return "-"
+    return f"p50 {d['p50']:.2f} ms, p99 {d.get('p99', float('nan')):.2f} ms"
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    def call(c):
+        out = {"status": c.status()}
+        if args.params:
+            out["graph"] = c.graph()
+        return out if args.params else out["status"]
+
+    res = _api(args, call)
+    if res is None:
+        return 0
+    st, graph = (res["status"], res["graph"]) if args.params else (res, None)
+    stim = st.get("stimulation") or {}
+    if stim.get("estop"):
+        arming = "EMERGENCY STOP latched ('rtneuro stop --clear')"
+    elif stim.get("stimulators"):
+        arming = "stimulation armed" if stim.get("armed") else "stimulation DISARMED ('rtneuro arm')"
+    else:
+        arming = "no stimulator"
+    rec = st.get("recording") or {}
+    recording = (f"recording segment {rec.get('segment')!r} to {rec.get('path')}" if rec.get("active")
+                 else "not recording")
+    t = st.get("t_run_s")
+    speed = st.get("speed")
+    print(f"run '{st.get('name')}': {st.get('state')}" + (f" for {t:.1f} s" if isinstance(t, (int, float)) else "")
+          + (f" (speed {speed})" if speed not in (None, 1, 1.0, "realtime") else "")
+          + f"; {arming}; {'PAUSED' if st.get('paused') else 'not paused'}; {recording}")
+    for sid, why in (stim.get("stimulators") or {}).items():
+        print(f"  stimulator {sid}: {why}")
+    for name, row in (st.get("streams") or {}).items():
+        rate = row.get("rate_hz")
+        rate_s = f"{rate:8.2f} Hz" if isinstance(rate, (int, float)) else "       - Hz"
+        print(f"  {row.get('kind', '?')}.{name:<20} {rate_s}  gaps {row.get('gaps', 0)}  invalid {row.get('invalid', 0)}"
+              f"  latency {_ms(row.get('latency_ms'))}")
+    lat = st.get("latency_ms")
+    if isinstance(lat, dict) and lat.get("n"):
+        print(f"  loop latency to the stimulator: {_ms(lat)} (n {lat['n']})")
+    api = st.get("api") or {}
+    refused = api.get("refused") or {}
+    print(f"  errors {st.get('errors', 0)}, warnings {st.get('warnings', 0)}; API requests {api.get('requests', 0)}"
+          + (f", refused {', '.join(f'{k} {v}' for k, v in refused.items())}" if refused else ""))
+    if graph is not None:
+        print("live parameters ('rtneuro set NODE.PARAM=VALUE'):")
+        n = 0
+        for nid, node in (graph.get("nodes") or {}).items():
+            for pname, spec in (node.get("live") or {}).items():
+                n += 1
+                bounds = ", ".join(f"{op} {spec[k]:g}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                                   if isinstance(spec.get(k), (int, float)))
+                extra = "; ".join(x for x in (spec.get("type"), bounds,
+                                              f"only {spec['stricter']} while running" if spec.get("stricter") else "") if x)
+                print(f"  {nid}.{pname} = {_fmt(spec.get('value'))}  ({extra})")
+        if not n:
+            print("  none (no node of this graph declares live parameters)")
+    return 0
+
+
+_EXP_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def parse_assignments(items: list[str]) -> dict:
+    """``NODE.PARAM=VALUE`` words -> ``{"NODE.PARAM": value}``, each VALUE read as YAML (``2.5``, ``false``, ``[8, 12]``)."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        node, dot, param = key.partition(".")
+        if not sep or not dot or not node or not param:
+            raise ConfigError(f"{item!r} is not NODE.PARAM=VALUE; write e.g. thr.threshold=2.5 or bp.band='[8, 12]'")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            where = f" ({exc.problem})" if getattr(exc, "problem", None) else ""
+            raise ConfigError(f"{key}: value {text!r} is not a YAML value{where}; quote a list for the shell: {key}='[8, 12]'") from None
+        if isinstance(value, str) and _EXP_FLOAT.fullmatch(value):  # YAML 1.1 reads 1e-3 as a string
+            value = float(value)
+        if key in out:
+            raise ConfigError(f"{key} is given twice; give each parameter once")
+        out[key] = value
+    return out
+
+
+def _cmd_set(args: argparse.Namespace) -> int:
+    changes = parse_assignments(args.changes)
+    res = _api(args, lambda c: c.set(changes, wait_s=args.wait))
+    if res is None:
+        return 0
+    state = res.get("status")
+    print(f"change {res.get('id')} {state}: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in changes.items()))
+    for node, at in (res.get("applied") or {}).items():
+        if not isinstance(at, dict):
+            continue
+        where = (f"from sample {at['index']} of stream '{at.get('stream')}'" if at.get("index") is not None
+                 else "from its next chunk")
+        t = at.get("t_stream")
+        print(f"  {node}: {where}" + (f" (t {t:.4f} s)" if isinstance(t, (int, float)) else ""))
+    if state == "pending":
+        print(f"  not applied within {args.wait:g} s (a paused input?); 'rtneuro changes' shows where it took effect")
+    return 0
+
+
+def _print_action(res: dict, what: str) -> int:
+    code = 0
+    parts = []
+    for sid, why in (res.get("stimulators") or {}).items():
+        parts.append(f"{sid} {why}")
+        if str(why) != "ok":
+            code = 1
+    line = f"{what} (change {res.get('id')})" + (f": {', '.join(parts)}" if parts else "")
+    if code:
+        line += "; for a stimulator that failed, stop the run ('rtneuro stop --now', or Ctrl-C) to put it in its safe state"
+    print(line)
+    return code
+
+
+def _cmd_arm(args: argparse.Namespace) -> int:
+    op = args.command
+    res = _api(args, lambda c: getattr(c, op)(args.reason))
+    if res is None:
+        return 0
+    state = "armed" if res.get("armed") else "disarmed"
+    return _print_action(res, f"stimulation {state}")
+
+
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    res = _api(args, lambda c: c.annotate(args.text))
+    if res is not None:
+        t = res.get("t_stream")
+        print(f"annotation {res.get('id')} at LSL time {res.get('t_lsl')}" + (f" (stream time {t:.4f} s)" if isinstance(t, (int, float)) else ""))
+    return 0
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    if args.action == "stop" and args.label is not None:
+        raise ConfigError("'rtneuro record stop' takes no label (the label names a segment at 'rtneuro record start LABEL')")
+    res = _api(args, lambda c: c.record_start(args.label) if args.action == "start" else c.record_stop())
+    if res is not None:
+        print(f"recording segment {res.get('segment')!r} {'started' if args.action == 'start' else 'stopped'} "
+              f"(change {res.get('id')}, LSL time {res.get('t_lsl')})")
+    return 0
+
+
+def _cmd_pause(args: argparse.Namespace) -> int:
+    op = args.command
+    res = _api(args, lambda c: getattr(c, op)())
+    if res is not None:
+        print(f"replay {'paused' if res.get('paused') else 'running'} (change {res.get('id')}, LSL time {res.get('t_lsl')})")
+    return 0
+
+
+def _cmd_changes(args: argparse.Namespace) -> int:
+    res = _api(args, lambda c: c.changes(args.since))
+    if res is None:
+        return 0
+    for rec in res:
+        args_s = ", ".join(f"{k}={_fmt(v)}" for k, v in (rec.get("args") or {}).items())
+        if rec.get("op") == "set" and isinstance((rec.get("args") or {}).get("changes"), dict):
+            args_s = ", ".join(f"{k}={_fmt(v)}" for k, v in rec["args"]["changes"].items())
+        at = "; ".join(f"{n} at {a.get('stream')}[{a.get('index')}]" for n, a in (rec.get("applied") or {}).items()
+                       if isinstance(a, dict) and a.get("index") is not None)
+        print(f"#{rec.get('seq')} {rec.get('t_lsl')} {rec.get('who')} {rec.get('op')} {args_s}" + (f" -> {at}" if at else ""))
+    if not res:
+        print("no changes yet" if args.since == 0 else f"no changes after #{args.since}")
+    return 0
+
+
+def _add_api_verbs(sub) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("which run")
+    g.add_argument("--run", default=None, help="a run of this machine: its folder, graph name or pid (default: the only one)")
+    g.add_argument("--url", default=None, help="a remote run's control API, e.g. https://rig-2:8765")
+    g.add_argument("--token", default=None, help="with --url: the token, or its NAME.token file (default: $RTNEURO_TOKEN)")
+    g.add_argument("--cafile", default=None, metavar="PEM", help="with an https --url: the server's tls_cert.pem")
+    g.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    g.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+
+    st = sub.add_parser("status", parents=[common], help="a running graph's state: streams, stimulation, pause, recording")
+    st.add_argument("--params", action="store_true", help="also list the live parameters and their values")
+    st.set_defaults(func=_cmd_status)
+
+    se = sub.add_parser("set", parents=[common], help="change live parameters of a running graph (all or none)")
+    se.add_argument("changes", nargs="+", metavar="NODE.PARAM=VALUE", help="VALUE as YAML: 2.5, false, '[8, 12]'")
+    se.add_argument("--wait", type=float, default=2.0, help="seconds to wait for the change to take effect")
+    se.set_defaults(func=_cmd_set)
+
+    an = sub.add_parser("annotate", parents=[common], help="stamp a text on the running graph's LSL clock")
+    an.add_argument("text")
+    an.set_defaults(func=_cmd_annotate)
+
+    for verb, what in (("arm", "arm stimulation"), ("disarm", "disarm stimulation (safe state until armed)")):
+        a = sub.add_parser(verb, parents=[common], help=what)
+        a.add_argument("--reason", default=None, help="recorded with the action")
+        a.set_defaults(func=_cmd_arm)
+
+    rc = sub.add_parser("record", parents=[common], help="start or stop a recording segment of a run with --record")
+    rc.add_argument("action", choices=["start", "stop"])
+    rc.add_argument("label", nargs="?", default=None, help="the segment's label (start)")
+    rc.set_defaults(func=_cmd_record)
+
+    for verb, what in (("pause", "pause a run's replayed sources"), ("resume", "resume a run's replayed sources")):
+        pz = sub.add_parser(verb, parents=[common], help=what)
+        pz.set_defaults(func=_cmd_pause)
+
+    ch = sub.add_parser("changes", parents=[common], help="the changes and actions accepted by a running graph")
+    ch.add_argument("--since", type=int, default=0, help="only those after this number")
+    ch.set_defaults(func=_cmd_changes)
+
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -491,10 +782,17 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--reason", default="operator (rtneuro stop)", help="recorded in the run report")
     st.set_defaults(func=_cmd_stop)
 
-    k = sub.add_parser("keys", help="create a CURVE keypair and its authorized list for tcp transport")
-    k.add_argument("dir", help="folder to create (mode 0700); name it in the graph as transport.keys")
-    k.add_argument("--force", action="store_true", help="replace an existing keypair")
+    k = sub.add_parser("keys", help="create a CURVE keypair for tcp transport, or the control API's tokens and TLS certificate")
+    k.add_argument("dir", help="folder to create (mode 0700); name it in the graph as transport.keys (or control.tokens)")
+    k.add_argument("--force", action="store_true", help="replace an existing keypair, token or certificate")
+    k.add_argument("--token", default=None, metavar="NAME", help="make a control API token NAME (with --role)")
+    k.add_argument("--role", default=None, choices=["observer", "steer"], help="observer: reads; steer: also changes")
+    k.add_argument("--tls", nargs="+", default=None, metavar="HOST", help="make a TLS certificate for these names/addresses")
+    k.add_argument("--list", action="store_true", help="list the control API tokens of DIR")
+    k.add_argument("--revoke", default=None, metavar="NAME", help="revoke control API token NAME")
     k.set_defaults(func=_cmd_keys)
+
+    _add_api_verbs(sub)
 
     pr = sub.add_parser("probe", help="time a running graph over LSL, from a probe outlet to one of its outlets",
                         add_help=False)

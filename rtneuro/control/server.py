@@ -52,7 +52,7 @@ import anyio
 from fastapi import Depends, FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -117,6 +117,21 @@ class ParamsChange(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"changes": {"thr.threshold": 2.5}}]})
     changes: dict[str, Any] = Field(min_length=1, max_length=256, description=(
         "'NODE.PARAM': value (or NODE: {PARAM: value}); values as in the graph YAML"))
+
+    @field_validator("changes")
+    @classmethod
+    def _finite(cls, changes: dict[str, Any]) -> dict[str, Any]:
+        """Refuse NaN and Infinity (Python's JSON reader accepts them; JSON has no such numbers)."""
+        todo: list[Any] = [changes]
+        while todo:
+            v = todo.pop()
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{v} is not a JSON number; give a finite number")
+            if isinstance(v, dict):
+                todo.extend(v.values())
+            elif isinstance(v, list):
+                todo.extend(v)
+        return changes
 
 
 class Annotation(BaseModel):
@@ -740,13 +755,13 @@ async def _pull(sub: Subscription, send: Callable[[Any], Any], websocket: WebSoc
 
 def _validation_line(exc: RequestValidationError, path: str) -> tuple[int, str]:
     """One line for a body or query that does not fit its schema: the field, the problem, an example."""
-    errors = list(exc.errors())
+    errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")  # a typo explains a missing field
     e = errors[0] if errors else {}
     loc = tuple(e.get("loc", ()))
     kind = str(e.get("type", ""))
     example = _EXAMPLES.get(path)
     fix = f"; send e.g. {example}" if example else ""
-    msg = str(e.get("msg", "invalid")).rstrip(".")
+    msg = str(e.get("msg", "invalid")).rstrip(".").removeprefix("Value error, ")
     got = _JSON_TYPES.get(type(e.get("input")), type(e.get("input")).__name__)
     if kind == "json_invalid":
         why = (e.get("ctx") or {}).get("error", "not JSON")
@@ -772,7 +787,7 @@ def _validation_line(exc: RequestValidationError, path: str) -> tuple[int, str]:
             return 400, f"body field '{name}' is missing{fix}"
         inner = "" if len(fields) == 1 else f" (at {'.'.join(fields)})"
         status = 422 if kind in _VALUE_ERRORS else 400
-        got_text = "" if status == 422 else f", not {got}"
+        got_text = f", not {got}" if kind.endswith(("_type", "_parsing")) else ""
         return status, f"body field '{name}'{inner}: {msg}{got_text}{fix}"
     name = str(loc[1]) if len(loc) > 1 else "?"
     status = 422 if kind in _VALUE_ERRORS else 400
