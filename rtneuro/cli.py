@@ -447,6 +447,13 @@ def _ms(d) -> str:
     return f"p50 {d['p50']:.2f} ms, p99 {d.get('p99', float('nan')):.2f} ms"
 
 
+def _at(res: dict) -> str:
+    """``, LSL time T (stream time S s)`` of an answer, as far as it has them."""
+    t_lsl, t_stream = res.get("t_lsl"), res.get("t_stream")
+    out = f", LSL time {t_lsl:.4f}" if isinstance(t_lsl, (int, float)) else ""
+    return out + (f", stream time {t_stream:.4f} s" if isinstance(t_stream, (int, float)) else "")
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     def call(c):
         out = {"status": c.status()}
@@ -575,8 +582,7 @@ def _cmd_arm(args: argparse.Namespace) -> int:
 def _cmd_annotate(args: argparse.Namespace) -> int:
     res = _api(args, lambda c: c.annotate(args.text))
     if res is not None:
-        t = res.get("t_stream")
-        print(f"annotation {res.get('id')} at LSL time {res.get('t_lsl')}" + (f" (stream time {t:.4f} s)" if isinstance(t, (int, float)) else ""))
+        print(f"annotation {res.get('id')}{_at(res)}")
     return 0
 
 
@@ -586,7 +592,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     res = _api(args, lambda c: c.record_start(args.label) if args.action == "start" else c.record_stop())
     if res is not None:
         print(f"recording segment {res.get('segment')!r} {'started' if args.action == 'start' else 'stopped'} "
-              f"(change {res.get('id')}, LSL time {res.get('t_lsl')})")
+              f"(change {res.get('id')}{_at(res)})")
     return 0
 
 
@@ -594,7 +600,7 @@ def _cmd_pause(args: argparse.Namespace) -> int:
     op = args.command
     res = _api(args, lambda c: getattr(c, op)())
     if res is not None:
-        print(f"replay {'paused' if res.get('paused') else 'running'} (change {res.get('id')}, LSL time {res.get('t_lsl')})")
+        print(f"replay {'paused' if res.get('paused') else 'running'} (change {res.get('id')}{_at(res)})")
     return 0
 
 
@@ -799,13 +805,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("probe_args", nargs=argparse.REMAINDER)
     pr.set_defaults(func=_cmd_probe)
 
-    b = sub.add_parser("bench", help="run a benchmark (latency, lsl, dsp, safety, record, models, adbs, decoders, bursts, ephys)")
-    b.add_argument("name", choices=["latency", "lsl", "dsp", "safety", "record", "models", "adbs", "decoders", "bursts", "ephys"])
+    b = sub.add_parser("bench", help="run a benchmark (latency, lsl, dsp, safety, record, models, adbs, decoders, bursts, ephys, control)")
+    b.add_argument("name", choices=["latency", "lsl", "dsp", "safety", "record", "models", "adbs", "decoders", "bursts", "ephys",
+                                    "control"])
     b.add_argument("--json", default=None, help="write results here")
     b.add_argument("--duration", type=float, default=20.0, help="seconds measured per variant")
     b.add_argument("--variants", default=None, help="comma-separated subset of variants")
     b.add_argument("--cpu-dma-latency", type=int, default=None, metavar="US",
                    help="hold this Linux PM QoS CPU latency for every variant (needs root)")
+    b.add_argument("--changes", type=int, default=200, metavar="N",
+                   help="bench control: live parameter changes timed through the control API (default 200)")
     b.set_defaults(func=_cmd_bench)
 
     n = sub.add_parser("nodes", help="list node types and their parameters")

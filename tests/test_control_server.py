@@ -29,7 +29,7 @@ from rtneuro.control.live import ControlError
 from rtneuro.control.server import MAX_BODY, ControlServer, api_markdown, openapi_schema
 from rtneuro.errors import ConfigError, RtneuroError
 
-from conftest import ROOT
+from conftest import ROOT, synthetic_chain
 
 STEER, OBSERVER = mint_run_token(), mint_run_token()
 
@@ -45,7 +45,7 @@ ROUTES = {
 class FakeSubscription:
     def __init__(self) -> None:
         self.q: queue.Queue = queue.Queue()
-        self.closed = threading.Event()
+        self.closed_evt = threading.Event()
 
     def get(self, timeout_s: float) -> dict | None:
         try:
@@ -54,7 +54,7 @@ class FakeSubscription:
             return None
 
     def close(self) -> None:
-        self.closed.set()
+        self.closed_evt.set()
 
 
 class FakeHub:
@@ -492,7 +492,7 @@ def test_websocket_hello_ping_events_and_end(served):
     rest = list(events)  # ends when the server closes after "end"
     assert [e["type"] for e in rest] == ["status", "dropped", "change", "end"]
     assert rest[2]["record"]["value"] == "inf"
-    _until(sub.closed.is_set, "the subscription's close")
+    _until(sub.closed_evt.is_set, "the subscription's close")
     c.close()
 
 
@@ -508,7 +508,7 @@ def test_websocket_ping_pong_and_client_messages_ignored(served):
         ws.send(json.dumps({"type": "ping"}))
         assert json.loads(ws.recv()) == {"type": "pong"}
         sub = hub.subs[-1]
-    _until(sub.closed.is_set, "the subscription's close after the client left")
+    _until(sub.closed_evt.is_set, "the subscription's close after the client left")
     assert hub.params["thr"]["threshold"] != 0.0
 
 
@@ -543,7 +543,7 @@ def test_websocket_clients_are_bounded():
             next(Client(srv.url, STEER).events())
         assert exc.value.status == 503 and "close one" in str(exc.value)
         first.close()
-        _until(hub.subs[0].closed.is_set, "the first client's close")
+        _until(hub.subs[0].closed_evt.is_set, "the first client's close")
         with connect(srv.url.replace("http", "ws") + "/api/ws", additional_headers={"Authorization": f"Bearer {STEER}"}) as ws:
             assert json.loads(ws.recv())["type"] == "hello"
 
@@ -703,17 +703,14 @@ def test_cli_verbs_against_a_remote_run(served, tmp_path):
     assert r.returncode == 2 and "--token" in r.stderr
 
 
-def test_cli_finds_the_run_of_this_user(served, tmp_path):
+def test_cli_finds_the_run_of_this_user(served, tmp_path, monkeypatch):
     _, _, url = served
     env = {"RTNEURO_RUNTIME_DIR": str(tmp_path / "runs")}
     r = _rtneuro("status", env=env)
     assert r.returncode == 1 and "no running rtneuro found" in r.stderr
     # a registry entry of a live pid (this test process) with the API of the served fake run
-    os.environ["RTNEURO_RUNTIME_DIR"] = env["RTNEURO_RUNTIME_DIR"]
-    try:
-        _register(tmp_path, url, "mine")
-    finally:
-        del os.environ["RTNEURO_RUNTIME_DIR"]
+    monkeypatch.setenv("RTNEURO_RUNTIME_DIR", env["RTNEURO_RUNTIME_DIR"])
+    _register(tmp_path, url, "mine")
     r = _rtneuro("status", env=env)
     assert r.returncode == 0 and "run 'fake': running" in r.stdout
     r = _rtneuro("set", "thr.threshold=3.5", "--run", "mine", env=env)
@@ -746,3 +743,206 @@ def test_cli_token_from_a_file(served, tmp_path):
     r = _rtneuro("annotate", "from carol", "--url", url, "--token", str(tmp_path / "tokens" / "carol.token"))
     assert r.returncode == 1 and "unknown or revoked token" in r.stderr  # this server does not know carol
     assert token.startswith("rtn_")
+
+
+# -- against a live graph (the supervisor's hub, real processes) ----------------------------------------
+
+def _start_run(tmp_path, graph: dict, *args: str):
+    """``rtneuro run`` in a subprocess with its own runs folder; (process, registry entry, env) once its API answers."""
+    import yaml
+
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(graph, sort_keys=False))
+    env = {**os.environ, "RTNEURO_RUNTIME_DIR": str(tmp_path / "runs")}
+    proc = subprocess.Popen([sys.executable, "-m", "rtneuro", "run", str(path), "--quiet", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    entry: dict = {}
+
+    def registered() -> bool:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        for f in (tmp_path / "runs").glob("rtn-*.json"):
+            try:
+                e = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if e.get("api") and e.get("pid") == proc.pid:
+                entry.update(e)
+                return True
+        return False
+
+    try:
+        _until(registered, "the run's registry entry with its API", 120)
+        with Client(entry["api"], entry["api_token"]) as c:
+            _until(lambda: c.status()["state"] == "running", "the run's start", 120)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, entry, env
+
+
+def _end_run(proc) -> str:
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("live")
+    proc, entry, env = _start_run(tmp_path, synthetic_chain(speed="realtime", duration_s=900.0))
+    c = Client(entry["api"], entry["api_token"], timeout=30)
+    yield c, proc, entry, env
+    c.close()
+    _end_run(proc)
+
+
+def _live_value(c: Client, key: str):
+    node, param = key.split(".")
+    return c.graph()["nodes"][node]["live"][param]["value"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("control_live")
+def test_live_change_is_applied_at_a_sample_and_recorded(live):
+    c, _, _, _ = live
+    res = c.set({"ctl.threshold": 5.5}, wait_s=10)
+    assert res["status"] == "applied", res
+    at = res["applied"]["ctl"]
+    assert at["stream"] == "bpow" and isinstance(at["index"], int) and at["index"] >= 0
+    assert res["values"]["ctl"]["threshold"] == 5.5
+    _until(lambda: _live_value(c, "ctl.threshold") == 5.5, "the new value in the graph")  # a snapshot per status interval
+    rec = c.changes()[-1]
+    assert rec["op"] == "set" and rec["who"] == "local" and rec["applied"]["ctl"]["index"] == at["index"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("control_live")
+def test_live_bad_changes_are_4xx_lines_and_change_nothing(live):
+    c, _, _, _ = live
+    c.set({"ctl.threshold": 3.0, "stim.max_amplitude_ma": 2.0}, wait_s=10)  # None -> 2 mA: stricter
+    n = len(c.changes())
+    for changes, status, words in (
+        ({"nope.threshold": 1.0}, 404, "no node 'nope'"),
+        ({"ctl.treshold": 1.0}, 404, "did you mean 'threshold'"),
+        ({"bp.order": 2}, 409, "cannot change while running"),
+        ({"ctl.threshold": "high"}, 422, "must be a number"),
+        ({"ctl.hysteresis": -1.0}, 422, "hysteresis"),
+        ({"stim.max_amplitude_ma": 5.0}, 422, "stricter"),
+        ({"ctl.threshold": 7.0, "ctl.hysteresis": -1.0}, 422, "hysteresis"),  # all or none
+    ):
+        with pytest.raises(ControlError) as exc:
+            c.set(changes, wait_s=10)
+        assert exc.value.status == status and words in str(exc.value), (changes, exc.value.status, str(exc.value))
+        assert "\n" not in str(exc.value)
+    assert len(c.changes()) == n
+    _until(lambda: _live_value(c, "stim.max_amplitude_ma") == 2.0, "the stricter limit in the graph")
+    assert _live_value(c, "ctl.threshold") == 3.0 and _live_value(c, "ctl.hysteresis") >= 0
+    st = c.status()
+    assert st["state"] == "running" and st["errors"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("control_live")
+def test_live_actions(live):
+    c, _, _, _ = live
+    d = c.disarm("participant moves")
+    assert d["armed"] is False and d["stimulators"] == {"stim": "ok"}
+    _until(lambda: c.status()["stimulation"]["armed"] is False, "disarmed in the status")  # a snapshot per interval
+    a = c.arm("ready")
+    assert a["armed"] is True
+    _until(lambda: c.status()["stimulation"]["armed"] is True, "armed in the status")
+    ann = c.annotate("block 2 starts")
+    assert isinstance(ann["id"], int) and isinstance(ann["t_lsl"], float)
+    assert c.pause()["paused"] is True
+    _until(lambda: c.status()["paused"] is True, "paused in the status")
+    assert c.resume()["paused"] is False
+    with pytest.raises(ControlError, match="--record DIR") as exc:
+        c.record_start("b2")
+    assert exc.value.status == 409
+    ops = [r["op"] for r in c.changes()[-5:]]
+    assert ops == ["disarm", "arm", "annotate", "pause", "resume"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("control_live")
+def test_live_websocket_pushes_status_and_changes(live):
+    c, _, _, _ = live
+    events = c.events()
+    assert next(events)["type"] == "hello"
+    seen: set[str] = set()
+    for ev in events:
+        seen.add(ev["type"])
+        if ev["type"] == "status" and "change" not in seen:
+            c.set({"ctl.min_hold_s": 0.25}, wait_s=10)
+        if ev["type"] == "change":
+            assert ev["record"]["op"] == "set" and ev["record"]["args"]["changes"] == {"ctl.min_hold_s": 0.25}
+            break
+    events.close()
+    assert {"status", "change"} <= seen
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("control_live")
+def test_live_cli_finds_and_steers_the_run(live):
+    c, _, entry, env = live
+    r = _rtneuro("set", "ctl.threshold=4.25", "bp.l_freq=2", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "applied: ctl.threshold = 4.25, bp.l_freq = 2" in r.stdout and "ctl: from sample " in r.stdout
+    _until(lambda: _live_value(c, "bp.l_freq") == 2.0, "the new value in the graph")  # a snapshot per status interval
+    r = _rtneuro("status", "--params", "--run", entry["run_dir"], env=env)
+    assert r.returncode == 0 and "run 'test-chain': running" in r.stdout and "ctl.threshold = 4.25" in r.stdout
+    r = _rtneuro("set", "bp.order=2", env=env)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "live: l_freq, h_freq" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("control_live")
+@settings(max_examples=40, deadline=None)
+@given(body=st.fixed_dictionaries({"changes": st.dictionaries(
+    st.sampled_from(["ctl.threshold", "ctl.hysteresis", "ctl.min_hold_s", "ctl.gate_action", "bp.l_freq", "bp.h_freq",
+                     "bp.order", "stim.max_amplitude_ma", "nope.x", "ctl", "ctl.", ".x"]), _json, max_size=3)})
+       | _envelopes)
+def test_live_generated_bodies_never_disturb_the_graph(live, body):
+    c, _, _, _ = live
+    n = len(c.changes())
+    r = httpx.post(c.url + "/api/params", json=body, params={"wait_s": 10},
+                   headers={"Authorization": f"Bearer {c.token}"}, timeout=60)
+    assert r.status_code != 500, r.text
+    if r.status_code >= 400:
+        assert 400 <= r.status_code < 500
+        _one_line_error(r)
+        assert len(c.changes()) == n  # nothing applied, nothing recorded
+    st_ = c.status()
+    assert st_["state"] == "running" and st_["errors"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("control_live")
+def test_live_refusals_are_counted_by_the_hub(live):
+    c, _, _, _ = live
+    n = c.status()["api"]["refused"].get("bad_token", 0)
+    r = httpx.get(c.url + "/api/status", headers={"Authorization": "Bearer rtn_guess"})
+    assert r.status_code == 401
+    assert c.status()["api"]["refused"]["bad_token"] == n + 1
+
+
+@pytest.mark.slow
+def test_the_end_of_a_run_ends_the_websocket(tmp_path):
+    proc, entry, env = _start_run(tmp_path, synthetic_chain(speed="realtime", duration_s=600.0))
+    c = Client(entry["api"], entry["api_token"])
+    events = c.events()
+    assert next(events)["type"] == "hello"
+    _end_run(proc)
+    rest = list(events)  # ends when the server closes
+    assert rest and rest[-1] == {"type": "end", "exit_code": rest[-1]["exit_code"]}
+    assert proc.returncode == 0
+    r = _rtneuro("status", env=env)
+    assert r.returncode == 1 and "no running rtneuro found" in r.stderr

@@ -166,18 +166,21 @@ class ErrorBody(BaseModel):
 class AppliedAt(BaseModel):
     """Where a change took effect in one node: the first sample of its input processed with it."""
 
-    stream: str | None = Field(description="the node's input stream (None for a source)")
+    stream: str | None = Field(description="the node's input stream (None for a source, or several inputs)")
     index: int | None = Field(description="sample index in that stream")
+    at: dict[str, int] | None = Field(default=None, description="input stream -> sample index, for every input")
     t_lsl: float = Field(description="LSL clock when applied")
     t_stream: float | None = Field(description="stream time of that sample")
 
 
 class SetResult(BaseModel):
-    """``applied``: every node runs the new values; ``pending`` (HTTP 202): not within wait_s, the ack comes as a change event."""
+    """``applied``: every node runs the new values; ``pending`` (HTTP 202): not within wait_s, the record comes as a
+    change event; ``partial`` / ``failed``: a node's process could not apply it (``errors``; a restart starts with it)."""
 
     id: int
-    status: Literal["applied", "pending"]
+    status: Literal["applied", "pending", "partial", "failed"]
     applied: dict[str, AppliedAt]
+    errors: dict[str, str] = Field(default_factory=dict, description="node -> why it did not apply")
     values: dict[str, dict[str, Any]] = Field(description="node -> the live parameters' values now")
 
 
@@ -681,11 +684,11 @@ def create_app(hub: HubLike, auth: Authenticator, *, max_ws_clients: int = MAX_W
             if ws_count[0] >= max_ws_clients:
                 refuse("ws_full", _peer(websocket.scope), "WEBSOCKET /api/ws")
                 raise ControlError(f"{max_ws_clients} WebSocket clients are connected already; close one, or poll GET /api/status", 503)
+            sub: Subscription = await anyio.to_thread.run_sync(call, hub.subscribe)
         except ControlError as exc:
             await _deny(websocket, exc)
             return
         ws_count[0] += 1
-        sub: Subscription | None = None
         lock = asyncio.Lock()
 
         async def send(obj: Any) -> None:
@@ -694,7 +697,6 @@ def create_app(hub: HubLike, auth: Authenticator, *, max_ws_clients: int = MAX_W
 
         try:
             await websocket.accept()
-            sub = await anyio.to_thread.run_sync(hub.subscribe)
             await send({"type": "hello", "name": ident.name, "role": ident.role, "graph": hub.name})
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_pull, sub, send, websocket, tg.cancel_scope, ws_limiter)
@@ -704,9 +706,8 @@ def create_app(hub: HubLike, auth: Authenticator, *, max_ws_clients: int = MAX_W
             log.debug("WebSocket %s ended: %r", _peer(websocket.scope), exc)
         finally:
             ws_count[0] -= 1
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    sub.close()
+            with contextlib.suppress(Exception):
+                sub.close()
 
     return app
 
@@ -743,6 +744,9 @@ async def _pull(sub: Subscription, send: Callable[[Any], Any], websocket: WebSoc
         while True:
             event = await anyio.to_thread.run_sync(sub.get, _POLL_S, abandon_on_cancel=True, limiter=limiter)
             if event is None:
+                if getattr(sub, "closed", False) is True:  # the hub ended without an "end" for this client
+                    await websocket.close(code=1000, reason="run ended")
+                    break
                 continue
             await send(event)
             if isinstance(event, dict) and event.get("type") == "end":
