@@ -551,9 +551,11 @@ def _cmd_set(args: argparse.Namespace) -> int:
                  else "from its next chunk")
         t = at.get("t_stream")
         print(f"  {node}: {where}" + (f" (t {t:.4f} s)" if isinstance(t, (int, float)) else ""))
+    for node, why in (res.get("errors") or {}).items():
+        print(f"  {node}: NOT applied: {why}")
     if state == "pending":
         print(f"  not applied within {args.wait:g} s (a paused input?); 'rtneuro changes' shows where it took effect")
-    return 0
+    return 1 if state in ("partial", "failed") else 0
 
 
 def _print_action(res: dict, what: str) -> int:
