@@ -679,7 +679,7 @@ class Gate:
             lim = self.profile.limits[ch]
             rate = lim.ramp_down_ma_per_s
             ramp_s = float(cmd["ramp_s"])
-            if ramp_s > 0:
+            if ramp_s > 0 and not self._forced_down(ch):
                 asked = cur[0] / ramp_s
                 rate = asked if rate is None else min(rate, asked)
             self._ramps.pop(ch, None)
@@ -712,7 +712,7 @@ class Gate:
         s0 = led.next_pulse() if runs_on else clock_start(self._t_dev, led.last, freq)
         u = _phases(shape) * pw * 1e-6
         rate = lim.ramp_up_ma_per_s if target > cur_amp else lim.ramp_down_ma_per_s
-        if ramp_s > 0 and target != cur_amp:
+        if ramp_s > 0 and target != cur_amp and not (target < cur_amp and self._forced_down(ch)):
             asked = abs(target - cur_amp) / ramp_s
             rate = asked if rate is None else min(rate, asked)
         if rate is None or target == cur_amp:
@@ -731,6 +731,15 @@ class Gate:
         ramp = [cur_amp, target, rate, now, pw0, f0, shape0, False, (pw, freq, shape)]
         bound = (s0, fb, INF, max(u, _phases(shape0) * pw0 * 1e-6), max(cur_amp * pw0, target * pw) / 1000.0)
         return (ch, None, ramp), bound
+
+    def _forced_down(self, ch: int) -> bool:
+        """The channel runs above what the operator allows (disarmed, or above a lowered limit): it comes down
+        at the profile's rate, never slower whatever ramp a command asks for."""
+        cur = self.level.get(ch)
+        if cur is None:
+            return False
+        return (not self.armed or (self.op_amplitude_ma is not None and cur[0] > self.op_amplitude_ma + 1e-12)
+                or (self.op_frequency_hz is not None and cur[2] > self.op_frequency_hz))
 
     def _set(self, ch: int, amp: float, pw: float, freq: float, shape: int, now: float, t_stream: float) -> None:
         """Deliver a level (``amp`` > 0) or off."""
@@ -1003,6 +1012,10 @@ class Gate:
         log.warning("stimulation of '%s' disarmed (%s): ramping to the safe state", self.profile.device, reason)
         self._record(STATUS_DISARM, now, self._t_stream_last, None, -1, f"disarm: {reason}")
         try:
+            for ch in sorted(self.ledgers):  # a train stops at once; levels ramp down
+                prog = self.ledgers[ch].prog
+                if prog is not None and not prog.level:
+                    self._deliver(make_command(CMD_OFF, ch)[0], now, self._t_stream_last)
             self._begin_safe(now, self._t_stream_last)
         except DeviceError as exc:
             self._device_failed(exc, now, self._t_stream_last)
