@@ -13,14 +13,16 @@ FIF, EDF
     1.0mA"``, ``"stim off ch0"``), every decision of the safety gate (``"gate
     accepted: ..."``, ``"gate refused: <reason>"``), ``BAD_gap`` over each gap
     (filled with zeros, as MNE does for acquisition skips), ``BAD_restart`` at
-    each publisher restart and ``BAD_nonfinite`` over NaN/inf samples.
+    each publisher restart and ``BAD_nonfinite`` over NaN/inf samples; and
+    every operator change or action of ``rtneuro.control`` (see below).
 NWB
     One file holding every numeric stream as an ``ElectricalSeries`` (EEG-like
     channels, with an electrodes table) or a ``TimeSeries``, in acquisition
     (what the graph's sources produced), stimulus (what a stimulator
     delivered) or the ``rtneuro`` processing module (what the graph computed),
     with its timestamps (rate and starting time when regular to 1 ns); markers,
-    commands, gate decisions and provenance as ``EventsTable``; gaps and
+    commands, gate decisions, provenance and the operator's control records
+    (table ``rtneuro.control``) as ``EventsTable``; gaps and
     restarts in ``invalid_times``; the configuration in ``source_script``,
     versions, git revision and command in ``notes``, the run report and the
     session header (JSON) in ``scratch``.
@@ -34,6 +36,20 @@ that, so annotation onsets (relative to ``meas_date``) are stream time minus
 ``first_time``) and its onsets count from there. FIF stores annotation onsets
 as float32 (about 10 us at 100 s); each FIF annotation's ``extras`` keeps its
 exact stream time ``t`` and its stream.
+
+Control records (``rtneuro.control``: live changes, annotations, arm/disarm,
+emergency stops, recording segments, pauses, each with who made it) are one
+line each, at the record's stream time: ``"annotation: block 2 starts"``,
+``"set ctl.threshold=1.0 (by alice)"``, ``"disarm: participant moves (by
+alice)"``, ``"estop: test (by rtneuro stop)"``, ``"pause"``, ``"resume"``
+(who is named where the graph's behaviour changed; an annotation keeps the
+operator's text, so equal texts give one MNE event id). A recording segment
+(``record_start`` ... ``record_stop`` of one label) is one annotation,
+``"segment: block 2"``, from its start over its length in stream time; a
+segment still open when the session ends runs to the end of the data. FIF
+``extras`` hold ``op``, ``who``, ``seq`` and the record as JSON (``record``;
+a segment's stop in ``record_stop``). Records that are not JSON objects with
+an ``op`` are left out, counted in one warning.
 """
 
 from __future__ import annotations
@@ -69,6 +85,9 @@ from .xdf_read import Session, XdfStream, read_session
 __all__ = ["export_session", "FORMATS"]
 
 log = logging.getLogger(__name__)
+
+#: The stream of operator changes and actions (desc/rtneuro/kind "ctl").
+CONTROL_STREAM = "rtneuro.control"
 
 #: Formats :func:`export_session` writes.
 FORMATS = ("fif", "edf", "nwb")
@@ -123,6 +142,20 @@ class _Records:
 
 
 @dataclass(slots=True)
+class _Control:
+    """One operator change or action (a segment: its start and stop), as the exporters write it."""
+
+    t: float  # stream time (the recorded sample's timestamp; a segment's start)
+    duration: float  # seconds (a segment's length, else 0)
+    text: str  # the one-line description
+    op: str  # the record's op ("segment" for a record_start ... record_stop pair)
+    who: str
+    seq: int  # the record's sequence number (-1: none)
+    rec: dict  # the record (a segment's record_start, or its record_stop when the start is missing)
+    stop: dict | None = None  # a segment's record_stop (None: still open at the end, or no segment)
+
+
+@dataclass(slots=True)
 class _Loaded:
     """A session as the exporters see it."""
 
@@ -137,6 +170,8 @@ class _Loaded:
     t_ref: float
     start: datetime | None
     skipped: list[str] = field(default_factory=list)
+    control: list[_Control] = field(default_factory=list)
+    control_bad: int = 0  # samples of rtneuro.control that are not control records (left out)
 
 
 # -- entry point --------------------------------------------------------------------------------
@@ -266,10 +301,14 @@ def _load(path: Path) -> _Loaded:
     prov: list[tuple[float, dict]] = []
     report = None
     skipped = []
+    ctl_streams: list[XdfStream] = []
     for xs in s.streams:
         kind = _d(xs.info, "desc", "rtneuro", "kind")
         if kind == "report":
             report = str(xs.time_series[-1][0]) if len(xs.time_series) else None
+            continue
+        if kind == "ctl":
+            ctl_streams.append(xs)
             continue
         if kind in ("gaps", "provenance"):
             rows = zip(np.asarray(xs.time_stamps, dtype=float).tolist(), _json_rows(xs, 0), strict=True)
@@ -299,22 +338,148 @@ def _load(path: Path) -> _Loaded:
     firsts = [float(x.time_stamps[0]) for x, _ in numeric.values() if len(x.time_stamps)]
     t_ref = min(firsts) if firsts else 0.0
     info = session_info(s)
-    return _Loaded(path, s, info, numeric, records, gaps, prov, report, t_ref, _start_time(s, info), skipped)
+    control: list[_Control] = []
+    control_bad = 0
+    for xs in ctl_streams:
+        ctl_rows, bad = _control_rows(xs, _data_end(numeric))
+        control.extend(ctl_rows)
+        control_bad += bad
+    return _Loaded(path, s, info, numeric, records, gaps, prov, report, t_ref, _start_time(s, info), skipped,
+                   control=control, control_bad=control_bad)
 
 
-def _json_rows(xs: XdfStream, col: int) -> list[dict | None]:
+def _parse_rows(xs: XdfStream, col: int) -> tuple[list[dict | None], int]:
+    """The JSON object in column ``col`` of each sample (None where there is none), and how many had none."""
     out: list[dict | None] = []
-    bad = 0
     for row in xs.time_series:
         try:
             r = json.loads(row[col])
-            out.append(r if isinstance(r, dict) else None)
         except (ValueError, IndexError, TypeError):
-            out.append(None)
-            bad += 1
+            r = None
+        out.append(r if isinstance(r, dict) else None)
+    return out, sum(r is None for r in out)
+
+
+def _json_rows(xs: XdfStream, col: int) -> list[dict | None]:
+    out, bad = _parse_rows(xs, col)
     if bad:
         log.warning("export: %d records of stream '%s' are not JSON objects; left out", bad, xs.name)
     return out
+
+
+def _data_end(numeric: dict[str, tuple[XdfStream, StreamMeta]]) -> float | None:
+    """Stream time just after the last sample of the session's numeric streams (None: no samples)."""
+    ends = [float(xs.time_stamps[-1]) + (1.0 / meta.sfreq if meta.sfreq > 0 else 0.0)
+            for xs, meta in numeric.values() if len(xs.time_stamps)]
+    return max(ends) if ends else None
+
+
+# -- control records ----------------------------------------------------------------------------
+
+#: Control ops whose description names who made them (they change what the graph does).
+_BY_WHO = frozenset({"set", "arm", "disarm", "estop", "estop_clear"})
+
+
+def _one_line(v: Any, limit: int = 500) -> str:
+    """``v`` as text on one line (whitespace runs become one space), cut at ``limit`` characters."""
+    text = " ".join(str(v).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    return _one_line(json.dumps(v, default=str, ensure_ascii=False), 80)
+
+
+def _control_text(rec: dict) -> str:
+    """The one-line description of a control record (not a segment)."""
+    op = str(rec["op"])
+    args = rec["args"] if isinstance(rec.get("args"), dict) else {}
+    if op == "annotate":
+        text = f"annotation: {_one_line(args.get('text', ''))}"
+    elif op == "set":
+        values = rec.get("values")
+        flat = ({f"{n}.{k}": v for n, vs in values.items() if isinstance(vs, dict) for k, v in vs.items()}
+                if isinstance(values, dict) else {})
+        if not flat and isinstance(args.get("changes"), dict):
+            flat = {str(k): v for k, v in args["changes"].items()}
+        text = "set " + (", ".join(f"{k}={_value_text(v)}" for k, v in flat.items()) or "(nothing)")
+    else:
+        detail = args.get("reason") or args.get("text") or args.get("label")
+        if detail == "operator" or op in ("pause", "resume"):  # the default reason says nothing
+            detail = None
+        text = f"{op}: {_one_line(detail, 200)}" if detail else op
+    notes = []
+    if op in _BY_WHO and rec.get("who"):
+        notes.append(f"by {_one_line(rec['who'], 100)}")
+    errors = rec.get("errors")
+    if isinstance(errors, dict) and errors:
+        notes.append("not applied to " + ", ".join(str(n) for n in errors))
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _seq(rec: dict) -> int:
+    seq = rec.get("seq")
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else -1
+
+
+def _finite(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _control_rows(xs: XdfStream, end: float | None) -> tuple[list[_Control], int]:
+    """The control records of stream ``xs`` as annotations, and how many samples were no control record.
+
+    ``end`` is the stream time where the data ends: a segment still open runs
+    to it (or to the last record, without data).
+    """
+    recs, _ = _parse_rows(xs, 0)
+    times = np.asarray(xs.time_stamps, dtype=float).tolist()
+    good = [(t, r) for t, r in zip(times, recs, strict=True)
+            if r is not None and isinstance(r.get("op"), str) and r["op"] and math.isfinite(t)]
+    bad = len(times) - len(good)
+    if bad:
+        log.warning("export: %d samples of stream '%s' are not control records (JSON objects with an 'op'); left out",
+                    bad, xs.name)
+    out: list[_Control] = []
+    opened: dict[str, tuple[float, dict]] = {}  # segment label -> (start, record_start)
+
+    def segment(t0: float, t1: float | None, start: dict, stop: dict | None, label: str) -> None:
+        dur = 0.0 if t1 is None else t1 - t0
+        if dur < 0 or not math.isfinite(dur):  # the records lie on different clocks: trust the recorded length
+            stop_args = stop.get("args") if stop is not None else None
+            dur = max(_finite(stop_args.get("duration_s")) or 0.0, 0.0) if isinstance(stop_args, dict) else 0.0
+        whos = dict.fromkeys(str(r.get("who") or "") for r in (start, stop) if r is not None)
+        out.append(_Control(t0, dur, f"segment: {_one_line(label, 200)}", "segment", ", ".join(w for w in whos if w),
+                            _seq(start), start, stop))
+
+    for t, r in good:
+        op = r["op"]
+        args = r["args"] if isinstance(r.get("args"), dict) else {}
+        label = str(args.get("label") or "")
+        if op == "record_start":
+            if label in opened:  # its stop was lost: it ended when the next one began
+                t0, start = opened.pop(label)
+                segment(t0, t, start, None, label)
+            opened[label] = (t, r)
+        elif op == "record_stop":
+            if label in opened:
+                t0, start = opened.pop(label)
+                segment(t0, t, start, r, label)
+            else:  # the start is not in the file: from where the record says it began
+                began = _finite(args.get("t_stream_start"))
+                if began is None:
+                    began = t - max(_finite(args.get("duration_s")) or 0.0, 0.0)
+                segment(began, t, r, r, label)
+        else:
+            out.append(_Control(t, 0.0, _control_text(r), op, str(r.get("who") or ""), _seq(r), r))
+    last = max((t for t, _ in good), default=None)
+    for label, (t0, start) in opened.items():  # still recording when the session ended
+        t1 = end if end is not None and end >= t0 else last
+        segment(t0, t1, start, None, label)
+    out.sort(key=lambda c: c.t)
+    return out, bad
 
 
 def _start_time(s: Session, info: dict) -> datetime | None:
@@ -334,7 +499,7 @@ def _start_time(s: Session, info: dict) -> datetime | None:
 
 
 def _unknown(ld: _Loaded, names: Sequence[str]) -> None:
-    have = [*ld.numeric, *ld.records]
+    have = [*ld.numeric, *ld.records, *([CONTROL_STREAM] if _has_control(ld) else [])]
     for n in names:
         if n not in have:
             raise ConfigError(f"stream '{n}' is not in session {ld.path.name}{did_you_mean(n, have)}; "
@@ -359,6 +524,9 @@ def _pick_mne(ld: _Loaded, streams: list[str] | None, fmt: str) -> list[str]:
     if streams:
         _unknown(ld, streams)
         for n in streams:
+            if n == CONTROL_STREAM and n not in ld.numeric:
+                raise ConfigError(f"stream '{n}' holds the operator's control records: in {fmt.upper()} they are "
+                                  "annotations of every exported stream; name signal or feature streams")
             if n in ld.records:
                 raise ConfigError(f"stream '{n}' is a {_what(ld.records[n].meta)} stream: in {fmt.upper()} its "
                                   "records are annotations of every exported stream; name signal or feature streams")
@@ -402,6 +570,10 @@ def _pick_nwb(ld: _Loaded, streams: list[str] | None) -> list[str]:
     if not ld.numeric:
         raise _no_signal(ld, "nwb")
     return [*ld.numeric, *ld.records]
+
+
+def _has_control(ld: _Loaded) -> bool:
+    return any(_d(xs.info, "desc", "rtneuro", "kind") == "ctl" for xs in ld.session.streams)
 
 
 def _what(meta: StreamMeta) -> str:
@@ -546,8 +718,14 @@ def _decision_text(r: dict) -> str:
 
 
 def _annotations(ld: _Loaded) -> list[tuple[float, float, str, dict]]:
-    """(stream time, duration, description, extras) of every marker, non-hold command and gate decision."""
+    """(stream time, duration, description, extras) of every marker, non-hold command, gate decision and control record."""
     out = []
+    for c in ld.control:
+        extras: dict[str, Any] = {"stream": CONTROL_STREAM, "t": c.t, "op": c.op, "who": c.who, "seq": c.seq,
+                                  "record": json.dumps(c.rec, default=str)}
+        if c.op == "segment":
+            extras["record_stop"] = None if c.stop is None else json.dumps(c.stop, default=str)
+        out.append((c.t, c.duration, c.text, extras))
     for name, rs in ld.records.items():
         meta = rs.meta
         for t, r in zip(rs.times.tolist(), rs.recs, strict=True):
@@ -656,6 +834,8 @@ def _description(ld: _Loaded, name: str, meta: StreamMeta, ch: _Channels, t0: fl
     parts.extend(ch.notes)
     if holes:
         parts.append(f"{len(holes)} gaps ({sum(m for _, m in holes)} samples) filled with zeros under BAD_gap")
+    if ld.control_bad:
+        parts.append(f"{ld.control_bad} samples of {CONTROL_STREAM} that are not control records left out")
     if ld.session.damage:
         parts.append(f"damaged session, exported as far as it reads: {ld.session.damage}")
     return "; ".join(parts)
@@ -725,7 +905,7 @@ def _column(name: str, values: list[Any], doc: str) -> Any:
 
 
 def _events_table(name: str, description: str, times: np.ndarray, recs: list[dict],
-                  durations: np.ndarray | None = None) -> Any:
+                  durations: np.ndarray | None = None, docs: dict[str, str] | None = None) -> Any:
     from pynwb.event import DurationVectorData, EventsTable, TimestampVectorData
 
     cols = [TimestampVectorData(name="timestamp", description="seconds after the session start (stream time - t_ref)",
@@ -736,7 +916,8 @@ def _events_table(name: str, description: str, times: np.ndarray, recs: list[dic
     for k in keys:
         if k in ("timestamp", "id") or (k == "duration" and durations is not None):
             continue
-        cols.append(_column(k, [r.get(k) for r in recs], _FIELD_DOC.get(k, f"record field '{k}'")))
+        doc = (docs or {}).get(k) or _FIELD_DOC.get(k, f"record field '{k}'")
+        cols.append(_column(k, [r.get(k) for r in recs], doc))
     return EventsTable(name=name, description=description, columns=cols)
 
 
@@ -886,6 +1067,8 @@ def _write_nwb(ld: _Loaded, picks: list[str], target: Path) -> None:
                 r["kind_name"] = CMD_NAMES.get(int(r.get("kind", -1)), "")
             about = f"controller commands, stream '{name}' ({meta.source}), holds (heartbeats) included"
         nwb.add_events_table(_events_table(name, about, rs.times - ld.t_ref, recs, durations))
+    if ld.control:
+        nwb.add_events_table(_control_table(ld))
     if ld.provenance:
         times = np.array([t for t, _ in ld.provenance]) - ld.t_ref
         nwb.add_events_table(_events_table(
@@ -900,6 +1083,44 @@ def _write_nwb(ld: _Loaded, picks: list[str], target: Path) -> None:
                         description="the session header (JSON): configuration, versions, git revision, profiles, machine")
     with NWBHDF5IO(str(target), "w") as io:
         io.write(nwb)
+
+
+#: Columns of the NWB table of control records.
+_CONTROL_DOC = {
+    "op": "set, annotate, arm, disarm, estop, estop_clear, pause, resume, or segment (a record_start and its "
+          "record_stop, over the segment's length)",
+    "who": "who made it: the API token's name (local: the run's own token; 'rtneuro stop': the command line)",
+    "text": "the change or action on one line (the description of the FIF/EDF annotation)",
+    "seq": "sequence number of the record in the run (-1: none)",
+    "t_lsl": "LSL time (s) of the request, real clock (NaN: none)",
+    "t_stream": "stream time (s) of the request (NaN: not known, as on the virtual clock)",
+    "args": "the request's arguments (JSON): changes, text, reason, label",
+    "record": "the control record as recorded (JSON; a segment: its record_start)",
+    "record_stop": "a segment's record_stop (JSON; empty: still recording when the session ended, or no segment)",
+}
+
+
+def _control_table(ld: _Loaded) -> Any:
+    """The operator's changes and actions as an EventsTable, one row per record (one per recording segment)."""
+
+    def js(v: Any) -> str:
+        return "" if v is None else json.dumps(v, default=str)
+
+    rows = []
+    for c in ld.control:
+        t_stream = _finite(c.rec.get("t_stream"))
+        rows.append({"op": c.op, "who": c.who, "text": c.text, "seq": c.seq,
+                     "t_lsl": _finite(c.rec.get("t_lsl")) or math.nan,
+                     "t_stream": math.nan if t_stream is None else t_stream,
+                     "args": js(c.rec.get("args")), "record": js(c.rec), "record_stop": js(c.stop)})
+    about = ("the operator's changes and actions while the graph ran (stream rtneuro.control): live parameter changes "
+             "(set), annotations, arm/disarm, emergency stops and their clearing, pauses, resumes, and recording "
+             "segments (one row each, from its start over its length)")
+    if ld.control_bad:
+        about += f"; {ld.control_bad} samples that were no control record left out"
+    times = np.array([c.t for c in ld.control]) - ld.t_ref
+    return _events_table(CONTROL_STREAM, about, times, rows, np.array([c.duration for c in ld.control]),
+                         docs=_CONTROL_DOC)
 
 
 def _invalid_times(ld: _Loaded, nwb: Any) -> None:
