@@ -194,7 +194,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
         if args.lsl:
             raise ConfigError("--check and --lsl do not go together: --check reruns a session, --lsl plays a recording to LSL")
-        res = replay_check(args.file, args.config)
+        res = replay_check(args.file, args.config, apply_control=not args.without_control)
         if args.json:
             from pathlib import Path
 
@@ -740,6 +740,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--check", action="store_true", help="rerun a recorded session through its graph on the virtual clock; report differing decisions")
     rp.add_argument("--config", default=None, help="with --check: a (possibly changed) graph to rerun instead of the recorded one")
     rp.add_argument("--json", default=None, help="with --check: write the result here")
+    rp.add_argument("--without-control", action="store_true",
+                    help="with --check: do not apply the session's live changes and operator actions (what the graph would have decided without them)")
     rp.add_argument("--name", default=None, help="outlet name (default: the file name; other streams get NAME-<stream>); "
                     "an XDF file's outlets keep their recorded names and types, and NAME renames the main one")
     rp.add_argument("--main", default=None, metavar="QUERY", help="an XDF file's main stream: name=...,type=...,source_id=... "

@@ -460,7 +460,7 @@ def control_schedule(session: Session | str | Path, config_nodes: list[dict]) ->
 
 
 def replay_check(session_path: str | Path, config: str | Path | None = None,
-                 out: Callable[[str], None] | None = print) -> dict:
+                 out: Callable[[str], None] | None = print, apply_control: bool = True) -> dict:
     """Rerun a session through its graph (or ``config``) on the virtual clock; compare what it computes.
 
     Returns a dict with ``speed_x`` (recorded seconds per wall second of the
@@ -488,6 +488,8 @@ def replay_check(session_path: str | Path, config: str | Path | None = None,
                    "params": {"path": str(session_path)}}
         graph = load_graph(graph_file, base_dir=base_dir, extra_nodes=[checker] if compared else None)
         schedule, control = control_schedule(session_path, _doc["nodes"])
+        if not apply_control:  # what the graph would have decided without the operator's changes
+            schedule = []
         t0 = time.perf_counter()
         sup = Supervisor(graph, out=io.StringIO(), quiet=True, schedule=schedule)
         code = sup.run()

@@ -451,13 +451,18 @@ class Steering:
         elif w["kind"] in ("pause", "resume"):
             result["paused"] = self.paused_at is not None
             result["stimulation"] = w["record"]["args"].get("stimulation")
+            result["t_lsl"] = w["record"]["t_lsl"]
         else:
             result["armed"] = self.disarmed is None
             result["stimulators"] = {**{n: "ok" for n in w["applied"]}, **w["errors"]}
         if not w["answered"]:
             w["answered"] = True
             if not req.future.done():
-                req.future.set_result(result)
+                if result["status"] == "failed" and w["kind"] == "set":  # every node refused it: nothing was applied
+                    req.future.set_exception(ControlError("the change was not applied: " + "; ".join(
+                        f"node '{n}': {e}" for n, e in w["errors"].items()), 500))
+                else:
+                    req.future.set_result(result)
         elif done:
             self.hub.publish({"type": "ack", "result": result})
 
@@ -475,6 +480,18 @@ class Steering:
 
     # -- records --------------------------------------------------------------
 
+    def refresh(self) -> None:
+        """After a change: the graph's live values and the status's control state, at once (not at the next status)."""
+        self.hub.set_graph(self._graph_snapshot())
+        st = self.hub._status
+        if st.get("type") == "status":
+            st = {**st, "stimulation": {**st["stimulation"], "armed": self.disarmed is None, "disarm_reason": self.disarmed,
+                                        "estop": self.sup._estop_latched is not None},
+                  "paused": self.paused_at is not None,
+                  "recording": {**st["recording"], "active": self.segment is not None, "segment": (self.segment or {}).get("label")},
+                  "changes": len(self.records) + self.records_dropped}
+            self.hub.set_status(st)
+
     def add_record(self, rec: dict) -> dict:
         """Number a control record, keep it, push it, and have the recorders write it."""
         self._seq += 1
@@ -486,6 +503,7 @@ class Steering:
         else:
             self.records_dropped += 1
         self.hub.add_change(rec)
+        self.refresh()
         for nid in self.recorders:
             self.sup._send(self.sup.procs[self.graph.nodes[nid].process], {"op": "ctl_record", "record": rec})
         return rec
