@@ -143,6 +143,15 @@ class Hub:
 
     def request(self, op: str, args: dict, who: str, timeout_s: float = 2.0) -> dict:
         """Queue a request for the supervisor; its answer, or a ControlError."""
+        fut = self.submit(op, args, who, timeout_s)
+        try:
+            return fut.result(timeout=timeout_s + 5.0)
+        except concurrent.futures.TimeoutError:
+            raise ControlError("the supervisor did not answer in time (is the machine overloaded?); "
+                               "check 'rtneuro status' before retrying", 503) from None
+
+    def submit(self, op: str, args: dict, who: str, timeout_s: float = 2.0) -> concurrent.futures.Future:
+        """Queue a request for the supervisor without waiting: the future of its answer (an asyncio server awaits it)."""
         if op not in (*OPS, "report"):
             raise ControlError(f"unknown operation {op!r}; one of {', '.join(OPS)}", 400)
         if not isinstance(args, dict):
@@ -160,11 +169,7 @@ class Hub:
             os.write(self._wfd, b"x")
         except BlockingIOError:  # the pipe is full of wake-ups: the supervisor is awake anyway
             pass
-        try:
-            return req.future.result(timeout=timeout_s + 5.0)
-        except concurrent.futures.TimeoutError:
-            raise ControlError("the supervisor did not answer in time (is the machine overloaded?); "
-                               "check 'rtneuro status' before retrying", 503) from None
+        return req.future
 
     def subscribe(self) -> Subscription:
         with self._lock:

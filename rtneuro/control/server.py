@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -437,8 +438,11 @@ class _BodyLimit:
                      "(a parameter change is a few hundred bytes)", {"Connection": "close"})(scope, receive, send)
 
 
-def _caller(request: Request) -> Identity:
-    """The route dependency: the caller's identity (401/403 otherwise), checked by the app's ``who``."""
+async def _caller(request: Request) -> Identity:
+    """The route dependency: the caller's identity (401/403 otherwise), checked by the app's ``who``.
+
+    On the event loop (a hash and a stat): no hop to a worker thread on the way of a change.
+    """
     who: Callable[[Request], Identity] = request.app.state.who
     return who(request)
 
@@ -518,8 +522,23 @@ def create_app(hub: HubLike, auth: Authenticator, *, max_ws_clients: int = MAX_W
             why = str(exc) if isinstance(exc, RtneuroError) else f"{type(exc).__name__} in the control server"
             raise ControlError(f"internal error: {_one_line(why)}; see the run's log", 500) from None
 
-    def request(op: str, args: dict, ident: Identity, timeout_s: float = 2.0) -> _JSON:
-        result = call(hub.request, op, args, ident.name, timeout_s=timeout_s)
+    async def request(op: str, args: dict, ident: Identity, timeout_s: float = 2.0) -> _JSON:
+        """Hand a steering request to the hub and await its answer without holding a worker thread."""
+        submit = getattr(hub, "submit", None)
+        if submit is None:  # a hub with only the blocking call
+            result = await anyio.to_thread.run_sync(functools.partial(call, hub.request, op, args, ident.name, timeout_s=timeout_s))
+        else:
+            fut = call(submit, op, args, ident.name, timeout_s)
+            try:
+                result = await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s + 5.0)
+            except TimeoutError:
+                raise ControlError("the supervisor did not answer in time (is the machine overloaded?); "
+                                   "check 'rtneuro status' before retrying", 503) from None
+            except ControlError:
+                raise
+            except Exception as exc:
+                log.error("control API: %s failed: %r", op, exc)
+                raise ControlError(f"internal error: {_one_line(str(exc))}; see the run's log", 500) from None
         status = 202 if isinstance(result, dict) and result.get("status") == "pending" else 200
         return _JSON(result, status_code=status)
 
@@ -612,67 +631,67 @@ def create_app(hub: HubLike, auth: Authenticator, *, max_ws_clients: int = MAX_W
               responses={200: {"model": SetResult, "description": "applied"},
                          202: {"model": SetResult, "description": "accepted, not applied within wait_s"},
                          **_err(400, 401, 403, 404, 409, 413, 422, 503)})
-    def params(ident: _Who, body: ParamsChange,
+    async def params(ident: _Who, body: ParamsChange,
                wait_s: float = Query(2.0, ge=0.0, le=MAX_WAIT_S, description="seconds to wait for the change to apply")) -> _JSON:
         """Validated like the YAML (types, ranges, the node's checks; safety parameters only stricter); all or none."""
-        return request("set", {"changes": body.changes}, ident, timeout_s=wait_s)
+        return await request("set", {"changes": body.changes}, ident, timeout_s=wait_s)
 
     @app.post("/api/annotations", response_model=None, summary="Annotate the session",
               responses={200: {"model": AnnotationResult}, **_STEER_ERRORS})
-    def annotate(ident: _Who, body: Annotation) -> _JSON:
+    async def annotate(ident: _Who, body: Annotation) -> _JSON:
         """Free text stamped on the LSL clock, recorded in the session's control stream."""
-        return request("annotate", {"text": body.text}, ident)
+        return await request("annotate", {"text": body.text}, ident)
 
     def _reason(body: Reason | None) -> dict:
         return {"reason": body.reason} if body is not None and body.reason is not None else {}
 
     @app.post("/api/stimulation/arm", response_model=None, summary="Arm stimulation",
               responses={200: {"model": ArmResult}, **_STEER_ERRORS})
-    def arm(ident: _Who, body: Reason | None = None) -> _JSON:
+    async def arm(ident: _Who, body: Reason | None = None) -> _JSON:
         """Stimulators accept commands again (arming is always explicit)."""
-        return request("arm", _reason(body), ident)
+        return await request("arm", _reason(body), ident)
 
     @app.post("/api/stimulation/disarm", response_model=None, summary="Disarm stimulation",
               responses={200: {"model": ArmResult}, **_STEER_ERRORS})
-    def disarm(ident: _Who, body: Reason | None = None) -> _JSON:
+    async def disarm(ident: _Who, body: Reason | None = None) -> _JSON:
         """Stimulators ramp to their safe state and refuse commands until armed again."""
-        return request("disarm", _reason(body), ident)
+        return await request("disarm", _reason(body), ident)
 
     @app.post("/api/stimulation/estop", response_model=None, summary="Emergency stop",
               responses={200: {"model": EstopResult}, **_STEER_ERRORS})
-    def estop(ident: _Who, body: Reason | None = None) -> _JSON:
+    async def estop(ident: _Who, body: Reason | None = None) -> _JSON:
         """Every stimulator to its safe state at once, latched until cleared."""
-        return request("estop", _reason(body), ident)
+        return await request("estop", _reason(body), ident)
 
     @app.post("/api/stimulation/estop/clear", response_model=None, summary="Clear the emergency stop",
               responses={200: {"model": EstopResult}, **_STEER_ERRORS})
-    def estop_clear(ident: _Who, body: Reason | None = None) -> _JSON:
+    async def estop_clear(ident: _Who, body: Reason | None = None) -> _JSON:
         """Release the latched emergency stop (stimulation stays disarmed until armed)."""
-        return request("estop_clear", _reason(body), ident)
+        return await request("estop_clear", _reason(body), ident)
 
     @app.post("/api/recording/start", response_model=None, summary="Start a recording segment",
               responses={200: {"model": SegmentResult}, **_STEER_ERRORS})
-    def record_start(ident: _Who, body: Segment | None = None) -> _JSON:
+    async def record_start(ident: _Who, body: Segment | None = None) -> _JSON:
         """A new segment of the session (the run records with ``--record DIR``)."""
-        return request("record_start", {"label": body.label} if body is not None and body.label is not None else {}, ident)
+        return await request("record_start", {"label": body.label} if body is not None and body.label is not None else {}, ident)
 
     @app.post("/api/recording/stop", response_model=None, summary="Stop the recording segment",
               responses={200: {"model": SegmentResult}, **_STEER_ERRORS})
-    def record_stop(ident: _Who) -> _JSON:
+    async def record_stop(ident: _Who) -> _JSON:
         """End the current segment."""
-        return request("record_stop", {}, ident)
+        return await request("record_stop", {}, ident)
 
     @app.post("/api/replay/pause", response_model=None, summary="Pause the replayed sources",
               responses={200: {"model": PauseResult}, **_STEER_ERRORS})
-    def pause(ident: _Who) -> _JSON:
+    async def pause(ident: _Who) -> _JSON:
         """Replayed sources stop sending (live sources cannot pause: 409)."""
-        return request("pause", {}, ident)
+        return await request("pause", {}, ident)
 
     @app.post("/api/replay/resume", response_model=None, summary="Resume the replayed sources",
               responses={200: {"model": PauseResult}, **_STEER_ERRORS})
-    def resume(ident: _Who) -> _JSON:
+    async def resume(ident: _Who) -> _JSON:
         """Replayed sources go on where they paused."""
-        return request("resume", {}, ident)
+        return await request("resume", {}, ident)
 
     # -- push events --
 
@@ -859,7 +878,9 @@ class ControlServer:
         except socket.gaierror as exc:
             raise RtneuroError(f"control.host {self.host!r} cannot be resolved ({exc.strerror}); give an address such as 127.0.0.1") from None
         family, _, _, _, addr = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say they are TCP (else a reply waits
+        # for the client's delayed ACK, about 40 ms)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(addr)

@@ -437,13 +437,13 @@ class Service:
             if at is not None and not (stream in at and chunk.first >= int(at[stream])):
                 keep.append(entry)
                 continue
-            self._apply_entry(node, entry, {stream: int(chunk.first)}, float(chunk.t0))
+            self._apply_entry(node, entry, {stream: int(chunk.first)}, float(chunk.t0), chunk)
         if keep:
             self._pending[node] = keep
         else:
             del self._pending[node]
 
-    def _apply_entry(self, node: Node, entry: dict, at: dict, t_stream: float | None) -> None:
+    def _apply_entry(self, node: Node, entry: dict, at: dict, t_stream: float | None, chunk: Chunk | None = None) -> None:
         nid = node.ctx.node_id
         try:
             if "params" in entry:
@@ -463,7 +463,13 @@ class Service:
             self._fail(node, exc)
         self.applied_changes += 1
         if entry["id"] is not None:
-            self._send_control({"op": "applied", "id": entry["id"], "node": nid, "at": at, "t": lsl_clock(), "t_stream": t_stream})
+            # the LSL time the first chunk computed with the change was complete (its last sample acquired)
+            t_sample = None
+            if chunk is not None and self._vclock is None and len(chunk.data):
+                dt = 1.0 / chunk.sfreq if chunk.sfreq > 0 else 0.0
+                t_sample = node.ctx.lsl_time(float(chunk.t0) + (len(chunk.data) - 1) * dt)
+            self._send_control({"op": "applied", "id": entry["id"], "node": nid, "at": at, "t": lsl_clock(), "t_stream": t_stream,
+                                "t_sample": t_sample})
 
     def _resume(self, msg: dict) -> None:
         """Resume paced sources where they stopped: the clock moves on by the pause (the supervisor's measure)."""
@@ -641,7 +647,10 @@ class Service:
         if ms < 1 and seconds > 0:
             time.sleep(seconds)
             ms = 0
-        for sock, _ in self.poller.poll(min(ms, int(MAX_BLOCK_S * 1000))):
+        ready = self.poller.poll(min(ms, int(MAX_BLOCK_S * 1000)))
+        if len(ready) > 1:  # control first: a live change that arrived with a chunk applies to that chunk
+            ready.sort(key=lambda r: r[0] is not self.control)
+        for sock, _ in ready:
             self._handlers[sock]()
             if self._stop:
                 return
