@@ -189,7 +189,8 @@ def run_changes(n: int, seed: int = 1) -> dict:
     rtt_us: list[float] = []
     pending, indices = 0, []
     calls: dict[int, tuple[float, float, float]] = {}
-    legs: dict[str, list[float]] = {"call_to_supervisor": [], "supervisor_to_applied": [], "applied_to_answer": []}
+    legs: dict[str, list[float]] = {"call_to_supervisor": [], "supervisor_to_service": [], "service_to_applied": [],
+                                    "applied_to_answer": []}
     with tempfile.TemporaryDirectory(prefix="rtn-bench-") as d:
         run = ChainRun(duration_s, Path(d))
         try:
@@ -211,13 +212,15 @@ def run_changes(n: int, seed: int = 1) -> dict:
                     if isinstance(applied.get("t_sample"), (int, float)):
                         sample_us.append((applied["t_sample"] - t_call) * 1e6)
                     indices.append(applied.get("index"))
-                    calls[int(ack["id"])] = (t_call, applied["t_lsl"], t_back)
+                    calls[int(ack["id"])] = (t_call, applied["t_lsl"], t_back, applied.get("t_received"))
                 # where the time goes: the supervisor takes the request at its record's t_lsl
                 for rec in api.changes(0):
                     if rec.get("id") in calls:
-                        t_call, t_applied, t_back = calls[rec["id"]]
+                        t_call, t_applied, t_back, t_received = calls[rec["id"]]
                         legs["call_to_supervisor"].append((rec["t_lsl"] - t_call) * 1e6)
-                        legs["supervisor_to_applied"].append((t_applied - rec["t_lsl"]) * 1e6)
+                        if isinstance(t_received, (int, float)):  # the node waits for its next chunk in between
+                            legs["supervisor_to_service"].append((t_received - rec["t_lsl"]) * 1e6)
+                            legs["service_to_applied"].append((t_applied - t_received) * 1e6)
                         legs["applied_to_answer"].append((t_back - t_applied) * 1e6)
             run.stop()
             report = run.finish(timeout_s=60.0)

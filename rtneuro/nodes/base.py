@@ -39,6 +39,7 @@ calls between chunks so that ``read()`` has nothing left to compute.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -428,6 +429,12 @@ def _check_range(value: Any, meta: typing.Mapping, where: str) -> None:
                 raise ConfigError(f"{where}={value!r} must be {text} {bound}")
 
 
+@functools.lru_cache(maxsize=512)
+def _hints(cls: type) -> dict[str, Any]:
+    """A parameters class' resolved annotations (resolving them costs more than the rest of a check: a live change's path)."""
+    return typing.get_type_hints(cls)
+
+
 def build_params(cls: type, raw: Any, where: str) -> Any:
     """Build a parameters dataclass from a configuration mapping.
 
@@ -448,7 +455,7 @@ def build_params(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     for key in raw:
         if key not in fields:
             raise ConfigError(f"{where}: unknown parameter {key!r}{did_you_mean(key, fields)}; allowed: {', '.join(fields)}")

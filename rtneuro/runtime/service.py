@@ -390,7 +390,7 @@ class Service:
             if not scheduled:
                 self._send_control({"op": "applied", "id": msg.get("id"), "node": nid, "error": f"no node {nid!r} in process '{self.name}'"})
             return None
-        entry: dict[str, Any] = {"id": msg.get("id"), "at": msg.get("at") if scheduled else None}
+        entry: dict[str, Any] = {"id": msg.get("id"), "at": msg.get("at") if scheduled else None, "t_received": lsl_clock()}
         if msg["op"] == "set":
             spec = self.specs[nid]
             try:
@@ -469,7 +469,7 @@ class Service:
                 dt = 1.0 / chunk.sfreq if chunk.sfreq > 0 else 0.0
                 t_sample = node.ctx.lsl_time(float(chunk.t0) + (len(chunk.data) - 1) * dt)
             self._send_control({"op": "applied", "id": entry["id"], "node": nid, "at": at, "t": lsl_clock(), "t_stream": t_stream,
-                                "t_sample": t_sample})
+                                "t_sample": t_sample, "t_received": entry["t_received"]})
 
     def _resume(self, msg: dict) -> None:
         """Resume paced sources where they stopped: the clock moves on by the pause (the supervisor's measure)."""
@@ -1163,6 +1163,8 @@ class Service:
                         t_acq = self.clock.wait_until(due, self._wait_paced)
                     if self._stop:
                         break
+                    if self.control.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        self._on_control()  # a live change that came during the last, unpolled, moments of the wait
                     if best in self._active:
                         self._emit_source(best, best.read(), t_acq)
                         if virtual:

@@ -236,9 +236,7 @@ class Steering:
 
     def tick(self, now: float, status_due: bool) -> None:
         """Every loop turn of the supervisor: requests, timeouts, watchers; the status every interval."""
-        reqs = self.hub.take()
-        for req in reqs:
-            self._handle(req, now)
+        self.take_requests(now)
         for w in list(self._waiting.values()):
             if not w["answered"] and now >= w["deadline"]:
                 self._answer(w)
@@ -253,6 +251,11 @@ class Steering:
             self.hub.set_graph(self._graph_snapshot())
             if watching:
                 self.hub.publish(snap)
+
+    def take_requests(self, now: float) -> None:
+        """Handle the requests the server queued (the supervisor polls the hub's wake-up pipe)."""
+        for req in self.hub.take():
+            self._handle(req, now)
 
     def start_extra(self, proc: _Proc, restart: bool) -> dict:
         """What a process's start message carries beyond the plan: the live state it must resume with."""
@@ -426,7 +429,7 @@ class Steering:
             at = msg.get("at") or {}
             stream, index = next(iter(at.items())) if len(at) == 1 else (None, None)
             w["applied"][nid] = {"stream": stream, "index": index, "at": at, "t_lsl": msg.get("t"), "t_stream": msg.get("t_stream"),
-                                 "t_sample": msg.get("t_sample")}
+                                 "t_sample": msg.get("t_sample"), "t_received": msg.get("t_received")}
         if not w["nodes"]:
             self._answer(w)
 

@@ -920,8 +920,8 @@ class Supervisor:
             ready = dict(poller.poll(int(timeout_s * 1000)))
             if self.ctl in ready:
                 self._on_control()
-            if steer.hub.wake_fd in ready and (self.origin is None or self._stopping):
-                steer.tick(lsl_clock(), False)  # answered here while starting or stopping; the main loop does it otherwise
+            if steer.hub.wake_fd in ready:
+                steer.take_requests(lsl_clock())  # at once: a live change is on its way before anything else
         if self._estop_pending:
             self._answer_estops()
 
