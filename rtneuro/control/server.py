@@ -1021,7 +1021,7 @@ def api_markdown(schema: dict | None = None) -> str:
             return obj["$ref"].rsplit("/", 1)[-1]
         for key in ("anyOf", "oneOf"):
             if key in obj:
-                return " | ".join(ref_name(o) for o in obj[key])
+                return " or ".join(ref_name(o) for o in obj[key])  # not "|": a Markdown table cell
         return str(obj.get("type", "any"))
 
     lines = [f"# {schema['info']['title']}", "", schema["info"].get("description", ""), "",
@@ -1035,6 +1035,7 @@ def api_markdown(schema: dict | None = None) -> str:
             answers = ", ".join(
                 f"{code} {ref_name(r.get('content', {}).get('application/json', {}).get('schema', {}))}"
                 if r.get("content") else code for code, r in op.get("responses", {}).items())
+            answers = ", ".join(a for a in answers.split(", ") if "HTTPValidationError" not in a)  # FastAPI's, never sent
             lines.append(f"| {method.upper()} | `{path}` | {op.get('summary', '')} | {body} | {answers} |")
     lines += ["| WS | `/api/ws` | push events: hello, status, decisions, change, end, dropped; ping -> pong | | |", ""]
     for name in sorted(comps):
