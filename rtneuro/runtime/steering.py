@@ -22,6 +22,7 @@ import math
 import os
 import secrets
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -101,6 +102,7 @@ class Steering:
     def start(self) -> None:
         """Start the control server (raises ConfigError when it cannot listen)."""
         self.hub.set_graph(self._graph_snapshot())
+        self.hub.set_status(self.status_snapshot(time.monotonic()))
         if not self.params.enabled:
             return
         from ..control.auth import TokenAuth, check_exposure, default_tokens_dir

@@ -648,7 +648,8 @@ class Supervisor:
         samples = {stream: counts.get("samples", 0) for stream, counts in (msg.get("produced") or {}).items()
                    if isinstance(counts, dict)}
         inc.history.append((now, samples))
-        while len(inc.history) > 2 and now - inc.history[1][0] > RATE_WINDOW_S:
+        window = self._rate_window
+        while len(inc.history) > 2 and now - inc.history[1][0] > window:
             del inc.history[0]
         inc.status = {**inc.status, **{k: v for k, v in msg.items()
                                        if k not in ("ages_us", "e2e_us", "hops_us", "compute_us", "errors", "warnings")}}
@@ -680,13 +681,18 @@ class Supervisor:
         for proc in self.procs.values():
             if not proc.incs:
                 continue
-            hist = [h for h in proc.current.history if now - h[0] <= RATE_WINDOW_S]
+            hist = [h for h in proc.current.history if now - h[0] <= self._rate_window]
             if len(hist) < 2 or not proc.alive:
                 continue
             (t0, first), (_, last) = hist[0], hist[-1]
             for stream, n in last.items():
                 rates[stream] = max(0.0, (n - first.get(stream, 0)) / max(now - t0, 1e-3))
         return rates
+
+    @property
+    def _rate_window(self) -> float:
+        """Rates are taken over at least two status intervals (statuses come once per interval)."""
+        return max(RATE_WINDOW_S, 2.5 * self.rt.status_interval_s)
 
     def _input_ended(self, proc: _Proc, msg: dict) -> None:
         """A stimulating process says one of its command inputs ended (see :meth:`_check_inputs`)."""
