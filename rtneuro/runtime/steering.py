@@ -22,7 +22,6 @@ import math
 import os
 import secrets
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +29,7 @@ import numpy as np
 from ..control.hub import Hub, Request
 from ..control.live import MAX_TEXT, ControlError, live_schema, parse_changes, validate_changes
 from ..nodes import node_class
+from .clock import lsl_clock
 
 if TYPE_CHECKING:  # pragma: no cover
     from .supervisor import Supervisor, _Proc
@@ -102,7 +102,7 @@ class Steering:
     def start(self) -> None:
         """Start the control server (raises ConfigError when it cannot listen)."""
         self.hub.set_graph(self._graph_snapshot())
-        self.hub.set_status(self.status_snapshot(time.monotonic()))
+        self.hub.set_status(self.status_snapshot(lsl_clock()))
         if not self.params.enabled:
             return
         from ..control.auth import TokenAuth, check_exposure, default_tokens_dir
