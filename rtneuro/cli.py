@@ -64,6 +64,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         os.environ["RTNEURO_LOG"] = "INFO"
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="[supervisor] %(levelname)s %(message)s")
     overrides = {"speed": args.speed, "duration_s": args.duration}
+    if args.control:
+        overrides.update(_control_address(args.control))
     session = None
     if args.record:
         from .recording.session import append_report, recording_graph
@@ -108,6 +110,21 @@ def data_folder(name: str):
             return folder
     raise RtneuroError(f"the {name} folder is neither in the installed package ({here / name}) nor next to it "
                        f"({here.parent / name}); reinstall rtneuro (pip install rtneuro) or run from its source checkout")
+
+
+def _control_address(text: str) -> dict:
+    """``--control HOST:PORT`` (or ``PORT``, or ``off``) as configuration overrides of the ``control:`` section."""
+    if text == "off":
+        return {"control.enabled": False}
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"--control {text!r}: give HOST:PORT (127.0.0.1:8765), PORT, or off") from None
+    out: dict = {"control.port": number}
+    if host:
+        out["control.host"] = host.strip("[]")
+    return out
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -715,6 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--speed", default=None, help="realtime, max (as fast as possible, virtual clock) or a factor such as 8")
     r.add_argument("--report", default=None, help="write the JSON run report here")
     r.add_argument("--record", default=None, metavar="DIR", help="record every stream, decision and its provenance to a session file (XDF) in DIR")
+    r.add_argument("--control", default=None, metavar="HOST:PORT", help="where the control API listens (default: the config's control: section, "
+                   "127.0.0.1 on a free port); 'off': no control server")
     r.add_argument("--quiet", action="store_true", help="no live status")
     r.add_argument("--verbose", action="store_true", help="log at INFO level")
     r.set_defaults(func=_cmd_run)
