@@ -115,3 +115,32 @@ def test_a_restarted_stimulate_process_keeps_the_operators_limits_and_disarm(tmp
     stim = report["nodes"]["stim"]
     assert stim["operator_limits"]["max_amplitude_ma"] == 0.5 and stim["armed"] is False, (stim, out[-2000:])
     assert report["processes"]["stimulate"]["restarts"] == 1
+
+
+def test_the_readmes_script_and_curl_steer_a_run(tmp_path):
+    """The README's steering script, as a user runs it, against a running neurofeedback graph."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Steering a running graph", 1)[1].split("\n## ", 1)[0]
+    script = next(b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "Client.find()" in b)
+    shell = next(b for b in re.findall(r"```sh\n(.*?)```", section, re.S) if "curl" in b)
+    (tmp_path / "sessions").mkdir()
+    proc, entry, env = _start_run(tmp_path, _neurofeedback(speed=4.0), "--record", str(tmp_path / "sessions"))
+    try:
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert "'stream': 'ratio'" in lines[0] and "p50" in lines[-1], out.stdout
+        if shutil.which("curl"):
+            sh = subprocess.run(["bash", "-c", shell.replace("python -c", f"{sys.executable} -c")], env=env,
+                                capture_output=True, text=True, timeout=60)
+            assert sh.returncode == 0 and '"status":"applied"' in sh.stdout.replace(" ", ""), (sh.stdout, sh.stderr)
+        with Client(entry["api"], entry["api_token"]) as c:
+            ops = [r["op"] for r in c.changes()]
+        assert ops[:6] == ["set", "annotate", "disarm", "arm", "record_start", "record_stop"], ops
+    finally:
+        _end_run(proc)
