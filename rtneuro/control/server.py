@@ -948,6 +948,11 @@ class ControlServer:
         log.info("control API at %s", self.url)
         return self.url
 
+    def request_stop(self) -> None:
+        """Ask the server to stop, without waiting (:meth:`stop` waits)."""
+        if self._server is not None:
+            self._server.should_exit = True
+
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop serving (WebSocket clients get close 1012) within about ``timeout_s``; idempotent."""
         server, thread = self._server, self._thread

@@ -71,6 +71,9 @@ class Steering:
         self.hub = Hub(graph.name)
         self.server: Any = None
         self.url: str | None = None
+        self._auth: Any = None
+        self._cert: str | None = None
+        self._key: str | None = None
         self.token = "rtn_" + secrets.token_urlsafe(32)
         #: each node's raw parameters as last requested (replaced, never mutated: snapshots read them)
         self.raw: dict[str, dict] = {nid: dict(spec.raw_params or {}) for nid, spec in graph.nodes.items()}
@@ -99,25 +102,32 @@ class Steering:
 
     # -- life cycle ---------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the control server (raises ConfigError when it cannot listen)."""
+    def prepare(self) -> None:
+        """Check where the server may listen and load its tokens (ConfigError before any process starts)."""
         self.hub.set_graph(self._graph_snapshot())
         self.hub.set_status(self.status_snapshot(lsl_clock()))
         if not self.params.enabled:
             return
         from ..control.auth import TokenAuth, check_exposure, default_tokens_dir
+
+        p = self.params
+        self._cert = str(self.graph.base_dir / p.tls_cert) if p.tls_cert else None
+        self._key = str(self.graph.base_dir / p.tls_key) if p.tls_key else None
+        tokens = self.graph.base_dir / p.tokens if p.tokens else default_tokens_dir()
+        check_exposure(p.host, self._cert, self._key, tokens)
+        self._auth = TokenAuth(tokens if os.path.isdir(tokens) else None, extra={"local": (self.token, "steer")})
+
+    def start(self) -> None:
+        """Start the control server (raises RtneuroError when it cannot listen)."""
+        if not self.params.enabled:
+            return
         from ..control.server import ControlServer
 
         p = self.params
-        cert = str(self.graph.base_dir / p.tls_cert) if p.tls_cert else None
-        key = str(self.graph.base_dir / p.tls_key) if p.tls_key else None
-        tokens = self.graph.base_dir / p.tokens if p.tokens else default_tokens_dir()
-        check_exposure(p.host, cert, key, tokens)
-        auth = TokenAuth(tokens if os.path.isdir(tokens) else None, extra={"local": (self.token, "steer")})
         # the server's threads and the supervisor's loop share this process's GIL: hand it over every 0.5 ms
         # (not 5 ms) so that a request reaches the supervisor, and its answer the client, without waiting a slice
         sys.setswitchinterval(0.0005)
-        self.server = ControlServer(self.hub, auth, p.host, p.port, ssl_certfile=cert, ssl_keyfile=key)
+        self.server = ControlServer(self.hub, self._auth, p.host, p.port, ssl_certfile=self._cert, ssl_keyfile=self._key)
         self.url = self.server.start()
         log.info("control API at %s", self.url)
 
@@ -129,12 +139,18 @@ class Steering:
         return {"api": self.url, "api_token": self.token, "api_cafile": cafile}
 
     def close(self, code: int | None) -> None:
+        """The run is over: answer what waits, tell the clients, ask the server to stop (:meth:`join` waits for it)."""
         for w in list(self._waiting.values()):
             for nid in w["nodes"]:
                 self.unapplied.append({"id": w["req_id"], "op": w["req"].op, "node": nid})
             self._answer(w, force=True)
         self._waiting.clear()
         self.hub.close(code)
+        if self.server is not None:
+            self.server.request_stop()
+
+    def join(self) -> None:
+        """Wait for the server's thread to end (after the report is written: nobody waits on it)."""
         if self.server is not None:
             try:
                 self.server.stop()

@@ -506,8 +506,8 @@ class Supervisor:
 
     # -- emergency stop -----------------------------------------------------
 
-    def _register(self) -> None:
-        """List this run where ``rtneuro stop`` finds it (run folder and per-user folder)."""
+    def _register(self, again: bool = False) -> None:
+        """List this run where ``rtneuro stop`` finds it (run folder and per-user folder); ``again``: with the control API."""
         keys = self.graph.transport.curve_keys()
         entry = {"pid": os.getpid(), "run_dir": str(self.run_dir), "control": self.control_endpoint,
                  "keys": str(keys.directory) if keys is not None else None, "name": self.graph.name,
@@ -528,9 +528,10 @@ class Supervisor:
             self._registry_entry = path
         except (OSError, RtneuroError) as exc:
             msg = f"cannot list this run for 'rtneuro stop' ({exc}); use 'rtneuro stop --run {self.run_dir}'"
-            self.warnings.append(msg)
+            if msg not in self.warnings:
+                self.warnings.append(msg)
             log.warning("%s", msg)
-        if not self.quiet:
+        if not self.quiet and (again or self.steer is None or not self.graph.control.enabled):
             api = f"; control API {self.steer.url} (rtneuro status / set / annotate / arm / disarm)" if self.steer and self.steer.url else ""
             self.out.write(f"run folder {self.run_dir}; emergency stop from another terminal: rtneuro stop --now{api}\n")
             self.out.flush()
@@ -848,13 +849,17 @@ class Supervisor:
             from .steering import Steering
 
             self.steer = Steering(self)
-            self.steer.start()  # the control server: before the registry entry that names it
-            self._register()
+            self.steer.prepare()  # where the control API may listen, its tokens: refused before any process starts
+            self._register()  # rtneuro stop --now finds the run from here on
             self.plan = plan
             self.plan_path = self.run_dir / "plan.json"
             self.plan_path.write_text(json.dumps(plan))
             for proc in self.procs.values():
                 self._spawn(proc)
+            # the control server starts while the services import and compile (its own imports take a
+            # second: not on the way of the start), then the registry entry names it
+            self.steer.start()
+            self._register(again=True)
             if self._wait_ready():
                 self.origin = lsl_clock() + 0.02
                 for proc in self.procs.values():
@@ -888,6 +893,8 @@ class Supervisor:
             self.report_path.parent.mkdir(parents=True, exist_ok=True)
             self.report_path.write_text(json.dumps(self.report, indent=2))
         self._print_summary()
+        if self.steer is not None:
+            self.steer.join()
         return code
 
     def _wait_ready(self) -> bool:
