@@ -466,16 +466,19 @@ class _TlsServer:
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(60)
+        self.sock.settimeout(0.2)  # accept wakes up to see close(): closing a socket does not interrupt a blocked accept
+        self.closed = False
         self.port = self.sock.getsockname()[1]
         self.failures: list[str] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def _serve(self) -> None:
-        while True:
+        while not self.closed:
             try:
                 conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return  # closed
             conn.settimeout(60)
@@ -487,8 +490,9 @@ class _TlsServer:
                 conn.close()
 
     def close(self) -> None:
-        self.sock.close()
+        self.closed = True
         self.thread.join(timeout=60)
+        self.sock.close()
 
 
 def _hello(ctx: ssl.SSLContext, port: int, server_hostname: str) -> bytes:

@@ -142,7 +142,10 @@ def test_the_schema_names_each_live_parameter_with_its_type_range_and_value(grap
     assert ctl["threshold"]["value"] == 3.5 and ctl["hysteresis"]["ge"] == 0 and ctl["threshold"]["stricter"] is None
 
 
-@settings(max_examples=150, deadline=None)
+_GRAPH = load_graph(ROOT / "configs" / "neurofeedback.yaml")
+
+
+@settings(max_examples=100, deadline=None)
 @given(changes=st.dictionaries(
     st.sampled_from(["ctl.threshold", "ctl.hysteresis", "ctl.min_hold_s", "ctl.gate_action", "bp.l_freq", "bp.h_freq",
                      "stim.max_amplitude_ma", "stim.max_frequency_hz", "ratio.window_s", "nope.x", "ctl.nope"]),
@@ -150,7 +153,7 @@ def test_the_schema_names_each_live_parameter_with_its_type_range_and_value(grap
               st.text(max_size=20), st.lists(st.floats(-100, 100), max_size=3)),
     min_size=1, max_size=4))
 def test_any_change_is_checked_or_refused_with_a_status_and_one_line(changes):
-    g = load_graph(ROOT / "configs" / "neurofeedback.yaml")
+    g = _GRAPH
     cur = {nid: dict(s.raw_params or {}) for nid, s in g.nodes.items()}
     try:
         out = validate_changes(g, cur, parse_changes(changes))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +53,17 @@ def test_a_steered_session_replays_bit_for_bit_and_not_without_its_changes(tmp_p
     sessions.mkdir()
     proc, entry, _env = _start_run(tmp_path, _neurofeedback(), "--record", str(sessions), "--report", str(tmp_path / "report.json"))
     c = Client(entry["api"], entry["api_token"], timeout=30)
+    events: list[dict] = []
+    listening = threading.Event()
+
+    def watch() -> None:
+        for e in Client(entry["api"], entry["api_token"], timeout=30).events():
+            events.append(e)
+            listening.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert listening.wait(30)  # the WebSocket client is there before the first change
     try:
         first = c.set({"ctl.threshold": 0.0}, wait_s=10)  # eyes open: the ratio crosses 0 dB often
         assert first["status"] == "applied" and first["applied"]["ctl"]["stream"] == "ratio"
@@ -72,10 +84,18 @@ def test_a_steered_session_replays_bit_for_bit_and_not_without_its_changes(tmp_p
         c.estop("drill")
         time.sleep(0.3)
         c.estop_clear()
+        so_far = c.report()  # the run report while it runs
+        assert so_far["streams"]["ratio"]["samples"] > 0 and so_far["control"]["by_op"]["set"] == 3
     finally:
         c.close()
     out = _finish(proc)
     assert proc.returncode == 0, out
+    watcher.join(30)  # the WebSocket ends with the run
+    kinds = {e["type"] for e in events}
+    assert {"hello", "status", "change", "decisions", "end"} <= kinds, kinds
+    pushed = [r["reason"] for e in events if e["type"] == "decisions" for r in e["records"]]
+    assert "disarm: participant moves" in pushed and "estop: drill" in pushed, pushed[:20]
+    assert [e["record"]["op"] for e in events if e["type"] == "change"][:3] == ["set", "set", "annotate"]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["nodes"]["stim"]["gate"]["watchdog"] == 0  # the pause disarmed: no watchdog trip
     session = next(sessions.glob("*.xdf"))

@@ -22,6 +22,7 @@ import math
 import os
 import secrets
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -72,6 +73,7 @@ class Steering:
         self.server: Any = None
         self.url: str | None = None
         self._auth: Any = None
+        self._report: tuple[float, dict] | None = None
         self._cert: str | None = None
         self._key: str | None = None
         self.token = "rtn_" + secrets.token_urlsafe(32)
@@ -150,13 +152,18 @@ class Steering:
             self.server.request_stop()
 
     def join(self) -> None:
-        """Wait for the server's thread to end (after the report is written: nobody waits on it)."""
-        if self.server is not None:
-            try:
-                self.server.stop()
-            except Exception:  # the run's report matters more than a clean server exit
-                log.warning("control server did not stop cleanly", exc_info=True)
-        self.hub.release()
+        """Let the server's thread end and release what it holds, without making the caller wait for it."""
+        server, hub = self.server, self.hub
+
+        def stop() -> None:
+            if server is not None:
+                try:
+                    server.stop()
+                except Exception:  # the run is over: a server that did not stop cleanly is only logged
+                    log.warning("control server did not stop cleanly", exc_info=True)
+            hub.release()
+
+        threading.Thread(target=stop, name="rtneuro-control-stop", daemon=True).start()
 
     # -- snapshots ----------------------------------------------------------
 
@@ -292,7 +299,10 @@ class Steering:
     def _handle(self, req: Request, now: float) -> None:
         try:
             if req.op == "report":
-                req.future.set_result(self.sup._make_report(0))
+                # at most one report a second, however often it is asked for: the supervisor's loop stays free
+                if self._report is None or now - self._report[0] > 1.0:
+                    self._report = (now, self.sup._make_report(0))
+                req.future.set_result(self._report[1])
                 return
             if self.sup.origin is None or getattr(self.sup, "_stopping", False):
                 raise ControlError("the run is not running (starting or stopping); retry once it runs", 503)

@@ -801,7 +801,7 @@ class Supervisor:
     def run(self) -> int:
         """Run the graph to its end; returns the exit code."""
         self.started_at = datetime.now(UTC)
-        t_start = lsl_clock()
+        t_start = self._t_start = lsl_clock()
         self.origin = None
         self._stopping = False
         self._aborted = False
@@ -1202,8 +1202,9 @@ class Supervisor:
             "config": str(self.graph.path),
             "name": self.graph.name,
             "started": self.started_at.isoformat(timespec="seconds"),
-            "wall_s": round(self.wall_s, 3),
-            "run_s": round(getattr(self, "run_s", 0.0), 3),
+            # while running (GET /api/report): so far
+            "wall_s": round(getattr(self, "wall_s", lsl_clock() - self._t_start), 3),
+            "run_s": round(getattr(self, "run_s", lsl_clock() - self.origin if self.origin is not None else 0.0), 3),
             "data_done_s": self._data_done_s(),
             "shutdown_s": round(getattr(self, "shutdown_s", 0.0), 3),
             "speed": self.rt.speed,
