@@ -38,6 +38,8 @@ OPS = ("set", "annotate", "arm", "disarm", "estop", "estop_clear", "record_start
 EVENT_QUEUE = 1000
 #: Requests waiting for the supervisor (beyond: refused with 503).
 MAX_QUEUED = 256
+#: Control records served by GET /api/changes (older ones only in the session and the report's count).
+MAX_CHANGES = 10_000
 #: Subscribers at once (beyond: refused with 503).
 MAX_SUBSCRIBERS = 64
 
@@ -218,7 +220,8 @@ class Hub:
         self._status = status
 
     def add_change(self, record: dict) -> None:
-        self._changes = [*self._changes, record]
+        """Keep the latest ``MAX_CHANGES`` records for ``GET /api/changes`` (the session keeps every one) and push it."""
+        self._changes = [*self._changes[-(MAX_CHANGES - 1):], record]
         self.publish({"type": "change", "record": record})
 
     def publish(self, event: dict) -> None:
