@@ -121,7 +121,7 @@ def _control_address(text: str) -> dict:
         number = int(port)
     except ValueError:
         raise ConfigError(f"--control {text!r}: give HOST:PORT (127.0.0.1:8765), PORT, or off") from None
-    out: dict = {"control.port": number}
+    out: dict = {"control.port": number, "control.enabled": True}  # an address asked for is served, at any speed
     if host:
         out["control.host"] = host.strip("[]")
     return out

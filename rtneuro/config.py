@@ -89,7 +89,8 @@ class RuntimeParams:
 class ControlParams:
     """The ``control:`` section: the control server (REST + WebSocket) of a running graph."""
 
-    enabled: bool = param(True, doc="serve the control API while the graph runs (false: no server; rtneuro stop --now still works)")
+    enabled: bool | Literal["auto"] = param("auto", doc="serve the control API while the graph runs; auto: unless the run is as fast as possible "
+                                             "(speed max: a replay nobody steers); false: no server (rtneuro stop --now still works)")
     host: str = param("127.0.0.1", doc="address to listen on; anything but loopback needs tls_cert, tls_key and a tokens folder")
     port: int = param(0, ge=0, le=65535, doc="TCP port (0: a free one, listed for the command line)")
     tls_cert: str | None = param(None, doc="PEM certificate (rtneuro keys DIR --tls HOST); relative to the graph file")
@@ -100,6 +101,10 @@ class ControlParams:
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("control: give both tls_cert and tls_key, or neither")
+
+    def serves(self, speed: str | float) -> bool:
+        """Whether a run at ``speed`` serves the API (``auto``: every run but one as fast as possible)."""
+        return self.enabled if isinstance(self.enabled, bool) else speed != "max"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

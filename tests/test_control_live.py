@@ -176,13 +176,17 @@ def test_the_api_reference_in_docs_is_the_servers_schema():
 def test_the_control_address_on_the_command_line_overrides_the_configuration():
     from rtneuro.cli import _control_address
 
-    assert _control_address("0.0.0.0:8765") == {"control.port": 8765, "control.host": "0.0.0.0"}
-    assert _control_address("8765") == {"control.port": 8765}
-    assert _control_address("[::1]:9000") == {"control.port": 9000, "control.host": "::1"}
+    assert _control_address("0.0.0.0:8765") == {"control.port": 8765, "control.host": "0.0.0.0", "control.enabled": True}
+    assert _control_address("8765") == {"control.port": 8765, "control.enabled": True}
+    assert _control_address("[::1]:9000") == {"control.port": 9000, "control.host": "::1", "control.enabled": True}
     assert _control_address("off") == {"control.enabled": False}
     with pytest.raises(ConfigError, match="give HOST:PORT"):
         _control_address("localhost")
     g = load_graph(ROOT / "configs" / "neurofeedback.yaml", overrides=_control_address("127.0.0.2:9100"))
     assert (g.control.host, g.control.port, g.control.enabled) == ("127.0.0.2", 9100, True)
+    # auto: a run as fast as possible (a replay nobody steers) serves no API unless asked to
+    auto = load_graph(ROOT / "configs" / "neurofeedback.yaml", overrides={"speed": "max"})
+    assert auto.control.enabled == "auto" and not auto.control.serves("max") and auto.control.serves(8.0)
+    assert g.control.serves("max")
     with pytest.raises(ConfigError, match="must be <= 65535"):
         load_graph(ROOT / "configs" / "neurofeedback.yaml", overrides=_control_address("99999"))

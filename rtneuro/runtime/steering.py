@@ -69,6 +69,8 @@ class Steering:
         graph = sup.graph
         self.graph = graph
         self.params = graph.control
+        #: this run serves the API (control.enabled; auto: unless the run is as fast as possible)
+        self.enabled = graph.control.serves(graph.runtime.speed)
         self.hub = Hub(graph.name)
         self.server: Any = None
         self.url: str | None = None
@@ -108,7 +110,7 @@ class Steering:
         """Check where the server may listen and load its tokens (ConfigError before any process starts)."""
         self.hub.set_graph(self._graph_snapshot())
         self.hub.set_status(self.status_snapshot(lsl_clock()))
-        if not self.params.enabled:
+        if not self.enabled:
             return
         from ..control.auth import TokenAuth, check_exposure, default_tokens_dir
 
@@ -121,7 +123,7 @@ class Steering:
 
     def start(self) -> None:
         """Start the control server (raises RtneuroError when it cannot listen)."""
-        if not self.params.enabled:
+        if not self.enabled:
             return
         from ..control.server import ControlServer
 

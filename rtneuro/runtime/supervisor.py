@@ -531,7 +531,8 @@ class Supervisor:
             if msg not in self.warnings:
                 self.warnings.append(msg)
             log.warning("%s", msg)
-        if not self.quiet and (again or self.steer is None or not self.graph.control.enabled):
+        serving = self.steer is not None and self.steer.enabled
+        if not self.quiet and again == serving:  # once: with the API's address where it serves one
             api = f"; control API {self.steer.url} (rtneuro status / set / annotate / arm / disarm)" if self.steer and self.steer.url else ""
             self.out.write(f"run folder {self.run_dir}; emergency stop from another terminal: rtneuro stop --now{api}\n")
             self.out.flush()
