@@ -73,6 +73,8 @@ FLUSH_S = 5.0
 #: slower consumer: everything is delivered unless the consumer is gone (its pipe
 #: closes) or stalls (the supervisor stops the run after 10 s without progress).
 LOSSLESS_FLUSH_S = 600.0
+#: At a clean end, time a command socket may take to deliver what it still queues (see _close_sockets).
+COMMAND_LINGER_MS = 1000
 #: Longest blocking pull of a live source when nothing else needs serving.
 PUSH_WAIT_S = 0.02
 #: ... and when other sources or inputs share the process.
@@ -1271,9 +1273,14 @@ class Service:
         policy); after a stop or a failure they are not."""
         flush_s = LOSSLESS_FLUSH_S if self.transport.policy == "lossless" else FLUSH_S
         linger = int(flush_s * 1000) if clean else 0
-        for sender in (self.publisher, *self.senders.values()):
-            if sender is not None:
-                sender.close(linger)
+        if self.publisher is not None:
+            self.publisher.close(linger)
+        for sender in self.senders.values():
+            # Commands are acknowledged one by one (_finish_commands waited for that): what a command socket still
+            # queues is an end-of-stream on its way or a re-send of a command already acknowledged. A second is
+            # plenty for the first; the second would wait for ever once the stimulate service has ended (its peer
+            # gone), and the process would hang in the context's termination instead of exiting.
+            sender.close(min(linger, COMMAND_LINGER_MS))
         for receiver in (self.subscriber, self.cmd_receiver):
             if receiver is not None:
                 receiver.close()
@@ -1281,6 +1288,7 @@ class Service:
         stop_authenticator(self.zctx)  # its sockets belong to the context
         # Lingering happens in the context: without terminating it, a process that
         # exits drops whatever is still queued (the tail of a fast lossless replay).
+        # Every socket is closed with its own linger above; this one applies to none left.
         self.zctx.destroy(linger=linger)
 
 
