@@ -16,11 +16,10 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_gate_properties import PROFILE_TEXT, _check
+from test_gate_properties import PROFILE_TEXT, _check, _gate
 
-from rtneuro.hardware.simulated import SimulatedDriver
 from rtneuro.messages import CMD_HOLD, CMD_LEVEL, CMD_OFF, CMD_PULSE, CMD_TRAIN, DECISION_STATUS
-from rtneuro.safety import Gate, load_profile, make_command
+from rtneuro.safety import load_profile, make_command
 
 #: a vacuity guard reads what the property test saw: the module runs on one test worker, in order
 pytestmark = pytest.mark.xdist_group("gate_operator")
@@ -33,12 +32,6 @@ def profile(tmp_path_factory):
     path = tmp_path_factory.mktemp("prof") / "ramp.yaml"
     path.write_text(PROFILE_TEXT)
     return load_profile(str(path))
-
-
-def _gate(profile):
-    g = Gate(profile, SimulatedDriver())
-    g.open(0.0)
-    return g
 
 
 def _statuses(g):
