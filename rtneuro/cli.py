@@ -66,6 +66,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     overrides = {"speed": args.speed, "duration_s": args.duration}
     if args.control:
         overrides.update(_control_address(args.control))
+    if getattr(args, "ui", False):
+        overrides["ui.enabled"] = True
+        if not args.control:
+            overrides["control.enabled"] = True  # pages asked for are served at any speed
     session = None
     if args.record:
         from .recording.session import append_report, recording_graph
@@ -148,7 +152,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     report = Path(args.report) if args.report else Path.cwd() / f"{args.name}-report.json"
     logging.basicConfig(level=logging.WARNING, format="[supervisor] %(levelname)s %(message)s")
     print(f"{args.name}: {config}, report to {report}", file=sys.stderr)
-    graph = load_graph(config, overrides={"speed": args.speed, "duration_s": args.duration})
+    overrides = {"speed": args.speed, "duration_s": args.duration}
+    if args.ui:
+        overrides.update({"ui.enabled": True, "control.enabled": True})
+    graph = load_graph(config, overrides=overrides)
     return Supervisor(graph, report_path=report, quiet=args.quiet).run()
 
 
@@ -734,6 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--record", default=None, metavar="DIR", help="record every stream, decision and its provenance to a session file (XDF) in DIR")
     r.add_argument("--control", default=None, metavar="HOST:PORT", help="where the control API listens (default: the config's control: section, "
                    "127.0.0.1 on a free port); 'off': no control server")
+    r.add_argument("--ui", action="store_true", help="serve the operator dashboard and the participant display in the browser "
+                   "(their addresses are printed; docs/ui.md)")
     r.add_argument("--quiet", action="store_true", help="no live status")
     r.add_argument("--verbose", action="store_true", help="log at INFO level")
     r.set_defaults(func=_cmd_run)
@@ -744,6 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: end of the data)")
     d.add_argument("--speed", default=None, help="realtime, max or a factor (default: the configuration's; the demo's is 8)")
     d.add_argument("--report", default=None, help="write the JSON run report here (default: NAME-report.json in the current folder)")
+    d.add_argument("--ui", action="store_true", help="serve the operator dashboard and the participant display (docs/ui.md)")
     d.add_argument("--quiet", action="store_true", help="no live status")
     d.set_defaults(func=_cmd_demo)
 

@@ -43,10 +43,10 @@ from .messages import SchemaError, StreamMeta
 from .nodes import NODE_TYPES, Node, NodeContext, build_params, node_class, param
 from .transport import TransportParams
 
-__all__ = ["RuntimeParams", "ControlParams", "ProcessParams", "NodeSpec", "ProcessSpec", "Graph", "load_graph", "parse_speed"]
+__all__ = ["RuntimeParams", "ControlParams", "UiParams", "ParticipantParams", "ProcessParams", "NodeSpec", "ProcessSpec", "Graph", "load_graph", "parse_speed"]
 
 ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-TOP_KEYS = ("name", "description", "runtime", "transport", "control", "processes", "nodes")
+TOP_KEYS = ("name", "description", "runtime", "transport", "control", "ui", "processes", "nodes")
 NODE_KEYS = ("id", "type", "inputs", "params", "process", "feedback")
 DEFAULT_PROCESS = {"source": "acquire", "transform": "process", "controller": "control", "stimulator": "stimulate"}
 
@@ -108,6 +108,66 @@ class ControlParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ToneParams:
+    """``ui.participant.tone``: a Web Audio tone that follows the feedback value."""
+
+    follows: Literal["none", "pitch", "volume"] = param("none", doc="what of the tone follows the value")
+    f_min_hz: float = param(220.0, gt=20, le=20000, doc="pitch at the participant display's min (and the tone's pitch when only the volume follows)")
+    f_max_hz: float = param(880.0, gt=20, le=20000, doc="pitch at max")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CursorParams:
+    """``ui.participant.cursor``: the 2-D cursor task (columns of the feedback stream)."""
+
+    x: str | int = param("cursor_x", doc="column of the cursor's x (name or index)")
+    y: str | int = param("cursor_y", doc="column of the cursor's y")
+    target_x: str | int = param("target_x", doc="column of the target's x")
+    target_y: str | int = param("target_y", doc="column of the target's y")
+    workspace: float = param(0.2, gt=0, doc="the display spans +-workspace on each axis")
+    target_radius: float = param(0.015, gt=0, doc="radius of the target drawn (workspace units)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParticipantParams:
+    """``ui.participant``: what the participant display shows, and from which stream."""
+
+    stream: str = param(doc="the feedback stream (a feature stream, e.g. a bandpower node's id)")
+    channel: str | int = param(0, doc="its column: index or channel name")
+    display: Literal["bar", "thermometer", "size", "colour", "score", "cursor"] = param("bar", doc="how the value is shown")
+    min: float = param(0.0, doc="the value shown empty / smallest / coldest")
+    max: float = param(1.0, doc="the value shown full / largest / warmest")
+    target: tuple[float, float] | None = param(None, doc="target zone [low, high]: drawn on bar and thermometer; the score counts seconds in it")
+    title: str = param("", doc="one line of text above the display")
+    tone: dict[str, Any] | None = param(None, doc="a tone that follows the value: {follows: pitch|volume, f_min_hz, f_max_hz}")
+    cursor: dict[str, Any] | None = param(None, doc="display cursor: {x, y, target_x, target_y, workspace, target_radius} (columns of the stream)")
+
+    def __post_init__(self) -> None:
+        if not self.max > self.min:
+            raise ConfigError(f"ui.participant: max ({self.max}) must be above min ({self.min})")
+        if self.target is not None and not self.target[1] > self.target[0]:
+            raise ConfigError(f"ui.participant.target {list(self.target)}: give [low, high] with high > low")
+        if self.tone is not None:
+            build_params(ToneParams, self.tone, "ui.participant.tone")
+        if self.cursor is not None:
+            build_params(CursorParams, self.cursor, "ui.participant.cursor")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UiParams:
+    """The ``ui:`` section: the operator dashboard and the participant display, served by the control server."""
+
+    enabled: bool = param(False, doc="serve the pages (rtneuro run --ui turns it on); needs the control server")
+    history_s: float = param(30.0, gt=0, le=600, doc="seconds of each viewed stream the server keeps for the pages (at most 32 MB per stream)")
+    frame_rate: float = param(30.0, gt=0, le=120, doc="binary frames per second sent to each browser, at most")
+    traces: list[str] | None = param(None, doc="streams the dashboard opens with (default: the first signal stream)")
+    participant: dict[str, Any] | None = param(None, doc="the participant display: {stream, channel, display, min, max, target, title, tone, cursor}")
+
+    def participant_params(self) -> ParticipantParams | None:
+        return None if self.participant is None else build_params(ParticipantParams, self.participant, "ui.participant")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessParams:
     """An entry of the ``processes:`` section."""
 
@@ -164,6 +224,8 @@ class Graph:
     unchecked: list[str] = field(default_factory=list)
     #: the control server's settings
     control: ControlParams = field(default_factory=ControlParams)
+    #: the browser pages' settings
+    ui: UiParams = field(default_factory=UiParams)
 
     def stream_process(self, stream: str) -> str:
         return self.nodes[self.producer[stream]].process
@@ -320,6 +382,7 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
     rt_raw = dict(doc.get("runtime") or {})
     tr_raw = dict(doc.get("transport") or {})
     ct_raw = dict(doc.get("control") or {})
+    ui_raw = dict(doc.get("ui") or {})
     for k, v in overrides.items():
         if v is None:
             continue
@@ -327,11 +390,14 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
             tr_raw[k.split(".", 1)[1]] = v
         elif k.startswith("control."):
             ct_raw[k.split(".", 1)[1]] = v
+        elif k.startswith("ui."):
+            ui_raw[k.split(".", 1)[1]] = v
         else:
             rt_raw[k] = v
     runtime = _section(doc, "runtime", rt_raw, RuntimeParams, errors)
     transport = _section(doc, "transport", tr_raw, TransportParams, errors)
     control = _section(doc, "control", ct_raw, ControlParams, errors)
+    ui = _section(doc, "ui", ui_raw, UiParams, errors)
     try:
         transport.check()
     except ConfigError as exc:
@@ -556,6 +622,7 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
     problem = transport.security_problem(pp.host for pp in proc_params.values() if pp.host)
     if problem:
         errors.add(_line(doc, "transport"), problem)
+    _check_ui(ui, control, runtime, streams, doc, errors)
     errors.raise_if_any()
 
     processes: dict[str, ProcessSpec] = {}
@@ -582,7 +649,56 @@ def load_graph(path: str | Path, *, overrides: dict | None = None, base_dir: str
         path=path, base_dir=base, name=str(doc.get("name") or path.stem), description=str(doc.get("description") or ""),
         runtime=runtime, transport=transport, nodes={n: specs[n] for n in order}, processes=processes,
         streams=streams, producer=producer, consumers=consumers, waiting=waiting, unchecked=unchecked, control=control,
+        ui=ui,
     )
+
+
+def column_index(meta: StreamMeta, col: str | int, what: str) -> int:
+    """The index of column ``col`` (a name or an index) of ``meta``, or a ConfigError naming the columns."""
+    n = meta.n_channels
+    if isinstance(col, int):
+        if not 0 <= col < n:
+            raise ConfigError(f"{what}: column {col} is out of range; stream '{meta.name}' has {n} (0 to {n - 1})")
+        return col
+    if col not in meta.ch_names:
+        names = ", ".join(list(meta.ch_names)[:12])
+        raise ConfigError(f"{what}: stream '{meta.name}' has no column {col!r}{did_you_mean(col, meta.ch_names)}; its columns: {names}")
+    return list(meta.ch_names).index(col)
+
+
+def _check_ui(ui: UiParams, control: ControlParams, runtime: RuntimeParams, streams: dict[str, StreamMeta],
+              doc: dict, errors: _Errors) -> None:
+    """The ``ui:`` section against the graph: the streams it names exist and have the columns it names."""
+    where = _line(doc, "ui")
+    if ui.enabled and control.enabled is False:
+        errors.add(where, "ui.enabled needs the control server: remove control.enabled: false (or run without --control off)")
+    for name in ui.traces or []:
+        if name not in streams:
+            errors.add(where, f"ui.traces: no stream {name!r}{did_you_mean(name, list(streams))}")
+    try:
+        part = ui.participant_params()
+    except ConfigError as exc:
+        errors.add(where, str(exc))
+        return
+    if part is None:
+        return
+    meta = streams.get(part.stream)
+    if meta is None:
+        errors.add(where, f"ui.participant.stream: no stream {part.stream!r}{did_you_mean(part.stream, list(streams))}; "
+                   "name a feature stream (a node's id, or id.port)")
+        return
+    if meta.kind not in ("sig", "feat"):
+        errors.add(where, f"ui.participant.stream '{part.stream}' is a {meta.kind} stream; the display follows a feature or signal stream")
+        return
+    try:
+        if part.display == "cursor":
+            cur = build_params(CursorParams, part.cursor or {}, "ui.participant.cursor")
+            for key in ("x", "y", "target_x", "target_y"):
+                column_index(meta, getattr(cur, key), f"ui.participant.cursor.{key}")
+        else:
+            column_index(meta, part.channel, "ui.participant.channel")
+    except ConfigError as exc:
+        errors.add(where, str(exc))
 
 
 def _toposort(deps: dict[str, list[str]], specs: dict[str, NodeSpec], errors: _Errors) -> list[str]:

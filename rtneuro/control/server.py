@@ -452,7 +452,7 @@ _Who = Annotated[Identity, Depends(_caller)]
 
 # -- the app --------------------------------------------------------------------------
 
-def create_app(hub: HubLike, auth: Authenticator, *, max_ws_clients: int = MAX_WS_CLIENTS) -> FastAPI:
+def create_app(hub: HubLike, auth: Authenticator, *, max_ws_clients: int = MAX_WS_CLIENTS, ui: Any = None) -> FastAPI:
     """The FastAPI application of the control API over ``hub``.
 
     Parameters
@@ -465,6 +465,8 @@ def create_app(hub: HubLike, auth: Authenticator, *, max_ws_clients: int = MAX_W
         :class:`~rtneuro.control.auth.Identity` or None.
     max_ws_clients : int
         WebSocket clients served at once; more are refused (503).
+    ui : rtneuro.control.ui_routes.UiState or None
+        Also serve the browser pages and their data WebSocket (docs/ui.md).
 
     Returns
     -------
@@ -543,6 +545,10 @@ def create_app(hub: HubLike, auth: Authenticator, *, max_ws_clients: int = MAX_W
         return _JSON(result, status_code=status)
 
     app.add_middleware(_BodyLimit, limit=MAX_BODY, refused=refuse)
+    if ui is not None:
+        from .ui_routes import install
+
+        install(app, ui, hub, identify, refuse, _peer)
 
     # -- errors: always {"error": one line} --
 
@@ -859,12 +865,12 @@ class ControlServer:
 
     def __init__(self, hub: HubLike, auth: Authenticator, host: str = "127.0.0.1", port: int = 0, *,
                  ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
-                 max_ws_clients: int = MAX_WS_CLIENTS) -> None:
+                 max_ws_clients: int = MAX_WS_CLIENTS, ui: Any = None) -> None:
         if (ssl_certfile is None) != (ssl_keyfile is None):
             raise RtneuroError("give both tls_cert and tls_key (or neither) to the control server")
         self.hub, self.auth, self.host, self.port = hub, auth, host, int(port)
         self.ssl_certfile, self.ssl_keyfile = ssl_certfile, ssl_keyfile
-        self.app = create_app(hub, auth, max_ws_clients=max_ws_clients)
+        self.app = create_app(hub, auth, max_ws_clients=max_ws_clients, ui=ui)
         self.url: str | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None

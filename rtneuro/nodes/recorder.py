@@ -110,7 +110,9 @@ class Recorder(Node):
         self.prov_sid = len(inputs) + 2
         self.chunk_sid = len(inputs) + 3
         self.ctl_sid = len(inputs) + 4
+        self.display_sid = len(inputs) + 5
         self.control_records = 0
+        self.display_records = 0
         self._chunk_rows: list[tuple[int, int, int]] = []
         self._chunk_ts: list[float] = []
         self.writer: Any = None
@@ -158,7 +160,30 @@ class Recorder(Node):
                      desc={"rtneuro": {"kind": "ctl", "about": "one JSON record per operator change or action (live parameters with the "
                                        "stream and sample index where each took effect, annotations, arm/disarm, emergency stops, "
                                        "recording segments, pauses), with who made it; rtneuro replay --check applies them again"}})
+        w.add_stream(self.display_sid, name="rtneuro.display", type="Latency", channel_count=4, nominal_srate=0.0,
+                     channel_format="double64", source_id=f"rtneuro:{self.ctx.node_id}:display",
+                     desc={"channels": {"channel": [{"label": "t_paint_lsl", "unit": "s"}, {"label": "index"},
+                                                    {"label": "acquisition_to_paint", "unit": "ms"},
+                                                    {"label": "decision_to_paint", "unit": "ms"}]},
+                           "rtneuro": {"kind": "display", "about": "one sample per frame the participant display painted with a new "
+                                       "feedback value: when (LSL clock), which sample of the feedback stream (its index), and how "
+                                       "late after the acquisition and after the decision; timed at the shown chunk's stream time"}})
         self.writer = w
+
+    def display_record(self, rows: list) -> None:
+        """Paints of the participant display (``[t_stream, t_paint, index, a2p_ms, d2p_ms]`` each): samples of ``rtneuro.display``."""
+        if self.writer is None:
+            return
+        good = [r for r in rows if isinstance(r, list) and len(r) == 5 and all(isinstance(x, (int, float)) for x in r)]
+        if not good:
+            return
+        arr = np.array(good, dtype=float)
+        try:
+            self.writer.write_samples(self.display_sid, arr[:, 0], arr[:, 1:])
+        except RecordingError as exc:
+            self.writer = None
+            raise self._stopped(exc) from None
+        self.display_records += len(good)
 
     def control_record(self, rec: dict) -> None:
         """An operator's change or action (from the supervisor): one sample of ``rtneuro.control``.
@@ -346,7 +371,8 @@ class Recorder(Node):
                 "samples": {tr.meta.name: tr.samples for tr in self.tracks},
                 "gaps": {tr.meta.name: tr.gap_samples for tr in self.tracks if tr.gaps},
                 "restarts": {tr.meta.name: tr.restarts for tr in self.tracks if tr.restarts},
-                "provenance_records": self.provenance, "control_records": self.control_records}
+                "provenance_records": self.provenance, "control_records": self.control_records,
+                "display_records": self.display_records}
 
     def close(self) -> None:
         if self.writer is not None:

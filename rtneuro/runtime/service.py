@@ -269,6 +269,8 @@ class Service:
                 if remote_procs:
                     publish = True
                     self.expected_subs[meta.topic] = len(remote_procs)
+                elif plan.get("publish_all") and not is_command:
+                    publish = True  # the browser pages may view it (the run waits for no subscriber of it)
                 self.outs[s] = _Out(s, meta.kind, meta.topic, local, publish, senders)
         self._out_of: dict[tuple[str, str], _Out] = {}
         for nid, node in self.nodes.items():
@@ -377,6 +379,8 @@ class Service:
                 self._resume(msg)
             elif op == "ctl_record":
                 self._ctl_record(msg.get("record"))
+            elif op == "display":
+                self._display_rows(msg.get("rows"))
             elif op == "watch":
                 self._watch = bool(msg.get("on"))
                 if not self._watch:
@@ -484,6 +488,18 @@ class Service:
         clock = self.clock
         if clock is not None and not isinstance(clock, VirtualClock) and hasattr(clock, "origin_real"):
             clock.origin_real += float(shift)
+
+    def _display_rows(self, rows: Any) -> None:
+        """The participant display's paints (from the supervisor's tap), for the nodes that keep them (the recorder)."""
+        if not isinstance(rows, list):
+            return
+        for node in self.nodes.values():
+            fn = getattr(node, "display_record", None)
+            if fn is not None:
+                try:
+                    fn(rows)
+                except Exception as exc:
+                    self._fail(node, exc)
 
     def _ctl_record(self, rec: Any) -> None:
         """An operator's change or action, for the nodes that keep them (the recorder)."""

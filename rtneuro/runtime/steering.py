@@ -17,6 +17,7 @@ operator set.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -74,6 +75,8 @@ class Steering:
         self.hub = Hub(graph.name)
         self.server: Any = None
         self.url: str | None = None
+        #: the browser pages (ui.enabled): the tap and what the pages' routes need
+        self.ui: Any = None
         self._auth: Any = None
         self._report: tuple[float, dict] | None = None
         self._cert: str | None = None
@@ -131,9 +134,59 @@ class Steering:
         # the server's threads and the supervisor's loop share this process's GIL: hand it over every 0.5 ms
         # (not 5 ms) so that a request reaches the supervisor, and its answer the client, without waiting a slice
         sys.setswitchinterval(0.0005)
-        self.server = ControlServer(self.hub, self._auth, p.host, p.port, ssl_certfile=self._cert, ssl_keyfile=self._key)
-        self.url = self.server.start()
+        if self.graph.ui.enabled:
+            self.ui = self._make_ui()
+        self.server = ControlServer(self.hub, self._auth, p.host, p.port, ssl_certfile=self._cert, ssl_keyfile=self._key,
+                                    ui=self.ui)
+        try:
+            self.url = self.server.start()
+        except Exception:
+            if self.ui is not None:
+                self.ui.tap.stop()
+            raise
+        if self.ui is not None:
+            self.ui.tap.start()
         log.info("control API at %s", self.url)
+
+    def _make_ui(self) -> Any:
+        """The tap over the graph's streams and the ``ui:`` settings as the pages see them."""
+        from ..config import CursorParams, ToneParams, column_index
+        from ..control.scalp import scalp_positions
+        from ..control.tap import Tap
+        from ..control.ui_routes import UiState
+        from ..nodes import build_params
+
+        g = self.graph
+        u = g.ui
+        part = u.participant_params()
+        config: dict[str, Any] = {"history_s": u.history_s, "frame_rate": u.frame_rate, "participant": None,
+                                  "traces": u.traces or [n for n, m in g.streams.items() if m.kind == "sig"][:1]}
+        if part is not None:
+            meta = g.streams[part.stream]
+            spec: dict[str, Any] = {"stream": part.stream, "display": part.display, "min": part.min, "max": part.max,
+                                    "target": list(part.target) if part.target else None, "title": part.title,
+                                    "tone": dataclasses.asdict(build_params(ToneParams, part.tone or {}, "ui.participant.tone")),
+                                    "sfreq": meta.sfreq, "channel_names": list(meta.ch_names)}
+            if part.display == "cursor":
+                cur = build_params(CursorParams, part.cursor or {}, "ui.participant.cursor")
+                spec["cursor"] = {"workspace": cur.workspace, "target_radius": cur.target_radius,
+                                  **{f"{k}_index": column_index(meta, getattr(cur, k), f"ui.participant.cursor.{k}")
+                                     for k in ("x", "y", "target_x", "target_y")}}
+                spec["channel"] = spec["cursor"]["x_index"]
+            else:
+                spec["channel"] = column_index(meta, part.channel, "ui.participant.channel")
+            config["participant"] = spec
+        eps = (self.sup.plan or {}).get("endpoints", {})
+        endpoints = {name: eps[g.stream_process(name)]["pub"] for name, m in g.streams.items()
+                     if g.stream_process(name) in eps and m.dtype != "command"}  # commands go on command sockets
+        tap = Tap(g.streams, endpoints, g.transport, u.history_s, feedback=part.stream if part else None)
+        return UiState(tap, config, u.frame_rate, positions=lambda: scalp_positions(g.streams))
+
+    def page_urls(self) -> dict[str, str]:
+        """The pages' addresses with this run's token in the fragment (never sent to the server)."""
+        if self.ui is None or self.url is None:
+            return {}
+        return {"dashboard": f"{self.url}/#token={self.token}", "participant": f"{self.url}/participant#token={self.token}"}
 
     def registry(self) -> dict:
         """What the run's registry entry says about the API (owner-only file)."""
@@ -150,6 +203,9 @@ class Steering:
             self._answer(w, force=True)
         self._waiting.clear()
         self.hub.close(code)
+        if self.ui is not None:
+            self.ui.close()
+            self._forward_paints()
         if self.server is not None:
             self.server.request_stop()
 
@@ -157,7 +213,11 @@ class Steering:
         """Let the server's thread end and release what it holds, without making the caller wait for it."""
         server, hub = self.server, self.hub
 
+        ui = self.ui
+
         def stop() -> None:
+            if ui is not None:
+                ui.tap.stop()
             if server is not None:
                 try:
                     server.stop()
@@ -272,12 +332,22 @@ class Steering:
             self._watching = watching
             for name in {self.graph.nodes[n].process for n in self.stimulators}:
                 self.sup._send(self.sup.procs[name], {"op": "watch", "on": watching})
+        if self.ui is not None:
+            self._forward_paints()
         if status_due:
             snap = self.status_snapshot(now)
             self.hub.set_status(snap)
             self.hub.set_graph(self._graph_snapshot())
             if watching:
                 self.hub.publish(snap)
+
+    def _forward_paints(self) -> None:
+        """The participant display's paints, to the recorders (the session's ``rtneuro.display`` stream)."""
+        rows = self.ui.tap.take_paint_rows()
+        if not rows:
+            return
+        for nid in self.recorders:
+            self.sup._send(self.sup.procs[self.graph.nodes[nid].process], {"op": "display", "rows": rows})
 
     def take_requests(self, now: float) -> None:
         """Handle the requests the server queued (the supervisor polls the hub's wake-up pipe)."""

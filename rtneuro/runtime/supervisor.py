@@ -532,9 +532,12 @@ class Supervisor:
                 self.warnings.append(msg)
             log.warning("%s", msg)
         serving = self.steer is not None and self.steer.enabled
-        if not self.quiet and again == serving:  # once: with the API's address where it serves one
-            api = f"; control API {self.steer.url} (rtneuro status / set / annotate / arm / disarm)" if self.steer and self.steer.url else ""
-            self.out.write(f"run folder {self.run_dir}; emergency stop from another terminal: rtneuro stop --now{api}\n")
+        if again == serving:  # once: with the API's address where it serves one
+            if not self.quiet:
+                api = f"; control API {self.steer.url} (rtneuro status / set / annotate / arm / disarm)" if self.steer and self.steer.url else ""
+                self.out.write(f"run folder {self.run_dir}; emergency stop from another terminal: rtneuro stop --now{api}\n")
+            for page, url in (self.steer.page_urls() if self.steer is not None else {}).items():  # asked for: even --quiet
+                self.out.write(f"{page}: {url}\n")
             self.out.flush()
 
     def _stim_procs(self) -> list[_Proc]:
@@ -835,6 +838,8 @@ class Supervisor:
         try:
             plan = self.graph.to_plan()
             plan["endpoints"] = self._endpoints(self.run_dir)
+            # the browser pages view any stream: each is published even where no other process consumes it
+            plan["publish_all"] = bool(self.graph.ui.enabled and self.graph.control.serves(self.rt.speed))
             tp = self.graph.transport
             if tp.scheme == "ipc":
                 plan["control"] = f"ipc://{self.run_dir}/ctl"
@@ -1214,6 +1219,8 @@ class Supervisor:
             "machine": machine_info(),
             "streams": streams,
             "latency_us": e2e,
+            # the participant display: decision-to-paint and acquisition-to-paint latency (ms), beside the stimulator's
+            "display": self.steer.ui.tap.report() if self.steer is not None and self.steer.ui is not None else None,
             "hops_us": {hop: st.summary() for hop, st in self.hops.items()},
             "compute_us": {nid: st.summary() for nid, st in self.compute.items()},
             "commands": {
@@ -1270,6 +1277,11 @@ class Supervisor:
         elif lat["n"]:
             w.write(f"  latency, newest sample of the deciding window -> stimulator: p50 {lat['p50'] / 1e3:.3f} ms"
                     f"  p99 {lat['p99'] / 1e3:.3f} ms  max {lat['max'] / 1e3:.3f} ms  (n={lat['n']})\n")
+        disp = r.get("display") or {}
+        if (disp.get("decision_to_paint_ms") or {}).get("n"):
+            d, a = disp["decision_to_paint_ms"], disp["acquisition_to_paint_ms"]
+            w.write(f"  participant display: decision -> paint p50 {d['p50']:.1f} ms  p99 {d['p99']:.1f} ms;"
+                    f" acquisition -> paint p50 {a['p50']:.1f} ms  p99 {a['p99']:.1f} ms  (n={d['n']})\n")
         c = r["commands"]
         if c["sent"] or c["heartbeats"]:
             w.write(f"  commands: sent {c['sent']}  accepted {c['accepted']}  clipped {c['clipped']}  refused {c['refused']}"

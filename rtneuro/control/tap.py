@@ -1,0 +1,591 @@
+"""The tap: what the browser pages see of the running graph's streams.
+
+A thread of the supervisor process subscribes to the streams that some
+page views (and only to those), like any other subscriber of the graph, and
+keeps for each a bounded ring of its latest samples (signal and feature
+streams) or events (event streams, the gate's decisions). The pages' data
+WebSocket (:mod:`rtneuro.control.ui_routes`) computes its frames from the
+rings at its own pace: a min/max envelope per pixel column for traces
+(spikes and artefacts are never averaged away), a Welch spectrum, the new
+events, the feedback values. Nothing is queued per browser, so a slow or
+frozen one costs nothing; nothing here runs in a node's process.
+
+The tap also matches the participant display's paint reports to the chunks
+it sent, for the decision-to-paint latency (docs/ui.md).
+
+Untrusted input: the pages' messages are decoded by ``ui_routes``; what
+reaches the tap is checked here again (view shapes, keys, times), bounded
+and counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from ..errors import RtneuroError
+from ..messages import DECISION_STATUS, Message, StreamMeta, event_label, topic_for
+from ..ratelog import RateLog
+from ..runtime.clock import lsl_clock
+from ..runtime.latency import LatencyStats
+from ..transport import Subscriber, TransportParams
+
+__all__ = ["Tap", "View", "ViewError", "MAX_VIEWS", "MAX_VIEW_CHANNELS", "MAX_RING_BYTES"]
+
+log = logging.getLogger("rtneuro.tap")
+
+#: Views per client.
+MAX_VIEWS = 32
+#: Channels per view.
+MAX_VIEW_CHANNELS = 256
+#: Bins per trace view.
+MAX_POINTS = 4096
+#: A ring holds at most this many bytes (its history is shortened for wide, fast streams).
+MAX_RING_BYTES = 32 * 1024 * 1024
+#: Events kept per event stream.
+MAX_EVENTS = 4096
+#: Events per frame.
+MAX_EVENTS_PER_FRAME = 256
+#: Feedback chunks kept (for sending and for matching paint reports).
+MAX_FEEDBACK_CHUNKS = 512
+#: Displays whose latency is kept apart in the report (then: one 'other' entry).
+MAX_DISPLAYS = 16
+#: Paint records waiting for the recorder (beyond: counted, not kept).
+MAX_PAINT_ROWS = 20_000
+#: A paint reported later than this after the decision is refused (a clock gone wrong, or a forged report).
+MAX_PAINT_LATENCY_S = 10.0
+#: A stream no view wants is unsubscribed after this long (a page reloading keeps its stream).
+RELEASE_AFTER_S = 5.0
+#: Spectrum frames per second per view.
+SPECTRUM_HZ = 4.0
+
+
+class ViewError(RtneuroError):
+    """A view a page asked for that cannot be served (one line, sent back to the page)."""
+
+
+@dataclass
+class View:
+    """One thing a page shows from one stream, and how far it has been sent."""
+
+    id: str
+    kind: str
+    stream: str
+    channels: list[int]
+    span_s: float = 10.0
+    points: int = 1000
+    fmax: float = 60.0
+    seconds: float = 2.0
+    bin_len: int = 1
+    #: next bin (trace), event counter (events), feedback key (feedback) to send
+    next: int | None = None
+    #: LSL time of the last spectrum sent
+    last_t: float = 0.0
+
+
+@dataclass
+class _Ring:
+    meta: StreamMeta
+    cap: int
+    buf: np.ndarray
+    head: int | None = None  # absolute index of the next sample
+    valid_from: int = 0  # oldest absolute index whose sample is in the ring
+    t_index0: float = 0.0  # stream time of absolute index 0 (from the latest chunk)
+    sfreq: float = 0.0
+    chunks: int = 0
+
+
+@dataclass
+class _Events:
+    meta: StreamMeta
+    rows: collections.deque = field(default_factory=lambda: collections.deque(maxlen=MAX_EVENTS))
+    count: int = 0  # events received so far (the counter a view resumes from)
+
+
+@dataclass
+class _Display:
+    name: str
+    d2p: LatencyStats = field(default_factory=LatencyStats)
+    a2p: LatencyStats = field(default_factory=LatencyStats)
+    paints: int = 0
+
+
+class Tap:
+    """Subscribes to viewed streams and keeps their recent data for the pages.
+
+    Parameters
+    ----------
+    streams : dict of str -> StreamMeta
+        The graph's streams.
+    endpoints : dict of str -> str
+        Each stream's publisher endpoint (its producing process's).
+    transport : TransportParams
+        The graph's transport (security, limits).
+    history_s : float
+        Seconds kept per stream (``ui.history_s``).
+    feedback : str or None
+        The participant display's stream: always subscribed, its chunks keyed.
+    """
+
+    def __init__(self, streams: dict[str, StreamMeta], endpoints: dict[str, str], transport: TransportParams,
+                 history_s: float = 30.0, feedback: str | None = None) -> None:
+        self.metas = dict(streams)
+        #: each stream's publisher endpoint (the tap subscribes there only: no other publisher hears of it)
+        self.endpoints = dict(endpoints)
+        # the tap keeps up by itself (rings, not queues): 'latest' on its side, whatever the graph's policy
+        self.params = dataclasses.replace(transport, policy="latest")
+        self.history_s = float(history_s)
+        self.feedback = feedback
+        self.lock = threading.Lock()
+        self.rings: dict[str, _Ring] = {}
+        self.events: dict[str, _Events] = {}
+        self._want: dict[str, int] = {}
+        self._unwanted_since: dict[str, float] = {}
+        self._subscribed: set[str] = set()
+        self._feedback: collections.deque = collections.deque(maxlen=MAX_FEEDBACK_CHUNKS)
+        self._key = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._changed = threading.Event()
+        self.displays: dict[str, _Display] = {}
+        self.paint_rows: list[list[float]] = []
+        self.stats: dict[str, int] = {"messages": 0, "invalid": 0, "paints": 0, "paints_refused": 0, "paint_rows_dropped": 0,
+                                      "views_refused": 0, "frames": 0, "frames_held": 0}
+        self.ratelog = RateLog(log)
+        #: one subscriber per publisher endpoint (the tap's thread only)
+        self.subs: dict[str, Subscriber] = {}
+        self._poller: Any = None
+        #: (event loop, asyncio.Event) of the pages' pumps: set when a feedback value arrives
+        self._listeners: set[tuple[Any, Any]] = set()
+        if feedback is not None:
+            self._want[feedback] = 1
+
+    # -- life cycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rtneuro-tap", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        ctx: zmq.Context = zmq.Context.instance()
+        poller = zmq.Poller()
+        self._poller = poller
+        try:
+            while not self._stop.is_set():
+                self._subscriptions(ctx)
+                ready = dict(poller.poll(50)) if self.subs else {}
+                if not self.subs:
+                    self._stop.wait(0.05)
+                for sub in self.subs.values():
+                    if sub.socket in ready:
+                        msgs = sub.drain(10_000)
+                        if msgs:
+                            self._absorb(msgs)
+        except Exception:  # a bug here must not take the supervisor down; the pages stop updating
+            log.exception("the UI's tap stopped")
+        finally:
+            for sub in self.subs.values():
+                sub.close()
+            self.subs.clear()
+
+    def _subscriptions(self, ctx: zmq.Context) -> None:
+        """Subscribe to streams newly wanted, unsubscribe those unwanted for a while (the tap's thread only).
+
+        One SUB socket per publisher, connected when one of its streams is
+        first wanted: a subscription reaches only the process that publishes
+        the stream.
+        """
+        now = lsl_clock()
+        with self.lock:
+            wanted = {s for s, n in self._want.items() if n > 0}
+            stale = [s for s in self._subscribed - wanted if now - self._unwanted_since.get(s, now) >= RELEASE_AFTER_S]
+        for s in wanted - self._subscribed:
+            ep = self.endpoints[s]
+            sub = self.subs.get(ep)
+            if sub is None:
+                try:
+                    sub = Subscriber(ctx, self.params)
+                    sub.connect(ep)
+                except Exception as exc:  # the pages show no data for it; the run goes on
+                    self.ratelog.error("subscribe", "the UI's tap cannot subscribe to %s (%s)", ep, exc)
+                    continue
+                self.subs[ep] = sub
+                self._poller.register(sub.socket, zmq.POLLIN)
+            meta = self.metas[s]
+            sub.subscribe(topic_for(meta.kind, s), meta)
+            self._subscribed.add(s)
+        for s in stale:
+            sub = self.subs[self.endpoints[s]]
+            topic = topic_for(self.metas[s].kind, s)
+            sub.socket.setsockopt(zmq.UNSUBSCRIBE, topic)
+            sub.streams.pop(topic, None)
+            self._subscribed.discard(s)
+            with self.lock:
+                self.rings.pop(s, None)
+                self.events.pop(s, None)
+
+    # -- data in --------------------------------------------------------------
+
+    def _absorb(self, msgs: list[Message]) -> None:
+        with self.lock:
+            for m in msgs:
+                if m.type != "data" or m.data is None:
+                    continue
+                self.stats["messages"] += 1
+                meta = self.metas.get(m.stream)
+                if meta is None:
+                    continue
+                if meta.kind in ("sig", "feat"):
+                    self._ring_add(meta, m)
+                else:
+                    self._events_add(meta, m)
+
+    def _ring_add(self, meta: StreamMeta, m: Message) -> None:
+        ch = m.data
+        assert ch is not None
+        data = ch.data
+        if data.ndim != 2 or data.shape[0] == 0:
+            return
+        ring = self.rings.get(meta.name)
+        if ring is None:
+            n_ch = data.shape[1]
+            fs = meta.sfreq if meta.sfreq > 0 else 10.0
+            cap = int(max(64, min(self.history_s * fs, MAX_RING_BYTES // (4 * max(n_ch, 1)))))
+            ring = self.rings[meta.name] = _Ring(meta, cap, np.full((cap, n_ch), np.nan, dtype=np.float32))
+        if data.shape[1] != ring.buf.shape[1]:
+            return  # counted by the subscriber's shape check; never here
+        first, n = int(ch.first), data.shape[0]
+        if ring.head is None or first < ring.head or first - ring.head > ring.cap:  # start, restart, or a gap wider than the ring
+            ring.head = first
+            ring.valid_from = first
+            ring.buf[:] = np.nan
+        elif first > ring.head:  # a gap: blank it
+            self._ring_write(ring, ring.head, np.full((first - ring.head, ring.buf.shape[1]), np.nan, dtype=np.float32))
+        self._ring_write(ring, first, np.asarray(data, dtype=np.float32))
+        ring.head = first + n
+        ring.valid_from = max(ring.valid_from, ring.head - ring.cap)
+        ring.sfreq = float(ch.sfreq or meta.sfreq)
+        if ring.sfreq > 0:
+            ring.t_index0 = float(ch.t0) - first / ring.sfreq
+        ring.chunks += 1
+        if meta.name == self.feedback:
+            trace = ch.trace or []
+            t_acq = float(trace[0][1]) if trace else math.nan
+            t_dec = float(trace[-1][1]) if trace else math.nan
+            self._key += 1
+            self._feedback.append((self._key, first, float(ch.t0), np.array(data[-1:], dtype=np.float32), t_acq, t_dec, n))
+            self._notify()
+
+    @staticmethod
+    def _ring_write(ring: _Ring, start: int, block: np.ndarray) -> None:
+        if block.shape[0] > ring.cap:
+            start += block.shape[0] - ring.cap
+            block = block[-ring.cap:]
+        i = start % ring.cap
+        k = min(block.shape[0], ring.cap - i)
+        ring.buf[i:i + k] = block[:k]
+        if k < block.shape[0]:
+            ring.buf[: block.shape[0] - k] = block[k:]
+
+    def _events_add(self, meta: StreamMeta, m: Message) -> None:
+        assert m.data is not None
+        arr = m.data.data
+        if arr.dtype.names is None or arr.ndim != 1:
+            return
+        ev = self.events.get(meta.name)
+        if ev is None:
+            ev = self.events[meta.name] = _Events(meta)
+        for row in arr[-MAX_EVENTS:]:
+            ev.rows.append(row.copy())
+        ev.count += len(arr)
+
+    def listen(self, listener: tuple[Any, Any]) -> None:
+        """``(loop, event)``: ``event`` is set (in ``loop``) whenever a feedback value arrives."""
+        with self.lock:
+            self._listeners.add(listener)
+
+    def unlisten(self, listener: tuple[Any, Any]) -> None:
+        with self.lock:
+            self._listeners.discard(listener)
+
+    def _notify(self) -> None:
+        for loop, event in list(self._listeners):
+            with contextlib.suppress(RuntimeError):  # a loop that has closed
+                loop.call_soon_threadsafe(event.set)
+
+    # -- views ----------------------------------------------------------------
+
+    def make_view(self, spec: Any) -> View:
+        """A validated :class:`View` from a page's JSON, or a ViewError (one line)."""
+        if not isinstance(spec, dict):
+            raise ViewError("a view is a JSON object such as {\"id\": \"t1\", \"kind\": \"trace\", \"stream\": \"eeg\"}")
+        vid = spec.get("id")
+        if not isinstance(vid, str) or not 0 < len(vid) <= 64:
+            raise ViewError("view 'id' must be a string of 1 to 64 characters")
+        kind = spec.get("kind")
+        if kind not in ("trace", "spectrum", "events", "feedback"):
+            raise ViewError(f"view '{vid}': kind must be trace, spectrum, events or feedback, not {str(kind)[:20]!r}")
+        stream = spec.get("stream")
+        meta = self.metas.get(stream) if isinstance(stream, str) else None
+        if meta is None:
+            raise ViewError(f"view '{vid}': no stream {str(stream)[:60]!r}; the streams are in GET /api/graph")
+        if kind in ("trace", "spectrum", "feedback") and meta.kind not in ("sig", "feat"):
+            raise ViewError(f"view '{vid}': stream '{stream}' holds {meta.kind} records; a {kind} view needs a signal or feature stream")
+        if meta.dtype == "command":
+            raise ViewError(f"view '{vid}': commands travel on the stimulator's command socket, not to the pages; "
+                            "view the stimulator's '<id>.decisions' stream")
+        if stream not in self.endpoints:
+            raise ViewError(f"view '{vid}': stream '{stream}' is not published where the pages can see it")
+        if kind == "events" and meta.kind in ("sig", "feat"):
+            raise ViewError(f"view '{vid}': stream '{stream}' is a {meta.kind} stream; an events view needs an event or decision stream")
+        if kind == "spectrum" and not meta.sfreq > 0:
+            raise ViewError(f"view '{vid}': stream '{stream}' has no regular rate; a spectrum needs one")
+        if kind == "feedback" and stream != self.feedback:
+            raise ViewError(f"view '{vid}': feedback comes from the participant display's stream ({self.feedback}), not '{stream}'")
+        n_ch = meta.n_channels if meta.kind in ("sig", "feat") else 0
+        chans = spec.get("channels")
+        if chans is None:
+            chans = list(range(min(n_ch, MAX_VIEW_CHANNELS)))
+        if (not isinstance(chans, list) or len(chans) > MAX_VIEW_CHANNELS
+                or not all(type(c) is int and 0 <= c < max(n_ch, 1) for c in chans)):
+            raise ViewError(f"view '{vid}': channels must be a list of at most {MAX_VIEW_CHANNELS} column indices from 0 to {max(n_ch - 1, 0)}")
+        v = View(vid, kind, stream, chans)
+        for key, lo, hi in (("span_s", 0.1, 600.0), ("points", 8, MAX_POINTS), ("fmax", 0.1, 1e6), ("seconds", 0.1, 60.0)):
+            if key in spec:
+                x = spec[key]
+                if type(x) not in (int, float) or not lo <= x <= hi:
+                    raise ViewError(f"view '{vid}': {key} must be a number from {lo:g} to {hi:g}")
+                setattr(v, key, int(x) if key == "points" else float(x))
+        fs = meta.sfreq if meta.sfreq > 0 else 10.0
+        v.bin_len = max(1, int(fs * v.span_s / v.points))
+        return v
+
+    def want(self, views: list[View]) -> None:
+        with self.lock:
+            for v in views:
+                self._want[v.stream] = self._want.get(v.stream, 0) + 1
+                self._unwanted_since.pop(v.stream, None)
+
+    def unwant(self, views: list[View]) -> None:
+        now = lsl_clock()
+        with self.lock:
+            for v in views:
+                n = self._want.get(v.stream, 0) - 1
+                self._want[v.stream] = max(n, 0)
+                if n <= 0:
+                    self._unwanted_since[v.stream] = now
+
+    # -- frames out -----------------------------------------------------------
+
+    def frames(self, views: list[View], now: float) -> list[tuple[dict, list[tuple[str, np.ndarray]]]]:
+        """The frames due for ``views`` (each ``(header, [(name, array), ...])``), advancing each view."""
+        out: list[tuple[dict, list[tuple[str, np.ndarray]]]] = []
+        with self.lock:
+            for v in views:
+                if v.kind == "trace":
+                    f = self._trace(v)
+                elif v.kind == "spectrum":
+                    f = self._spectrum(v, now)
+                elif v.kind == "events":
+                    f = self._events(v)
+                else:
+                    f = self._feedback_frame(v)
+                if f is not None:
+                    out.append(f)
+        return out
+
+    def _read(self, ring: _Ring, start: int, n: int, chans: list[int]) -> np.ndarray:
+        i = start % ring.cap
+        idx = (np.arange(i, i + n) % ring.cap) if i + n > ring.cap else slice(i, i + n)
+        return ring.buf[idx][:, chans]
+
+    def _trace(self, v: View) -> tuple[dict, list] | None:
+        ring = self.rings.get(v.stream)
+        if ring is None or ring.head is None:
+            return None
+        b = v.bin_len
+        end_bin = ring.head // b
+        oldest = -(-ring.valid_from // b)
+        start = v.next if v.next is not None else end_bin - v.points
+        start = max(start, end_bin - v.points, oldest)  # a client that fell behind starts at the newest bins
+        n_bins = end_bin - start
+        if n_bins <= 0:
+            if v.next is None or v.next > end_bin:  # the stream restarted below where this view was
+                v.next = end_bin
+            return None
+        x = self._read(ring, start * b, n_bins * b, v.channels).reshape(n_bins, b, len(v.channels))
+        env = np.empty((n_bins, len(v.channels), 2), dtype=np.float32)
+        env[..., 0] = np.fmin.reduce(x, axis=1)
+        env[..., 1] = np.fmax.reduce(x, axis=1)
+        v.next = end_bin
+        header = {"type": "trace", "view": v.id, "stream": v.stream, "sfreq": ring.sfreq, "bin_len": b, "first_bin": start,
+                  "t_first": _finite(ring.t_index0 + start * b / ring.sfreq) if ring.sfreq > 0 else None, "channels": v.channels}
+        return header, [("env", env)]
+
+    def _spectrum(self, v: View, now: float) -> tuple[dict, list] | None:
+        ring = self.rings.get(v.stream)
+        if ring is None or ring.head is None or now - v.last_t < 1.0 / SPECTRUM_HZ or ring.head == v.next:
+            return None
+        fs = ring.sfreq
+        n = min(int(v.seconds * fs), ring.head - ring.valid_from)
+        nper = int(2 ** round(math.log2(max(fs, 8.0))))
+        nper = min(nper, 1 << int(math.log2(max(n, 8))))
+        if n < 8:
+            return None
+        from scipy.signal import welch
+
+        x = np.nan_to_num(self._read(ring, ring.head - n, n, v.channels).astype(np.float64), nan=0.0)
+        f, pxx = welch(x, fs=fs, nperseg=nper, noverlap=nper // 2, axis=0, detrend="constant")
+        keep = f <= v.fmax
+        psd_db = (10.0 * np.log10(pxx[keep].T + 1e-30)).astype(np.float32)
+        v.last_t, v.next = now, ring.head
+        header = {"type": "spectrum", "view": v.id, "stream": v.stream, "channels": v.channels,
+                  "t": _finite(ring.t_index0 + ring.head / fs)}
+        return header, [("freqs", f[keep].astype(np.float32)), ("psd_db", psd_db)]
+
+    def _events(self, v: View) -> tuple[dict, list] | None:
+        ev = self.events.get(v.stream)
+        if ev is None:
+            return None
+        start = ev.count - len(ev.rows)
+        nxt = v.next if v.next is not None else ev.count - MAX_EVENTS_PER_FRAME
+        nxt = max(nxt, start, ev.count - MAX_EVENTS_PER_FRAME)
+        if nxt >= ev.count:
+            v.next = ev.count
+            return None
+        rows = np.array(list(ev.rows)[nxt - start:], dtype=ev.rows[0].dtype)
+        v.next = ev.count
+        names = rows.dtype.names or ()
+        if "status" in names:  # the gate's decisions
+            status = rows["status"].astype(np.int32)
+            header = {"type": "decisions", "view": v.id, "stream": v.stream,
+                      "status": [DECISION_STATUS.get(int(s), str(int(s))) for s in status],
+                      "reason": [event_label(r) for r in rows["reason"]]}
+            arrays = [("time", rows["time"].astype(np.float64)), ("t_stream", rows["t_stream"].astype(np.float64)),
+                      ("amplitude_ma", rows["amplitude_ma"].astype(np.float64)),
+                      ("frequency_hz", rows["frequency_hz"].astype(np.float64)),
+                      ("channel", rows["channel"].astype(np.int32)), ("status", status)]
+            return header, arrays
+        if "label" not in names:
+            return None
+        header = {"type": "events", "view": v.id, "stream": v.stream, "labels": [event_label(r) for r in rows["label"]]}
+        arrays = [("time", rows["time"].astype(np.float64)), ("channel", rows["channel"].astype(np.int32)),
+                  ("code", rows["code"].astype(np.int32)), ("value", rows["value"].astype(np.float64))]
+        return header, arrays
+
+    def _feedback_frame(self, v: View) -> tuple[dict, list] | None:
+        if not self._feedback:
+            return None
+        key, first, t0, values, _, _, n = self._feedback[-1]  # newest wins: the display shows the latest value only
+        if v.next is not None and key <= v.next:
+            return None
+        v.next = key
+        meta = self.metas[v.stream]
+        header = {"type": "feedback", "view": v.id, "stream": v.stream, "key": key, "index": first, "n": n,
+                  "t_first": _finite(t0), "channels": list(meta.ch_names)}
+        return header, [("values", values)]
+
+    # -- paint reports --------------------------------------------------------
+
+    def paint(self, who: str, items: Any) -> int:
+        """The participant display painted the feedback chunks ``items`` (``[[key, t_lsl], ...]``); returns how many counted."""
+        if not isinstance(items, list):
+            return 0
+        now = lsl_clock()
+        ok = 0
+        with self.lock:
+            by_key = {c[0]: c for c in self._feedback}
+            disp = self.displays.get(who)
+            if disp is None:
+                if len(self.displays) >= MAX_DISPLAYS:
+                    who = "other"
+                disp = self.displays.setdefault(who, _Display(who))
+            for item in items[:256]:
+                if (not isinstance(item, list) or len(item) != 2 or type(item[0]) is not int
+                        or type(item[1]) not in (int, float) or not math.isfinite(item[1])):
+                    self.stats["paints_refused"] += 1
+                    continue
+                c = by_key.get(item[0])
+                t_paint = float(item[1])
+                if c is None or not c[5] <= t_paint <= min(now + 0.5, c[5] + MAX_PAINT_LATENCY_S):
+                    self.stats["paints_refused"] += 1  # unknown key, a paint before the decision, or from the future
+                    continue
+                key, first, t0, _, t_acq, t_dec, _ = c
+                d2p, a2p = (t_paint - t_dec) * 1e6, (t_paint - t_acq) * 1e6
+                disp.d2p.extend([d2p])
+                disp.a2p.extend([a2p])
+                disp.paints += 1
+                ok += 1
+                if len(self.paint_rows) < MAX_PAINT_ROWS:
+                    self.paint_rows.append([t0, t_paint, float(first), a2p / 1e3, d2p / 1e3])
+                else:
+                    self.stats["paint_rows_dropped"] += 1
+            self.stats["paints"] += ok
+        if len(items) > ok:
+            self.ratelog.warning("paint", "participant display '%s': %d paint report items refused (unknown key, or a "
+                                 "time before the decision or in the future: is the page's clock exchange working?)", who, len(items) - ok)
+        return ok
+
+    def take_paint_rows(self) -> list[list[float]]:
+        with self.lock:
+            rows, self.paint_rows = self.paint_rows, []
+        return rows
+
+    def report(self) -> dict:
+        """The run report's ``display`` section: decision-to-paint and acquisition-to-paint latency per display (ms)."""
+        def ms(s: LatencyStats) -> dict:
+            d = s.summary()
+            return {k: (round(v / 1e3, 3) if k in ("p50", "p99", "max", "mean") and v is not None else v) for k, v in d.items()}
+
+        with self.lock:
+            displays = {d.name: {"paints": d.paints, "decision_to_paint_ms": ms(d.d2p), "acquisition_to_paint_ms": ms(d.a2p)}
+                        for d in self.displays.values()}
+            allp = LatencyStats()
+            alla = LatencyStats()
+            for d in self.displays.values():
+                allp.extend(d.d2p._values)
+                alla.extend(d.a2p._values)
+            return {"stream": self.feedback, "displays": displays, "decision_to_paint_ms": ms(allp),
+                    "acquisition_to_paint_ms": ms(alla), **{k: v for k, v in self.stats.items()}}
+
+
+def encode_frame(header: dict, arrays: list[tuple[str, np.ndarray]]) -> bytes:
+    """A binary frame (docs/ui.md): u32 header length, JSON header, arrays each at a multiple of 8 bytes."""
+    import json
+
+    codes = {np.dtype("<f4"): "f4", np.dtype("<f8"): "f8", np.dtype("<i4"): "i4"}
+    header = {**header, "arrays": [[name, codes[a.dtype.newbyteorder("<")], list(a.shape)] for name, a in arrays]}
+    h = json.dumps(header, separators=(",", ":"), allow_nan=False, default=_nan_none).encode()
+    parts = [len(h).to_bytes(4, "little"), h]
+    size = 4 + len(h)
+    for _, a in arrays:
+        pad = -size % 8
+        parts.append(b"\0" * pad)
+        b = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+        parts.append(b)
+        size += pad + len(b)
+    return b"".join(parts)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _nan_none(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} in a frame header")
