@@ -90,6 +90,8 @@ class View:
     next: int | None = None
     #: LSL time of the last spectrum sent
     last_t: float = 0.0
+    #: the ring start this view's ``next`` belongs to
+    gen: int = 0
 
 
 @dataclass
@@ -102,6 +104,7 @@ class _Ring:
     t_index0: float = 0.0  # stream time of absolute index 0 (from the latest chunk)
     sfreq: float = 0.0
     chunks: int = 0
+    gen: int = 0  # starts of the ring (a restarted source starts it again)
 
 
 @dataclass
@@ -273,6 +276,7 @@ class Tap:
             ring.head = first
             ring.valid_from = first
             ring.buf[:] = np.nan
+            ring.gen += 1
         elif first > ring.head:  # a gap: blank it
             self._ring_write(ring, ring.head, np.full((first - ring.head, ring.buf.shape[1]), np.nan, dtype=np.float32))
         self._ring_write(ring, first, np.asarray(data, dtype=np.float32))
@@ -418,14 +422,14 @@ class Tap:
         if ring is None or ring.head is None:
             return None
         b = v.bin_len
+        if v.gen != ring.gen:  # the stream (re)started since: from its first bins again
+            v.next, v.gen = None, ring.gen
         end_bin = ring.head // b
         oldest = -(-ring.valid_from // b)
         start = v.next if v.next is not None else end_bin - v.points
         start = max(start, end_bin - v.points, oldest)  # a client that fell behind starts at the newest bins
         n_bins = end_bin - start
         if n_bins <= 0:
-            if v.next is None or v.next > end_bin:  # the stream restarted below where this view was
-                v.next = end_bin
             return None
         x = self._read(ring, start * b, n_bins * b, v.channels).reshape(n_bins, b, len(v.channels))
         env = np.empty((n_bins, len(v.channels), 2), dtype=np.float32)
