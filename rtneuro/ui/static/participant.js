@@ -12,6 +12,7 @@
   const VIEW_ID = "participant";
   const REPORT_EVERY_MS = 250;    // paint reports: at most one message per 250 ms
   const MAX_ITEMS = 256;          // items per paint message (docs/ui.md)
+  const MIN_EXCHANGES = 4;        // clock answers before paints are reported (8 come in the first 350 ms)
   const HINT_MS = 6000;
   const GREEN = "#2ecc40";
   const NEUTRAL = "#4f7fdc";
@@ -28,7 +29,7 @@
   const st = {
     spec: null,       // hello.ui.participant with its defaults
     sfreq: 0,         // the feedback stream's rate (0: irregular)
-    pending: null,    // the newest received sample not painted yet: {key, value, row}
+    pending: null,    // the newest received sample not painted yet: {key, value, row, arrived}
     shown: null,      // the sample on screen
     dirty: true,      // repaint without a new sample (resize, first paint)
     items: [],        // paint reports not sent yet
@@ -120,7 +121,7 @@
     for (let i = n - 1; i >= 0; i--) {
       const row = cols.map((c) => (c >= 0 && c < nch ? vals[i * nch + c] : NaN));
       if (!isFinite(row[0]) || (sp.display === "cursor" && !isFinite(row[1]))) continue;
-      st.pending = { key: h.key, value: sp.display === "cursor" ? row : row[0], row };
+      st.pending = { key: h.key, value: sp.display === "cursor" ? row : row[0], row, arrived: performance.now() };
       return;
     }
   }
@@ -363,7 +364,12 @@
       out.score = st.score;
       out.painted += 1;
       updateSound(fresh);
-      const t = ds ? ds.toLSL(ts) : null;      // null until the first clock answer: not reported
+      // The frame's time (the callback's argument), but never before the sample arrived: when the main
+      // thread is late (a loaded machine) the callbacks run well after their frame began, and a sample
+      // that arrived in between is painted in a frame whose time is older than its arrival.
+      // Not reported before the clock offset is known, nor on the first answers' offset alone (one answer
+      // delayed by a busy server shifts it by half its round trip: a paint "before the decision").
+      const t = ds && ds.exchanges.length >= MIN_EXCHANGES ? ds.toLSL(Math.max(ts, fresh.arrived)) : null;
       if (t !== null) {
         st.items.push([fresh.key, t]);
         if (st.items.length > 4 * MAX_ITEMS) st.items.splice(0, st.items.length - 4 * MAX_ITEMS);
