@@ -89,19 +89,23 @@ class ChainRun:
 
     def __init__(self, duration_s: float, folder: Path) -> None:
         self.folder = folder
-        cfg = chain_config(LAYOUT, duration_s, sfreq=SFREQ, chunk=CHUNK)
-        cfg["name"] = "bench-control"
         self.config = folder / "chain.yaml"
-        self.config.write_text(yaml.safe_dump(cfg))
+        self.config.write_text(yaml.safe_dump(self._config(duration_s)))
         self.report_path = folder / "report.json"
         self.runtime = folder / "runtime"
         self.runtime.mkdir(mode=0o700)
         self.log = folder / "run.log"
         env = {**os.environ, "RTNEURO_RUNTIME_DIR": str(self.runtime)}
         with self.log.open("w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "rtneuro", "run", str(self.config), "--report",
-                                          str(self.report_path), "--quiet"], cwd=ROOT, env=env,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(self._command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def _config(self, duration_s: float) -> dict:
+        cfg = chain_config(LAYOUT, duration_s, sfreq=SFREQ, chunk=CHUNK)
+        cfg["name"] = "bench-control"
+        return cfg
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "rtneuro", "run", str(self.config), "--report", str(self.report_path), "--quiet"]
 
     def entry(self, timeout_s: float = START_TIMEOUT_S) -> dict:
         """The run's registry entry once it names the control API."""
