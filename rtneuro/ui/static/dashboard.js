@@ -82,9 +82,20 @@
     return e.length ? e.map(([k, v]) => `${k}: ${v}`).join(" · ") : "no stimulator answered";
   }
 
+  let estopTry = 0;
   async function estop(how) {
-    const t = clock();
+    const t = clock(), me = ++estopTry;
+    if (S.role && S.role !== "steer") {   // the server would refuse it (403): say so at once
+      banner("failed", `EMERGENCY STOP at ${t} NOT SENT: this page has an observer token, which cannot steer — ` +
+        "use the hardware stop, 'rtneuro stop --now', or a page opened with a steer token");
+      return;
+    }
     banner("sent", `EMERGENCY STOP sent at ${t} (${how}) — waiting for the server…`);
+    setTimeout(() => {
+      if (me === estopTry && $("estop-banner").dataset.state === "sent") {
+        banner("failed", `EMERGENCY STOP sent at ${t}: NO ANSWER after 3 s — use the hardware stop (or 'rtneuro stop --now')`);
+      }
+    }, 3000);
     try {
       const r = await RT.api("POST", "/api/stimulation/estop", { reason: `operator: dashboard ${how}`.slice(0, 200) });
       const failed = Object.values(r.stimulators || {}).some((v) => v !== "ok") || (r.missing && r.missing.length);
@@ -114,7 +125,7 @@
     document.addEventListener("keydown", (e) => {
       if ((e.key === "Escape" || e.key === "Pause" || e.code === "Pause") && !e.repeat) {
         e.preventDefault();
-        estop(`key ${e.key}`);   // an observer's token is refused by the server, and the banner says so
+        estop(`key ${e.key}`);   // with an observer token the banner says it cannot be sent
       }
     }, true);
     $("estop-banner-close").addEventListener("click", () => { $("estop-banner").hidden = true; });
