@@ -47,7 +47,7 @@ def demo(tmp_path_factory):
     session.mkdir()
     # speed 2: the eyes-open minute's alpha moves at 20 values per second; 40 s of EEG in 20 s
     proc = subprocess.Popen([sys.executable, "-m", "rtneuro", "run", str(ROOT / "configs" / "demo.yaml"), "--ui", "--speed", "2",
-                             "--duration", "26", "--report", str(tmp / "report.json"), "--record", str(session)],
+                             "--duration", "45", "--report", str(tmp / "report.json"), "--record", str(session)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp)
     urls: dict[str, str] = {}
     lines: list[str] = []
@@ -113,6 +113,69 @@ def test_the_participant_bar_follows_the_feature_and_its_paints_are_timed(demo):
         time.sleep(0.7)
     assert len(checked) >= 4 and np.ptp(checked) > 1.0, f"the bar was checked at too few distinct values: {checked}"
     _shot(page, "participant.png")
+    page.assert_no_errors()
+    page.close()
+
+
+def _api(demo) -> httpx.Client:
+    base, token = demo["urls"]["dashboard"].split("/#token=")
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def test_the_dashboard_loads_and_its_traces_move(demo):
+    page = new_page(demo["browser"], width=1600, height=1000)
+    page.goto(demo["urls"]["dashboard"])
+    page.wait_for_function("document.body.dataset.ready === '1' && window.rtDashboard.traceDraws > 3", timeout=30_000)
+    assert page.evaluate("() => document.querySelector('#trace-stream').value") == "eeg"  # ui.traces
+    first = page.pixels("#trace-canvas")
+    draws = page.evaluate("() => window.rtDashboard.traceDraws")
+    page.wait_for_function(f"window.rtDashboard.traceDraws > {draws + 10}", timeout=30_000)
+    later = page.pixels("#trace-canvas")
+    assert np.abs(later.astype(int) - first.astype(int)).max() > 50, "the traces did not move"
+    assert later.std() > 5, "the trace canvas is blank"
+    page.wait_for_function("document.querySelector('#latency-p50').textContent.trim() !== '' && "
+                           "document.querySelector('#latency-p50').textContent.trim() !== '-'", timeout=30_000)
+    _shot(page, "dashboard.png")
+    page.assert_no_errors()
+    page.close()
+
+
+def test_a_threshold_changed_in_the_form_takes_effect_at_a_recorded_sample(demo):
+    page = new_page(demo["browser"], width=1600, height=1000)
+    page.goto(demo["urls"]["dashboard"])
+    page.wait_for_function("document.body.dataset.ready === '1' && document.querySelector('form[data-node=\"ctl\"]') !== null",
+                           timeout=30_000)
+    form = page.locator('form[data-node="ctl"]')
+    form.locator('input[name="threshold"]').fill("27.5")
+    form.locator('button[type="submit"], input[type="submit"]').first.click()
+    page.wait_for_function("document.querySelector('form[data-node=\"ctl\"] .result').textContent.includes('applied')",
+                           timeout=30_000)
+    with _api(demo) as api:
+        records = api.get("/api/changes").json()["changes"]
+        graph = api.get("/api/graph").json()
+    rec = next(r for r in records if r["op"] == "set" and r.get("values", {}).get("ctl", {}).get("threshold") == 27.5)
+    applied = rec["applied"]["ctl"]
+    assert applied["stream"] in ("alpha", "quality") and isinstance(applied["index"], int) and applied["index"] > 0  # its inputs
+    assert graph["nodes"]["ctl"]["live"]["threshold"]["value"] == 27.5
+    page.assert_no_errors()
+    page.close()
+
+
+def test_the_emergency_stop_button_brings_the_stimulator_to_its_safe_state(demo):
+    page = new_page(demo["browser"], width=1600, height=1000)
+    page.goto(demo["urls"]["dashboard"])
+    page.wait_for_function("document.body.dataset.ready === '1'", timeout=30_000)
+    page.click("#estop")
+    page.wait_for_function("document.querySelector('#estop-banner').dataset.state === 'ok'", timeout=15_000)
+    assert "stim" in page.evaluate("() => document.querySelector('#estop-banner').textContent")
+    with _api(demo) as api:
+        status = api.get("/api/status").json()
+        assert status["stimulation"]["estop"] is True
+        report = api.get("/api/report").json()
+        ev = report["estop"]["events"][-1]
+        assert ev["op"] == "estop" and ev["confirmed"] == len(ev["expected"]) >= 1
+        # the simulated stimulator is in its safe state: its gate reports the stop and nothing is delivered after it
+        assert api.post("/api/stimulation/estop/clear", json={"reason": "test done"}).status_code == 200
     page.assert_no_errors()
     page.close()
 
