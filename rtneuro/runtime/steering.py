@@ -46,6 +46,8 @@ CONTROL_STREAM = "rtneuro.control"
 MAX_RECORDS = 10_000
 #: Recent latency samples kept per stream for the status (supervisor thread).
 RECENT = 2000
+#: Bin edges (ms) of the status's latency histogram (the last bin is open).
+LATENCY_EDGES_MS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 200.0, float("inf"))
 
 
 def _text(args: dict, key: str, default: str | None, limit: int = MAX_TEXT) -> str | None:
@@ -289,6 +291,10 @@ class Steering:
         e = self.recent_e2e
         e2e = ({"p50": round(float(np.median(e)) / 1e3, 3), "p99": round(float(np.percentile(e, 99)) / 1e3, 3), "n": len(e)}
                if e and not virtual else None)
+        hist = None
+        if e and not virtual:
+            counts, _ = np.histogram(np.asarray(e) / 1e3, bins=LATENCY_EDGES_MS)
+            hist = {"edges_ms": list(LATENCY_EDGES_MS[:-1]) + [None], "counts": counts.tolist()}
         self.recent = {}
         self.recent_e2e = []
         stims = {}
@@ -303,7 +309,7 @@ class Steering:
         rec_path = next((str((sup.graph.nodes[nid].raw_params or {}).get("path")) for nid in self.recorders), None)
         t_run = round(now - sup.origin, 3) if sup.origin is not None else None
         return {"type": "status", "name": self.graph.name, "state": self._state(), "t_run_s": t_run, "t_stream": self.stream_now(now),
-                "speed": sup.rt.speed, "streams": streams, "latency_ms": e2e,
+                "speed": sup.rt.speed, "streams": streams, "latency_ms": e2e, "latency_hist": hist,
                 "stimulation": {"armed": self.disarmed is None, "disarm_reason": self.disarmed,
                                 "estop": sup._estop_latched is not None, "stimulators": stims},
                 "paused": self.paused_at is not None,
