@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -10,7 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rtneuro.decoders.train import train_from_config
 from rtneuro.recording import read_session
+from rtneuro.recording.replay import replay_check
+from rtneuro.recording.session import append_report, recording_graph
+from rtneuro.runtime.supervisor import Supervisor
 
 from conftest import ROOT
 
@@ -57,17 +62,21 @@ def test_every_shipped_config_runs_cleanly_as_fast_as_possible_recorded_and_repl
     import yaml
 
     decoders = [n for n in yaml.safe_load((ROOT / "configs" / config).read_text())["nodes"] if n["type"] == "decoder"]
-    for _node in decoders:  # calibrate first, as the config's comment says
-        r = subprocess.run([sys.executable, "-m", "rtneuro", "train", f"configs/{config}", "--data",
-                            "replay_data/S003R03.edf"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
+    # calibrate first, as the config's comment says: what 'rtneuro train' calls, in this process (an interpreter that
+    # imports it all again costs seconds; the command line is tested in test_decoder_pipeline)
+    for _node in decoders:
+        train_from_config(ROOT / "configs" / config, [ROOT / "replay_data" / "S003R03.edf"])
     report = tmp_path / "r.json"
     sessions = tmp_path / "sessions"
     sessions.mkdir()
-    r = subprocess.run([sys.executable, "-m", "rtneuro", "run", f"configs/{config}", "--speed", "max", "--quiet",
-                        "--duration", "60", "--report", str(report), "--record", str(sessions)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stderr
+    # 'rtneuro run configs/CONFIG --speed max --quiet --duration 60 --report REPORT --record SESSIONS', what it calls,
+    # in this process: the run's own processes start as they do from the command line, but no interpreter is started
+    # to import it all again first (seconds a config). The command line itself runs in the tests above and below.
+    graph, recorded = recording_graph(ROOT / "configs" / config, sessions, overrides={"speed": "max", "duration_s": 60.0})
+    sup = Supervisor(graph, report_path=report, out=io.StringIO(), quiet=True)
+    code = sup.run()
+    append_report(recorded, sup.report)  # as the command does
+    assert code == 0, sup.report["errors"]
     rep = json.loads(report.read_text())
     assert rep["errors"] == [] and not rep["interrupted"]
     assert all(s["gaps"] == 0 and s["invalid"] == 0 and s["samples"] > 0 for s in rep["streams"].values())
@@ -79,18 +88,15 @@ def test_every_shipped_config_runs_cleanly_as_fast_as_possible_recorded_and_repl
     assert s.damage is None
     for name, row in rep["streams"].items():
         assert len(s.stream(name).time_stamps) == row["samples"], name
-    r = subprocess.run([sys.executable, "-m", "rtneuro", "replay", str(session), "--check", "--json", str(tmp_path / "c.json")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=180)
-    check = json.loads((tmp_path / "c.json").read_text())
-    assert r.returncode == 0 and check["differing"] == 0 and check["decisions"] > 0, r.stdout + r.stderr
+    # the check and the training below run in this process too (what 'rtneuro replay --check' and 'rtneuro train'
+    # call); their command lines, exit codes and --json are tested in test_recording and test_decoder_pipeline
+    check = replay_check(session, out=None)
+    assert check["exit_code"] == 0 and check["differing"] == 0 and check["decisions"] > 0, json.dumps(check)[:3000]
     # a decoder trained on the recorded session is the decoder trained on the file it replayed
     for node in decoders:
         from rtneuro.decoders.pipeline import DecoderPipeline
 
-        r = subprocess.run([sys.executable, "-m", "rtneuro", "train", f"configs/{config}", "--data", str(session),
-                            "--out", str(tmp_path / "from_session.npz")], cwd=ROOT, capture_output=True, text=True,
-                           timeout=300)
-        assert r.returncode == 0, r.stderr
+        train_from_config(ROOT / "configs" / config, [session], out=tmp_path / "from_session.npz")
         a = DecoderPipeline.load(tmp_path / "from_session.npz")
         b = DecoderPipeline.load((ROOT / "configs" / node["params"]["model"]).resolve())
         assert a.info["train_hash"] == b.info["train_hash"]
@@ -110,9 +116,7 @@ def test_every_live_config_runs_on_the_demo_recording_played_over_lsl(config, tm
     recording = "replay_data/S003R02.edf"
     if decoders:  # calibrate first, as the config's comment says, then decode the same recording live
         recording = "replay_data/S003R03.edf"
-        r = subprocess.run([sys.executable, "-m", "rtneuro", "train", f"configs/{config}", "--data", recording],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
+        train_from_config(ROOT / "configs" / config, [ROOT / recording])  # in this process, as above
     # the decoder's outputs as an application sees them: LSL outlets named after the outlet node and the stream
     outlets = {f"{n['params']['name']}-{d['id']}": 0 for n in graph["nodes"] if n["type"] == "lsl_outlet"
                for d in decoders if d["id"] in n["inputs"]}
@@ -153,9 +157,8 @@ def test_every_live_config_runs_on_the_demo_recording_played_over_lsl(config, tm
     # the live session, recorded as it came in, replays to the same decisions without LSL
     (session,) = tmp_path.glob("*.xdf")
     assert len(read_session(session).stream("eeg").time_stamps) == rep["streams"]["eeg"]["samples"]
-    r = subprocess.run([sys.executable, "-m", "rtneuro", "replay", str(session), "--check"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=180)
-    assert r.returncode == 0 and "no decision differs" in r.stdout, r.stdout + r.stderr
+    check = replay_check(session, out=None)  # in this process, as above
+    assert check["exit_code"] == 0 and check["differing"] == 0, json.dumps(check)[:3000]
     # online decoding equals offline decoding of the samples as they came in: same labels, same probabilities
     for node in decoders:
         from rtneuro.decoders.pipeline import DecoderPipeline

@@ -30,7 +30,8 @@ from rtneuro.recording.session import append_report, recording_graph
 from rtneuro.recording.xdf_read import read_session
 from rtneuro.runtime.supervisor import Supervisor
 
-pytestmark = pytest.mark.slow
+#: one worker runs the module, so its sessions (a graph run for graph_session) are made once, not once per worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("export")]
 pytest.importorskip("edfio")
 NWBHDF5IO = pytest.importorskip("pynwb").NWBHDF5IO
 

@@ -57,9 +57,29 @@ def _chain(**kw):
     return graph
 
 
-def test_a_session_holds_every_stream_with_its_metadata_and_opens_in_pyxdf(write_graph, tmp_path):
-    code, rep, session = _record(write_graph, _chain(duration_s=20.0), tmp_path)
+#: the tests that only read a session of ``_chain(duration_s=20.0)`` share one recording of it (a run is
+#: several seconds of process start-up): one worker runs them, so it is recorded once
+shares_session = pytest.mark.xdist_group("recording_session")
+
+
+@pytest.fixture(scope="module")
+def chain_session(tmp_path_factory):
+    """(exit code, report, session) of one recorded run of ``_chain(duration_s=20.0)``; tests copy it to change it."""
+    folder = tmp_path_factory.mktemp("chain_session")
+    path = folder / "graph.yaml"
+    path.write_text(yaml.safe_dump(_chain(duration_s=20.0), sort_keys=False))
+    g, session = recording_graph(path, folder)
+    sup = Supervisor(g, out=io.StringIO(), quiet=True)
+    code = sup.run()
+    return code, sup.report, session
+
+
+@shares_session
+def test_a_session_holds_every_stream_with_its_metadata_and_opens_in_pyxdf(chain_session, tmp_path):
+    code, rep, recorded = chain_session
     assert code == 0 and rep["errors"] == []
+    session = tmp_path / recorded.name
+    shutil.copyfile(recorded, session)  # the report is appended to a copy: the other tests read the session as recorded
     append_report(session, rep)
     streams, header = pyxdf.load_xdf(str(session), synchronize_clocks=False, dejitter_timestamps=False)
     by = {s["info"]["name"][0]: s for s in streams}
@@ -88,8 +108,9 @@ def test_a_session_holds_every_stream_with_its_metadata_and_opens_in_pyxdf(write
     assert report["latency_us"]["n"] == rep["latency_us"]["n"]
 
 
-def test_each_command_links_to_the_window_features_and_controller_state_that_caused_it(write_graph, tmp_path):
-    code, rep, session = _record(write_graph, _chain(duration_s=20.0), tmp_path)
+@shares_session
+def test_each_command_links_to_the_window_features_and_controller_state_that_caused_it(chain_session):
+    code, rep, session = chain_session
     assert code == 0
     s = read_session(session)
     cmds = [json.loads(r[0]) for r in s.stream("ctl").time_series]
@@ -130,8 +151,9 @@ def test_replaying_a_session_finds_no_differing_decision_and_a_changed_graph_doe
     assert diff["streams"]["ctl"]["differing"] > 0 and diff["streams"]["ctl"]["first"]
 
 
-def test_the_replay_check_command_line(write_graph, tmp_path):
-    code, _, session = _record(write_graph, _chain(duration_s=10.0), tmp_path)
+@shares_session
+def test_the_replay_check_command_line(chain_session, tmp_path):
+    code, _, session = chain_session
     assert code == 0
     r = subprocess.run([sys.executable, "-m", "rtneuro", "replay", str(session), "--check", "--json", str(tmp_path / "c.json")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -145,7 +167,7 @@ def test_the_replay_check_command_line(write_graph, tmp_path):
     import mne
 
     raw = mne.io.read_raw_fif(r.stdout.split()[r.stdout.split().index(str(tmp_path / "fif" / f"{session.stem}-src_raw.fif"))], verbose="error")
-    assert raw.info["sfreq"] == 250.0 and raw.n_times == 2500
+    assert raw.info["sfreq"] == 250.0 and raw.n_times == 5000  # 20 s at 250 Hz
     assert any(d.startswith("stim level ch0") for d in raw.annotations.description)
     # a session cut short (a crash) is checked up to the damage, which is reported
     cut = tmp_path / "cut.xdf"
@@ -235,14 +257,15 @@ def test_recording_adds_no_node_the_user_did_not_ask_for_beyond_the_recorder(wri
     assert session.parent == tmp_path and session.suffix == ".xdf" and not session.exists()
 
 
-def test_the_session_knows_where_the_graph_cut_every_stream(write_graph, tmp_path):
-    code, rep, session = _record(write_graph, _chain(duration_s=4.0), tmp_path)
+@shares_session
+def test_the_session_knows_where_the_graph_cut_every_stream(chain_session):
+    code, rep, session = chain_session
     assert code == 0
     s = read_session(session)
     cuts = np.asarray(s.stream("rtneuro.chunks").time_series)
     src = s.stream("src")
     mine = cuts[cuts[:, 0] == src.stream_id]
-    assert mine[:, 2].sum() == len(src.time_stamps) == 1000
-    assert (mine[:, 2] == 25).all() and np.array_equal(mine[:, 1], np.arange(0, 1000, 25))  # the source's 25-sample chunks
+    assert mine[:, 2].sum() == len(src.time_stamps) == 5000  # 20 s at 250 Hz
+    assert (mine[:, 2] == 25).all() and np.array_equal(mine[:, 1], np.arange(0, 5000, 25))  # the source's 25-sample chunks
     for name in ("src", "bp", "bpow", "ctl"):  # every chunk with rows (the stimulator may also send empty ones)
         assert (cuts[:, 0] == s.stream(name).stream_id).sum() == rep["streams"][name]["chunks"], name
