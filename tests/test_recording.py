@@ -83,7 +83,7 @@ def test_a_session_holds_every_stream_with_its_metadata_and_opens_in_pyxdf(chain
     append_report(session, rep)
     streams, header = pyxdf.load_xdf(str(session), synchronize_clocks=False, dejitter_timestamps=False)
     by = {s["info"]["name"][0]: s for s in streams}
-    assert set(rep["streams"]) | {"rtneuro.gaps", "rtneuro.provenance", "rtneuro.chunks", "rtneuro.control", "rtneuro.report"} == set(by)
+    assert set(rep["streams"]) | {"rtneuro.gaps", "rtneuro.provenance", "rtneuro.chunks", "rtneuro.control", "rtneuro.display", "rtneuro.report"} == set(by)
     # every stream is complete, on its stream clock, with the run's own sample counts
     for name, row in rep["streams"].items():
         s = by[name]
