@@ -50,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -313,30 +314,37 @@ def run_loop_once(arm: str, duration_s: float) -> dict:
     return out
 
 
-def run_loop(duration_s: float) -> dict:
-    """The loop latency without and with API clients, alternately; medians per arm and their ratio."""
+def alternate(order: tuple[str, ...], once: Callable[[str, float], dict], duration_s: float, tag: str) -> dict:
+    """Runs of ``once(arm, duration_s)`` in ``order`` (the first arm is the baseline, the second the one compared);
+    the medians of the runs' p50 and p99 per arm and their ratios."""
     runs = []
-    for i, arm in enumerate(LOOP_ORDER):
-        print(f"[bench control] loop run {i + 1}/{len(LOOP_ORDER)} ({arm}, {duration_s:g} s + {WARMUP_S:g} s warm-up) ...",
+    for i, arm in enumerate(order):
+        print(f"[bench {tag}] loop run {i + 1}/{len(order)} ({arm}, {duration_s:g} s + {WARMUP_S:g} s warm-up) ...",
               file=sys.stderr, flush=True)
-        res = run_loop_once(arm, duration_s)
-        print(f"[bench control]   p50 {res['p50_us']} us  p99 {res['p99_us']} us  n={res['n']}"
+        res = once(arm, duration_s)
+        print(f"[bench {tag}]   p50 {res['p50_us']} us  p99 {res['p99_us']} us  n={res['n']}"
               + (f"  polls {res['clients']['polls']}, events {sum(res['clients']['ws_events'].values())}"
                  if "clients" in res else ""), file=sys.stderr, flush=True)
         runs.append(res)
     arms: dict[str, dict] = {}
-    for arm in dict.fromkeys(LOOP_ORDER):
+    for arm in dict.fromkeys(order):
         mine = [r for r in runs if r["arm"] == arm and r["p50_us"] is not None]
         arms[arm] = {"p50_us": statistics.median(r["p50_us"] for r in mine) if mine else None,
                      "p99_us": statistics.median(r["p99_us"] for r in mine) if mine else None,
                      "runs": len(mine)}
-    a, b = arms["no_api"]["p50_us"], arms["api"]["p50_us"]
+    base, test = list(dict.fromkeys(order))[:2]
+    a, b = arms[base]["p50_us"], arms[test]["p50_us"]
     ratio = round(b / a, 3) if a and b else None
-    ratio99 = (round(arms["api"]["p99_us"] / arms["no_api"]["p99_us"], 3)
-               if arms["api"]["p99_us"] and arms["no_api"]["p99_us"] else None)
-    return {"duration_s": duration_s, "order": list(LOOP_ORDER), "runs": runs, **arms, "ratio_p50": ratio,
+    ratio99 = (round(arms[test]["p99_us"] / arms[base]["p99_us"], 3)
+               if arms[test]["p99_us"] and arms[base]["p99_us"] else None)
+    return {"duration_s": duration_s, "order": list(order), "runs": runs, **arms, "ratio_p50": ratio,
             "ratio_p99": ratio99, "target_ratio_p50": TARGET_RATIO,
             "target_met": ratio is not None and ratio <= TARGET_RATIO}
+
+
+def run_loop(duration_s: float) -> dict:
+    """The loop latency without and with API clients, alternately; medians per arm and their ratio."""
+    return alternate(LOOP_ORDER, run_loop_once, duration_s, "control")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import pick_variants, save_json, stats
-from benchmarks.control import ChainRun, _loop_summary
+from benchmarks.control import TARGET_RATIO, ChainRun, _loop_summary, alternate
 from benchmarks.latency import WARMUP_S
 from rtneuro.runtime.supervisor import machine_info
 
@@ -51,7 +50,7 @@ LOOP_ORDER = ("no_ui", "ui", "no_ui", "ui")
 TARGET_PAINT_P50_MS = 1000 / 60
 TARGET_PAINT_P99_MS = 2000 / 60
 TARGET_CPU = 0.10
-TARGET_RATIO = 1.05
+
 ROOT = Path(__file__).resolve().parent.parent
 UI = {"traces": ["src"], "participant": {"stream": "bpow", "channel": "ch00:alpha", "display": "bar", "min": 0.0, "max": 100.0}}
 
@@ -147,22 +146,8 @@ def run_loop_once(arm: str, duration_s: float) -> dict:
 
 
 def run_loop(duration_s: float) -> dict:
-    runs = []
-    for i, arm in enumerate(LOOP_ORDER):
-        print(f"[bench ui] loop run {i + 1}/{len(LOOP_ORDER)} ({arm}, {duration_s:g} s + {WARMUP_S:g} s warm-up) ...",
-              file=sys.stderr, flush=True)
-        res = run_loop_once(arm, duration_s)
-        print(f"[bench ui]   p50 {res['p50_us']} us  p99 {res['p99_us']} us  n={res['n']}", file=sys.stderr, flush=True)
-        runs.append(res)
-    arms = {}
-    for arm in dict.fromkeys(LOOP_ORDER):
-        mine = [r for r in runs if r["arm"] == arm and r["p50_us"] is not None]
-        arms[arm] = {"p50_us": statistics.median(r["p50_us"] for r in mine) if mine else None,
-                     "p99_us": statistics.median(r["p99_us"] for r in mine) if mine else None, "runs": len(mine)}
-    a, b = arms["no_ui"]["p50_us"], arms["ui"]["p50_us"]
-    ratio = round(b / a, 3) if a and b else None
-    return {"duration_s": duration_s, "order": list(LOOP_ORDER), "runs": runs, **arms, "ratio_p50": ratio,
-            "target_ratio_p50": TARGET_RATIO, "target_met": ratio is not None and ratio <= TARGET_RATIO}
+    """The loop latency without and with the pages open, alternately; medians per arm and their ratio."""
+    return alternate(LOOP_ORDER, run_loop_once, duration_s, "ui")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -152,6 +152,28 @@ class ParticipantParams:
         if self.cursor is not None:
             build_params(CursorParams, self.cursor, "ui.participant.cursor")
 
+    def resolve(self, meta: StreamMeta) -> dict[str, Any]:
+        """What the participant display is told in its hello: columns of ``meta`` resolved to indices.
+
+        Raises
+        ------
+        ConfigError
+            A column the stream does not have.
+        """
+        spec: dict[str, Any] = {"stream": self.stream, "display": self.display, "min": self.min, "max": self.max,
+                                "target": list(self.target) if self.target else None, "title": self.title,
+                                "tone": asdict(build_params(ToneParams, self.tone or {}, "ui.participant.tone")),
+                                "sfreq": meta.sfreq, "channel_names": list(meta.ch_names)}
+        if self.display == "cursor":
+            cur = build_params(CursorParams, self.cursor or {}, "ui.participant.cursor")
+            spec["cursor"] = {"workspace": cur.workspace, "target_radius": cur.target_radius,
+                              **{f"{k}_index": column_index(meta, getattr(cur, k), f"ui.participant.cursor.{k}")
+                                 for k in ("x", "y", "target_x", "target_y")}}
+            spec["channel"] = spec["cursor"]["x_index"]
+        else:
+            spec["channel"] = column_index(meta, self.channel, "ui.participant.channel")
+        return spec
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UiParams:
@@ -691,12 +713,7 @@ def _check_ui(ui: UiParams, control: ControlParams, runtime: RuntimeParams, stre
         errors.add(where, f"ui.participant.stream '{part.stream}' is a {meta.kind} stream; the display follows a feature or signal stream")
         return
     try:
-        if part.display == "cursor":
-            cur = build_params(CursorParams, part.cursor or {}, "ui.participant.cursor")
-            for key in ("x", "y", "target_x", "target_y"):
-                column_index(meta, getattr(cur, key), f"ui.participant.cursor.{key}")
-        else:
-            column_index(meta, part.channel, "ui.participant.channel")
+        part.resolve(meta)
     except ConfigError as exc:
         errors.add(where, str(exc))
 

@@ -58,7 +58,6 @@ class UiState:
         self._positions_cache: dict | None = None
         self.ended = False
         self.clients = 0
-        self.refused = 0
 
     def positions(self) -> dict:
         if self._positions_cache is None:
@@ -132,7 +131,6 @@ class _Client:
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
         self.last_full = 0.0
-        self.bad = 0
 
     async def text(self, obj: Any) -> None:
         async with self.lock:
@@ -177,7 +175,6 @@ class _Client:
             scope.cancel()
 
     def _refused(self, what: str) -> None:
-        self.bad += 1
         self.refuse("ui_message", self.peer, what)
 
     async def read(self) -> None:

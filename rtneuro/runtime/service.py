@@ -377,10 +377,10 @@ class Service:
                     self._paused_at = lsl_clock()
             elif op == "resume":
                 self._resume(msg)
-            elif op == "ctl_record":
-                self._ctl_record(msg.get("record"))
-            elif op == "display":
-                self._display_rows(msg.get("rows"))
+            elif op == "ctl_record" and isinstance(msg.get("record"), dict):
+                self._to_keepers("control_record", msg["record"])  # an operator's change or action
+            elif op == "display" and isinstance(msg.get("rows"), list):
+                self._to_keepers("display_record", msg["rows"])  # the participant display's paints
             elif op == "watch":
                 self._watch = bool(msg.get("on"))
                 if not self._watch:
@@ -489,27 +489,13 @@ class Service:
         if clock is not None and not isinstance(clock, VirtualClock) and hasattr(clock, "origin_real"):
             clock.origin_real += float(shift)
 
-    def _display_rows(self, rows: Any) -> None:
-        """The participant display's paints (from the supervisor's tap), for the nodes that keep them (the recorder)."""
-        if not isinstance(rows, list):
-            return
+    def _to_keepers(self, method: str, record: Any) -> None:
+        """A record from the supervisor, for the nodes that keep such records (the recorder): ``node.<method>(record)``."""
         for node in self.nodes.values():
-            fn = getattr(node, "display_record", None)
+            fn = getattr(node, method, None)
             if fn is not None:
                 try:
-                    fn(rows)
-                except Exception as exc:
-                    self._fail(node, exc)
-
-    def _ctl_record(self, rec: Any) -> None:
-        """An operator's change or action, for the nodes that keep them (the recorder)."""
-        if not isinstance(rec, dict):
-            return
-        for node in self.nodes.values():
-            fn = getattr(node, "control_record", None)
-            if fn is not None:
-                try:
-                    fn(rec)
+                    fn(record)
                 except Exception as exc:
                     self._fail(node, exc)
 

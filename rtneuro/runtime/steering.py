@@ -17,7 +17,6 @@ operator set.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -152,11 +151,9 @@ class Steering:
 
     def _make_ui(self) -> Any:
         """The tap over the graph's streams and the ``ui:`` settings as the pages see them."""
-        from ..config import CursorParams, ToneParams, column_index
         from ..control.scalp import scalp_positions
         from ..control.tap import Tap
         from ..control.ui_routes import UiState
-        from ..nodes import build_params
 
         g = self.graph
         u = g.ui
@@ -164,20 +161,7 @@ class Steering:
         config: dict[str, Any] = {"history_s": u.history_s, "frame_rate": u.frame_rate, "participant": None,
                                   "traces": u.traces or [n for n, m in g.streams.items() if m.kind == "sig"][:1]}
         if part is not None:
-            meta = g.streams[part.stream]
-            spec: dict[str, Any] = {"stream": part.stream, "display": part.display, "min": part.min, "max": part.max,
-                                    "target": list(part.target) if part.target else None, "title": part.title,
-                                    "tone": dataclasses.asdict(build_params(ToneParams, part.tone or {}, "ui.participant.tone")),
-                                    "sfreq": meta.sfreq, "channel_names": list(meta.ch_names)}
-            if part.display == "cursor":
-                cur = build_params(CursorParams, part.cursor or {}, "ui.participant.cursor")
-                spec["cursor"] = {"workspace": cur.workspace, "target_radius": cur.target_radius,
-                                  **{f"{k}_index": column_index(meta, getattr(cur, k), f"ui.participant.cursor.{k}")
-                                     for k in ("x", "y", "target_x", "target_y")}}
-                spec["channel"] = spec["cursor"]["x_index"]
-            else:
-                spec["channel"] = column_index(meta, part.channel, "ui.participant.channel")
-            config["participant"] = spec
+            config["participant"] = part.resolve(g.streams[part.stream])
         eps = (self.sup.plan or {}).get("endpoints", {})
         endpoints = {name: eps[g.stream_process(name)]["pub"] for name, m in g.streams.items()
                      if g.stream_process(name) in eps and m.dtype != "command"}  # commands go on command sockets
