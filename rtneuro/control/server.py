@@ -915,9 +915,11 @@ class ControlServer:
         from uvicorn.config import WS_PROTOCOLS
 
         ws = "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"  # uvicorn >= 0.35: no legacy API
+        # no per-message compression: the pages' float frames barely compress and deflating them cost a
+        # tenth of the supervisor's CPU (the JSON events are small)
         config = uvicorn.Config(self.app, host=self.host, port=port, ssl_certfile=self.ssl_certfile,
                                 ssl_keyfile=self.ssl_keyfile, log_level="warning", lifespan="off", ws=ws,
-                                ws_max_size=MAX_BODY, access_log=False, server_header=False,
+                                ws_max_size=MAX_BODY, ws_per_message_deflate=False, access_log=False, server_header=False,
                                 timeout_graceful_shutdown=1, log_config=None)
         try:
             config.load()  # TLS files and the app, here: an error belongs to the caller
