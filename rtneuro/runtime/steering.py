@@ -23,6 +23,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +46,8 @@ CONTROL_STREAM = "rtneuro.control"
 MAX_RECORDS = 10_000
 #: Recent latency samples kept per stream for the status (supervisor thread).
 RECENT = 2000
+#: At the end of a run, how long the clients are given to take their "end" before the server stops (seconds).
+END_DRAIN_S = 2.0
 #: Bin edges (ms) of the status's latency histogram (the last bin is open).
 LATENCY_EDGES_MS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 200.0, float("inf"))
 
@@ -193,6 +196,11 @@ class Steering:
             self.ui.close()
             self._forward_paints()
         if self.server is not None:
+            # every client gets its "end" (and the pages their close 1000) before the server stops (bounded)
+            deadline = time.monotonic() + END_DRAIN_S
+            self.hub.wait_drained(END_DRAIN_S)
+            while self.ui is not None and self.ui.clients > 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
             self.server.request_stop()
 
     def join(self) -> None:
