@@ -156,3 +156,21 @@ def test_a_fif_recording_replays_too(tmp_path):
     labels = {v: k for k, v in src.outputs["events"].event_id.items()}
     assert [labels[c] for c in ev["code"]] == ["file:small_raw.fif", "stim"]
     assert ev["index"][1] == 160 and ev["duration"][1] == pytest.approx(0.5)
+
+
+def test_a_file_replay_process_does_not_import_scipy_signal():
+    """scipy.signal costs 1.6 s to import (rtneuro/_lazy.py): only a process that designs a filter pays for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rtneuro.nodes.sources, rtneuro.nodes.filters, rtneuro.nodes.spectral, rtneuro.nodes.plant; "
+            "from rtneuro.nodes import node_class; node_class('file_replay'); "
+            "print('scipy.signal' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    # and the lazy module is the real one once used
+    import scipy.signal
+
+    from rtneuro.nodes.filters import signal
+    assert signal.butter is scipy.signal.butter

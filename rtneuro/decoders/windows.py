@@ -13,11 +13,13 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.signal import butter
 
+from rtneuro._lazy import lazy
 from rtneuro.errors import ConfigError
 from rtneuro.kernels.iir import sosfilt_hold
 from rtneuro.nodes.buffers import RingBuffer
+
+signal = lazy("scipy.signal")  # imported when a filter is designed (rtneuro/_lazy.py)
 
 __all__ = ["FilterBankWindows", "design_bank"]
 
@@ -40,9 +42,9 @@ def design_bank(bands: Sequence[Sequence[float]], order: int, sfreq: float) -> N
         if not 0 <= lo < hi < nyq:
             raise ConfigError(f"band [{lo}, {hi}] Hz must satisfy 0 <= low < high < Nyquist ({nyq:g} Hz)")
         if lo == 0:
-            sos = butter(order, hi, "lowpass", fs=sfreq, output="sos")
+            sos = signal.butter(order, hi, "lowpass", fs=sfreq, output="sos")
         else:
-            sos = butter(order, [lo, hi], "bandpass", fs=sfreq, output="sos")
+            sos = signal.butter(order, [lo, hi], "bandpass", fs=sfreq, output="sos")
         out.append(sos)
     n_sec = max(s.shape[0] for s in out)
     bank = np.zeros((len(out), n_sec, 6))

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.signal import butter, freqz, sosfilt_zi, sosfreqz
 
+from .._lazy import lazy
 from ..errors import ConfigError
 from ..kernels.bursts import (
     C_CRITERIA,
@@ -34,6 +34,8 @@ from ..kernels.envelope import hilbert_fir
 from ..kernels.iir import sosfilt_hold
 from ..messages import Chunk, StreamMeta, make_events
 from .base import Node, NodeContext, frames_chunk, param, regular_rate, resolve_picks
+
+signal = lazy("scipy.signal")  # imported when a filter is designed (rtneuro/_lazy.py)
 
 __all__ = ["Bursts", "BurstsParams", "ONSET_CODE", "OFFSET_CODE", "TOO_LONG_CODE", "FREQUENCY_CODE", "group_delay_samples"]
 
@@ -88,7 +90,7 @@ class BurstsParams:
 def group_delay_samples(sos: np.ndarray, freq: float, fs: float) -> float:
     """Group delay (samples) of a filter in second-order sections at ``freq`` Hz (the phase slope)."""
     df = min(0.01, freq / 100.0)
-    _, H = sosfreqz(sos, worN=[freq - df, freq + df], fs=fs)
+    _, H = signal.sosfreqz(sos, worN=[freq - df, freq + df], fs=fs)
     dphi = np.angle(H[1] / H[0])
     return float(-dphi / (2 * math.pi * 2 * df / fs))
 
@@ -101,8 +103,8 @@ def align_delay(sos: np.ndarray, sos_ref: np.ndarray, band: tuple[float, float],
     envelopes both line up, so the correlation co-criterion compares the same moment of the signal.
     """
     f = np.linspace(band[0], band[1], 32)
-    _, H = sosfreqz(sos, worN=f, fs=fs)
-    _, Hr = sosfreqz(sos_ref, worN=f, fs=fs)
+    _, H = signal.sosfreqz(sos, worN=f, fs=fs)
+    _, Hr = signal.sosfreqz(sos_ref, worN=f, fs=fs)
     top = max(1, int(math.ceil(2 * group_delay_samples(sos, (band[0] + band[1]) / 2, fs))))
     d = np.arange(top + 1)
     score = (np.abs(H)[None, :] * np.cos(np.angle(H)[None, :] - np.angle(Hr)[None, :]
@@ -111,7 +113,7 @@ def align_delay(sos: np.ndarray, sos_ref: np.ndarray, band: tuple[float, float],
 
 
 def _hilbert_gain(h: np.ndarray, lo: float, hi: float, fs: float) -> float:
-    _, H = freqz(h, worN=np.linspace(lo, hi, 64), fs=fs)
+    _, H = signal.freqz(h, worN=np.linspace(lo, hi, 64), fs=fs)
     return float(np.max(np.abs(np.abs(H) - 1.0)))
 
 
@@ -203,10 +205,10 @@ class Bursts(Node):
             raise ConfigError(f"stream '{src.name}' has no channels to pick")
         self.sfreq = fs
         self.picks = np.array(picks, dtype=np.int64)
-        self._sos = np.ascontiguousarray(butter(params.order, params.band, "bandpass", fs=fs, output="sos"))
-        self._sos_broad = np.ascontiguousarray(butter(2, params.broad_band, "bandpass", fs=fs, output="sos"))
-        self._zi0 = sosfilt_zi(self._sos)
-        self._zi0_broad = sosfilt_zi(self._sos_broad)
+        self._sos = np.ascontiguousarray(signal.butter(params.order, params.band, "bandpass", fs=fs, output="sos"))
+        self._sos_broad = np.ascontiguousarray(signal.butter(2, params.broad_band, "bandpass", fs=fs, output="sos"))
+        self._zi0 = signal.sosfilt_zi(self._sos)
+        self._zi0_broad = signal.sosfilt_zi(self._sos_broad)
         self._h = self._design_hilbert(params, fs)
         self.delay = self._h.size // 2
         self.group_delay = group_delay_samples(self._sos, (lo + hi) / 2, fs)

@@ -8,14 +8,16 @@ from typing import Literal
 
 import numpy as np
 import scipy.fft
-from scipy.signal import get_window
 
+from .._lazy import lazy
 from ..errors import ConfigError, did_you_mean
 from ..kernels.connectivity import MEASURE_CODES, pair_connectivity, tapered_segments
 from ..messages import Chunk, StreamMeta
 from .base import Node, NodeContext, frames_chunk, param, regular_rate, window_and_step
 from .buffers import RingBuffer
 from .spectral import DEFAULT_BANDS
+
+signal = lazy("scipy.signal")  # imported when a filter is designed (rtneuro/_lazy.py)
 
 __all__ = ["Coherence", "CoherenceParams", "MEASURES"]
 
@@ -152,7 +154,7 @@ class Coherence(Node):
         self._pair_j = np.array([col_of[names.index(y)] for _, y in pairs], dtype=np.int64)
         self.pairs = pairs
         self._measures = np.array([MEASURE_CODES[m] for m in params.measures], dtype=np.int64)
-        self._taper = np.ascontiguousarray(get_window("hann", self.nperseg))  # periodic
+        self._taper = np.ascontiguousarray(signal.get_window("hann", self.nperseg))  # periodic
         band_names = list(params.bands)
         out_names = tuple(f"{x}-{y}:{b}:{m}" for x, y in pairs for b in band_names for m in params.measures)
         self.n_in = len(used)

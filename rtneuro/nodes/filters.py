@@ -15,23 +15,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.signal import (
-    butter,
-    cheby1,
-    firwin,
-    iirnotch,
-    kaiser_beta,
-    kaiserord,
-    sosfilt_zi,
-    tf2sos,
-)
 
+from .._lazy import lazy
 from ..errors import ConfigError, did_you_mean
 from ..kernels.fir import fir_hold
 from ..kernels.iir import sosfilt_hold, sosfilt_hold_decimate
 from ..kernels.reref import common_average, neighbor_reference
 from ..messages import Chunk, StreamMeta
 from .base import Node, NodeContext, param, regular_rate
+
+signal = lazy("scipy.signal")  # imported when a filter is designed (rtneuro/_lazy.py)
 
 __all__ = [
     "Bandpass",
@@ -78,7 +71,7 @@ class _SosFilter(Node):
 
     def _setup(self, src: StreamMeta, source: str, desc: dict) -> None:
         self._sos = np.ascontiguousarray(self._sos, dtype=np.float64)
-        self._zi0 = np.ascontiguousarray(sosfilt_zi(self._sos))  # (n_sections, 2)
+        self._zi0 = np.ascontiguousarray(signal.sosfilt_zi(self._sos))  # (n_sections, 2)
         self.n_channels = src.n_channels
         self.outputs = {"": StreamMeta(
             name=self.ctx.stream_name(), kind="sig", sfreq=src.sfreq, ch_names=src.ch_names,
@@ -117,7 +110,7 @@ class _SosFilter(Node):
         without a step from a DC offset.
         """
         self._sos = np.ascontiguousarray(sos, dtype=np.float64)
-        self._zi0 = np.ascontiguousarray(sosfilt_zi(self._sos))
+        self._zi0 = np.ascontiguousarray(signal.sosfilt_zi(self._sos))
         if self._zi is not None:
             self._zi = np.ascontiguousarray(self._zi0[:, :, None] * self._last[None, None, :])
 
@@ -208,7 +201,7 @@ class Bandpass(_SosFilter):
         else:
             assert params.h_freq is not None  # BandpassParams requires one edge
             wn, btype = params.h_freq, "lowpass"
-        return butter(params.order, wn, btype, fs=sfreq, output="sos")
+        return signal.butter(params.order, wn, btype, fs=sfreq, output="sos")
 
     def update(self, params: BandpassParams) -> None:
         """New band edges: a new design; the state restarts from the last input (see the class docstring)."""
@@ -287,7 +280,7 @@ class Notch(_SosFilter):
 
     @staticmethod
     def _design(freqs: list[float], q: float, fs: float) -> np.ndarray:
-        return np.concatenate([tf2sos(*iirnotch(f, q, fs=fs)) for f in freqs])
+        return np.concatenate([signal.tf2sos(*signal.iirnotch(f, q, fs=fs)) for f in freqs])
 
     def update(self, params: NotchParams) -> None:
         """A new line frequency or q: a new cascade of as many notches; the state restarts from the last input."""
@@ -387,7 +380,7 @@ class Fir(Node):
                 assert params.h_freq is not None  # FirParams requires one edge
                 cutoff, pass_zero = params.h_freq, True
             try:
-                taps = firwin(numtaps, cutoff, window=params.window, pass_zero=pass_zero, fs=fs)
+                taps = signal.firwin(numtaps, cutoff, window=params.window, pass_zero=pass_zero, fs=fs)
             except ValueError as exc:
                 if not pass_zero and numtaps % 2 == 0:
                     raise ConfigError(f"numtaps={numtaps}: a high-pass FIR needs an odd length; use {numtaps + 1}") from None
@@ -779,16 +772,16 @@ class Decimate(Node):
         desc = {**_band_desc(src, None, edge), "q": q}
         if params.ftype == "iir":
             order = params.order or 8
-            self._sos = np.ascontiguousarray(cheby1(order, 0.05, 0.8 / q, output="sos"))
-            self._zi0 = np.ascontiguousarray(sosfilt_zi(self._sos))
+            self._sos = np.ascontiguousarray(signal.cheby1(order, 0.05, 0.8 / q, output="sos"))
+            self._zi0 = np.ascontiguousarray(signal.sosfilt_zi(self._sos))
             what = f"Chebyshev I order {order}"
         else:
             if params.order is not None:
-                numtaps, beta = params.order + 1, kaiser_beta(params.stop_atten_db)
+                numtaps, beta = params.order + 1, signal.kaiser_beta(params.stop_atten_db)
             else:
-                numtaps, beta = kaiserord(params.stop_atten_db, 0.2 / q)
+                numtaps, beta = signal.kaiserord(params.stop_atten_db, 0.2 / q)
                 numtaps |= 1  # odd: an integer delay
-            taps = firwin(numtaps, 0.9 / q, window=("kaiser", beta))
+            taps = signal.firwin(numtaps, 0.9 / q, window=("kaiser", beta))
             self._taps = np.ascontiguousarray(taps)
             desc["delay_samples"] = (numtaps - 1) / 2
             desc["delay_s"] = (numtaps - 1) / 2 / fs

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.signal import butter, freqz, hilbert, sosfilt, sosfiltfilt
 
+from .._lazy import lazy
 from ..errors import ConfigError
 from ..kernels.phase import (
     AR_BURG,
@@ -21,6 +21,8 @@ from ..kernels.phase import (
 )
 from ..messages import Chunk, StreamMeta, make_events
 from .base import Node, NodeContext, param, regular_rate, resolve_picks
+
+signal = lazy("scipy.signal")  # imported when a filter is designed (rtneuro/_lazy.py)
 
 __all__ = ["Phase", "PhaseParams", "echt_weights", "analytic_weights", "gust_matrix", "true_phase", "TRIGGER_CODE", "SCORE_CODE"]
 
@@ -67,7 +69,7 @@ def echt_weights(n: int, l_freq: float, h_freq: float, sfreq: float) -> np.ndarr
 
     The multiplier of the paper's algorithm: the analytic-signal mask (DC and
     Nyquist 1, positive bins 2, negative bins 0) times the frequency response
-    of ``butter(2, [l_freq, h_freq], "bandpass")`` at each FFT bin (the
+    of ``signal.butter(2, [l_freq, h_freq], "bandpass")`` at each FFT bin (the
     Nyquist bin at ``-sfreq / 2``, as the reference MATLAB code); its
     inverse FFT, reversed, gives the weights of the window's last sample.
     """
@@ -78,8 +80,8 @@ def echt_weights(n: int, l_freq: float, h_freq: float, sfreq: float) -> np.ndarr
     if n % 2 == 0:
         mask[-1] = 1.0
         freqs[-1] = -sfreq / 2
-    b, a = butter(2, [l_freq, h_freq], "bandpass", fs=sfreq)
-    _, resp = freqz(b, a, worN=freqs, fs=sfreq)
+    b, a = signal.butter(2, [l_freq, h_freq], "bandpass", fs=sfreq)
+    _, resp = signal.freqz(b, a, worN=freqs, fs=sfreq)
     mult = np.zeros(n, dtype=np.complex128)
     mult[: k.size] = mask * resp
     return np.fft.ifft(mult)[::-1].copy()
@@ -115,15 +117,15 @@ def gust_matrix(sos: np.ndarray, n: int) -> np.ndarray:
     for j in range(ns):
         zi = np.zeros(ns)
         zi[j] = 1.0
-        obs[:, j] = sosfilt(sos, np.zeros(n), zi=zi.reshape(n_sec, 2))[0]
-    s = sosfilt(sos, obs[::-1], axis=0)
+        obs[:, j] = signal.sosfilt(sos, np.zeros(n), zi=zi.reshape(n_sec, 2))[0]
+    s = signal.sosfilt(sos, obs[::-1], axis=0)
     m = np.hstack((s[::-1] - obs, obs[::-1] - s))
     return np.ascontiguousarray(np.linalg.pinv(m))
 
 
 def true_phase(segment: np.ndarray, center: int, sos: np.ndarray) -> float:
     """Non-causal phase at ``segment[center]``: ``sosfiltfilt`` then ``hilbert``."""
-    return float(np.angle(hilbert(sosfiltfilt(sos, segment))[center]))
+    return float(np.angle(signal.hilbert(signal.sosfiltfilt(sos, segment))[center]))
 
 
 class Phase(Node):
@@ -234,7 +236,7 @@ class Phase(Node):
         else:
             self._setup_ar(params, fs, work_fs)
         self.lookahead = max(1, int(round(params.lookahead_s * fs)))
-        self._score_sos = butter(params.score_order, [lo, hi], "bandpass", fs=fs, output="sos")
+        self._score_sos = signal.butter(params.score_order, [lo, hi], "bandpass", fs=fs, output="sos")
         if params.score and hi >= fs / 2:
             raise ConfigError(f"band={list(params.band)} Hz reaches the Nyquist frequency {fs / 2:g} Hz of stream '{src.name}'")
         unit = src.units[picks[0]] if src.units else ""
@@ -267,7 +269,7 @@ class Phase(Node):
                 f"need more than 2 x ar_order={params.ar_order}: lengthen window_s, shorten edge_s or lower ar_order")
         self._n_keep = n_keep
         self._ar_code = AR_BURG if params.ar_method == "burg" else AR_YULE_WALKER
-        self._sos = np.ascontiguousarray(butter(params.filter_order, list(params.band), "bandpass", fs=fs, output="sos"))
+        self._sos = np.ascontiguousarray(signal.butter(params.filter_order, list(params.band), "bandpass", fs=fs, output="sos"))
         self._gust = gust_matrix(self._sos, self.window)
         n_ext = n_keep + self._edge + self._ahead
         h = analytic_weights(n_ext, n_keep + self._edge - 1)

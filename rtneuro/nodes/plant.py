@@ -8,8 +8,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from scipy.signal import lfilter, sosfreqz
 
+from .._lazy import lazy
 from ..errors import ConfigError, did_you_mean
 from ..hardware.simulated import WAVEFORM_FIELDS
 from ..kernels.iir import sosfilt_hold
@@ -17,6 +17,8 @@ from ..messages import Chunk, StreamMeta
 from ..models.plant import StnGpeParams, hfs_dose, stn_gpe_init, stn_gpe_step
 from .base import GeneratorSource, NodeContext, param
 from .sources import BlockNoise, aperiodic_sos
+
+signal = lazy("scipy.signal")  # imported when a filter is designed (rtneuro/_lazy.py)
 
 __all__ = ["SimBrain", "SimBrainParams"]
 
@@ -79,7 +81,7 @@ class SimBrain(GeneratorSource):
         self.sfreq = params.sfreq
         self._end = None if params.duration_s is None else int(round(params.duration_s * params.sfreq))
         self._sos = np.ascontiguousarray(aperiodic_sos(params.aperiodic_exponent, params.sfreq))
-        _, h = sosfreqz(self._sos, worN=8192, fs=params.sfreq)
+        _, h = signal.sosfreqz(self._sos, worN=8192, fs=params.sfreq)
         self._ap_gain = params.aperiodic_amplitude / np.sqrt(np.mean(np.abs(h) ** 2))
         self._ema = 1.0 - math.exp(-1.0 / (2.0 * params.sfreq))  # the LFP's slow mean: 2 s time constant
         desc = {"model": "STN-GPe rate loop (Holgado, Terry & Bogacz 2010)", "parameters": {f.name: getattr(self.model, f.name) for f in fields(StnGpeParams)}}
@@ -213,7 +215,7 @@ class SimBrain(GeneratorSource):
         times = t0 + np.arange(n) / self.sfreq
         dose = self._dose_at(times - p.feedback_delay_s)
         s, g, b = stn_gpe_step(self.state, self.model, self._drive_noise.take(0, a, n).ravel(), dose, self.sub)
-        mean, self._mean_zi = lfilter([self._ema], [1.0, self._ema - 1.0], s, zi=self._mean_zi)
+        mean, self._mean_zi = signal.lfilter([self._ema], [1.0, self._ema - 1.0], s, zi=self._mean_zi)
         x = (p.lfp_uv_per_hz * (s - mean))[:, None] + self._sensor_noise.take(1, a, n) * p.noise_amplitude
         if p.aperiodic_amplitude > 0:
             ap = np.empty((n, 1))

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.signal import sosfreqz
 
+from .._lazy import lazy
 from ..errors import ConfigError, DamagedFileError, did_you_mean
 from ..kernels.iir import sosfilt_hold
 from ..messages import Chunk, StreamMeta, make_events
 from ..recording.ephys import detect_format, open_for_replay, stream_desc
 from .base import GeneratorSource, NodeContext, Source, param
+
+signal = lazy("scipy.signal")  # imported when a filter is designed (rtneuro/_lazy.py)
 
 __all__ = ["Synthetic", "SyntheticParams", "FileReplay", "FileReplayParams", "aperiodic_sos"]
 
@@ -146,7 +148,7 @@ class Synthetic(GeneratorSource):
         self.sfreq = params.sfreq
         self.n_channels = n
         self._sos = np.ascontiguousarray(aperiodic_sos(params.aperiodic_exponent, params.sfreq))
-        _, h = sosfreqz(self._sos, worN=8192, fs=params.sfreq)
+        _, h = signal.sosfreqz(self._sos, worN=8192, fs=params.sfreq)
         self._ap_gain = params.aperiodic_amplitude / np.sqrt(np.mean(np.abs(h) ** 2))
         rng = np.random.default_rng([params.seed, 4])
         self._phases = rng.uniform(0, 2 * np.pi, (len(params.oscillations), n))

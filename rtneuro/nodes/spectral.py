@@ -9,9 +9,8 @@ from typing import Literal
 
 import numpy as np
 import scipy.fft
-from scipy.signal import butter, freqz, get_window, sosfilt_zi
-from scipy.signal.windows import dpss
 
+from .._lazy import lazy
 from ..errors import ConfigError, did_you_mean
 from ..kernels.envelope import (
     DETECT_HILBERT,
@@ -43,6 +42,8 @@ from .base import (
     window_and_step,
 )
 from .buffers import RingBuffer
+
+signal = lazy("scipy.signal")  # imported when a filter is designed (rtneuro/_lazy.py)
 
 __all__ = ["Bandpower", "BandpowerParams", "Envelope", "EnvelopeParams", "DEFAULT_BANDS"]
 
@@ -170,7 +171,7 @@ class Bandpower(Node):
         self._r_num = np.array([band_names.index(a) for a, _ in params.ratios.values()], dtype=np.int64)
         self._r_den = np.array([band_names.index(b) for _, b in params.ratios.values()], dtype=np.int64)
         self._mode_code = {"abs": MODE_ABS, "rel": MODE_REL, "log10": MODE_LOG10, "db": MODE_DB}[params.mode]
-        taper = get_window("hann", self.nperseg)
+        taper = signal.get_window("hann", self.nperseg)
         self._taper = taper[:, None]
         # one-sided density scaling, as scipy.signal.welch
         scale = np.full(freqs.size, 2.0 / (fs * (taper**2).sum()))
@@ -233,7 +234,7 @@ class Bandpower(Node):
         half_nbw = bandwidth * N / (2.0 * fs)
         if half_nbw < 0.5:
             raise ConfigError(f"bandwidth={bandwidth:g} Hz is narrower than the {N}-sample window resolves; use at least {fs / N:.4g} Hz")
-        tapers, eig = dpss(N, half_nbw, int(2 * half_nbw), sym=False, norm=None, return_ratios=True)
+        tapers, eig = signal.windows.dpss(N, half_nbw, int(2 * half_nbw), sym=False, norm=None, return_ratios=True)
         tapers, eig = np.atleast_2d(tapers), np.atleast_1d(eig)
         keep = eig > 0.9  # low_bias, as MNE
         if not keep.any():
@@ -486,8 +487,8 @@ class Envelope(Node):
             raise ConfigError(f"step_s={params.step_s} is shorter than one sample at {fs:g} Hz")
         self.picks = np.array(resolve_picks(params.picks, src), dtype=np.int64)
         self._sos = np.ascontiguousarray(np.stack([
-            butter(params.order, (lo, hi), "bandpass", fs=fs, output="sos") for lo, hi in params.bands.values()]))
-        self._zi0 = np.stack([sosfilt_zi(s) for s in self._sos])  # (B, n_sections, 2)
+            signal.butter(params.order, (lo, hi), "bandpass", fs=fs, output="sos") for lo, hi in params.bands.values()]))
+        self._zi0 = np.stack([signal.sosfilt_zi(s) for s in self._sos])  # (B, n_sections, 2)
         if params.detector == "hilbert":
             self._h = self._design_hilbert(params, fs)
         else:
@@ -523,7 +524,7 @@ class Envelope(Node):
     def _hilbert_gain(h: np.ndarray, bands, fs: float) -> tuple[float, float]:
         """Worst gain deviation from 1 over the bands, and the frequency where it occurs."""
         f = np.concatenate([np.linspace(lo, hi, 64) for lo, hi in bands])
-        _, H = freqz(h, worN=f, fs=fs)
+        _, H = signal.freqz(h, worN=f, fs=fs)
         dev = np.abs(np.abs(H) - 1.0)
         i = int(np.argmax(dev))
         return float(dev[i]), float(f[i])

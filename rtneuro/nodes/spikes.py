@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from scipy.signal import butter, sosfilt_zi
 
+from .._lazy import lazy
 from ..errors import ConfigError
 from ..kernels.spikes import (
     N_STATE,
@@ -30,6 +30,8 @@ from ..kernels.spikes import (
 )
 from ..messages import EVENT_DTYPE, Chunk, StreamMeta, make_events
 from .base import GeneratorSource, Node, NodeContext, param, regular_rate
+
+signal = lazy("scipy.signal")  # imported when a filter is designed (rtneuro/_lazy.py)
 
 __all__ = ["SpikeDetect", "SpikeDetectParams", "SyntheticSpikes", "SyntheticSpikesParams", "EVENT_ID", "probe_positions",
            "DEFAULT_DEDUP_RADIUS_UM"]
@@ -231,9 +233,9 @@ class SpikeDetect(Node):
         if params.l_freq is not None and params.h_freq is not None:
             if params.h_freq >= nyq:
                 raise ConfigError(f"h_freq={params.h_freq} Hz must be below the Nyquist frequency {nyq:g} Hz of stream '{src.name}'")
-            sos = butter(params.order, (params.l_freq, params.h_freq), "bandpass", fs=fs, output="sos")
+            sos = signal.butter(params.order, (params.l_freq, params.h_freq), "bandpass", fs=fs, output="sos")
             self._sos = np.ascontiguousarray(sos, dtype=np.float32)
-            self._zi0 = np.ascontiguousarray(sosfilt_zi(sos), dtype=np.float32)
+            self._zi0 = np.ascontiguousarray(signal.sosfilt_zi(sos), dtype=np.float32)
         else:
             self._sos = np.zeros((0, 6), dtype=np.float32)
             self._zi0 = np.zeros((0, 2), dtype=np.float32)
