@@ -133,6 +133,20 @@ def test_the_dashboard_loads_and_its_traces_move(demo):
     later = page.pixels("#trace-canvas")
     assert np.abs(later.astype(int) - first.astype(int)).max() > 50, "the traces did not move"
     assert later.std() > 5, "the trace canvas is blank"
+    # the traces scroll: only new columns are drawn. With the replay paused, what scrolling drew is what drawing
+    # the whole window again draws, pixel for pixel (but for the last column, which may have been drawn short)
+    api = _api(demo)
+    assert api.post("/api/replay/pause").status_code == 200
+    try:
+        time.sleep(0.5)  # frames in flight are drawn
+        assert page.evaluate("() => window.rtDashboard.fullDraws") < page.evaluate("() => window.rtDashboard.traceDraws") / 2
+        scrolled = page.pixels("#trace-canvas")
+        page.evaluate("() => window.rtDashboard.redrawTraces()")
+        whole = page.pixels("#trace-canvas")
+    finally:
+        api.post("/api/replay/resume")
+    differ = np.abs(scrolled.astype(int) - whole.astype(int)).max(axis=2) > 0
+    assert differ[:, 80:-2].mean() < 0.001, f"{differ[:, 80:-2].sum()} pixels differ between scrolled and whole draws"
     page.wait_for_function("document.querySelector('#latency-p50').textContent.trim() !== '' && "
                            "document.querySelector('#latency-p50').textContent.trim() !== '-'", timeout=30_000)
     _shot(page, "dashboard.png")

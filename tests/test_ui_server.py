@@ -72,17 +72,24 @@ nodes:
 """
 
 
-def _decode(buf: bytes) -> tuple[dict, dict]:
-    h = struct.unpack("<I", buf[:4])[0]
-    header = json.loads(buf[4:4 + h])
-    off = (4 + h + 7) & ~7
-    arrays = {}
-    for name, dt, shape in header["arrays"]:
-        t = np.dtype({"f4": "<f4", "f8": "<f8", "i4": "<i4"}[dt])
-        n = int(np.prod(shape))
-        arrays[name] = np.frombuffer(buf, t, n, off).reshape(shape)
-        off = (off + n * t.itemsize + 7) & ~7
-    return header, arrays
+def _decode(buf: bytes) -> list[tuple[dict, dict]]:
+    """One binary message -> its frames (docs/ui.md): each at a multiple of 8 bytes, all with the message's seq."""
+    frames = []
+    off = 0
+    while off < len(buf):
+        h = struct.unpack_from("<I", buf, off)[0]
+        header = json.loads(buf[off + 4:off + 4 + h])
+        off = (off + 4 + h + 7) & ~7
+        arrays = {}
+        for name, dt, shape in header["arrays"]:
+            t = np.dtype({"f4": "<f4", "f8": "<f8", "i4": "<i4"}[dt])
+            n = int(np.prod(shape))
+            assert off % t.itemsize == 0
+            arrays[name] = np.frombuffer(buf, t, n, off).reshape(shape)
+            off = (off + n * t.itemsize + 7) & ~7
+        frames.append((header, arrays))
+    assert off == len(buf) and frames and len({h["seq"] for h, _ in frames}) == 1
+    return frames
 
 
 def _rss_kb(pid: int) -> int:
@@ -167,7 +174,7 @@ def test_the_data_socket_needs_a_token_and_an_observer_token_reads(run):
             assert hello["ui"]["participant"]["channel"] == 0 and hello["window"] >= 1
             assert "lfp" in hello["graph"]["streams"]
             await ws.send(json.dumps({"type": "views", "views": [{"id": "t", "kind": "trace", "stream": "lfp", "channels": [0, 63], "points": 500}]}))
-            header, arrays = _decode(await asyncio.wait_for(_next_binary(ws), 10))
+            ((header, arrays),) = _decode(await asyncio.wait_for(_next_binary(ws), 10))
             assert header["type"] == "trace" and arrays["env"].shape[1:] == (2, 2)
             assert np.all(arrays["env"][..., 0] <= arrays["env"][..., 1])
 
@@ -204,11 +211,12 @@ def test_a_client_that_stops_reading_holds_its_window_only_and_the_others_go_on(
             while time.monotonic() < t_end:
                 m = await asyncio.wait_for(live.recv(), 5)
                 if isinstance(m, bytes):
-                    h, a = _decode(m)
-                    got[h["type"]] += 1
-                    if h["type"] == "trace":
-                        bins.append((h["first_bin"], a["env"].shape[0]))
-                    await live.send(json.dumps({"type": "ack", "seq": h["seq"]}))
+                    frames = _decode(m)
+                    for h, a in frames:
+                        got[h["type"]] += 1
+                        if h["type"] == "trace":
+                            bins.append((h["first_bin"], a["env"].shape[0]))
+                    await live.send(json.dumps({"type": "ack", "seq": frames[0][0]["seq"]}))
         rss1 = _rss_kb(pid)
         frozen.transport.abort()
         return got, bins, rss0, rss1
@@ -271,11 +279,12 @@ def test_paints_give_the_display_latency_in_the_report_and_the_session(run):
             while n < 40:
                 m = await asyncio.wait_for(ws.recv(), 5)
                 if isinstance(m, bytes):
-                    h, a = _decode(m)
-                    assert h["type"] == "feedback" and a["values"].shape == (1, 1)
-                    await ws.send(json.dumps({"type": "ack", "seq": h["seq"]}))
-                    await ws.send(json.dumps({"type": "paint", "items": [[h["key"], lsl_clock() + 0.002]]}))
-                    n += 1
+                    frames = _decode(m)
+                    await ws.send(json.dumps({"type": "ack", "seq": frames[0][0]["seq"]}))
+                    for h, a in frames:
+                        assert h["type"] == "feedback" and a["values"].shape == (1, 1)
+                        await ws.send(json.dumps({"type": "paint", "items": [[h["key"], lsl_clock() + 0.002]]}))
+                        n += 1
 
     asyncio.run(go())
     rep = _finish(run)

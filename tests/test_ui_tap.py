@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import welch
 
-from rtneuro.control.tap import MAX_EVENTS_PER_FRAME, Tap, ViewError, encode_frame
+from rtneuro.control.tap import MAX_EVENTS_PER_FRAME, Tap, ViewError, encode_frame, encode_frames
 from rtneuro.messages import DECISION_DTYPE, Chunk, Message, StreamMeta, make_events
 from rtneuro.runtime.clock import lsl_clock
 from rtneuro.transport import TransportParams
@@ -274,3 +274,15 @@ def test_a_frame_has_the_documented_layout():
     off = (off + 48 + 7) & ~7
     np.testing.assert_array_equal(np.frombuffer(buf, "<i4", 2, off), ids)
     assert len(buf) == off + 8
+    # a tick's frames in one message: each frame starts at a multiple of 8 and carries the message's seq
+    odd = np.arange(3, dtype="<f4")  # 12 bytes: the frame is padded to 16
+    msg = encode_frames([({"type": "a"}, [("x", odd)]), ({"type": "b"}, [("env", env)])], seq=9)
+    h1 = struct.unpack_from("<I", msg, 0)[0]
+    first = json.loads(msg[4:4 + h1])
+    start2 = (((4 + h1 + 7) & ~7) + 12 + 7) & ~7
+    h2 = struct.unpack_from("<I", msg, start2)[0]
+    second = json.loads(msg[start2 + 4:start2 + 4 + h2])
+    assert (first["type"], first["seq"], second["type"], second["seq"]) == ("a", 9, "b", 9)
+    off2 = (start2 + 4 + h2 + 7) & ~7
+    np.testing.assert_array_equal(np.frombuffer(msg, "<f4", 12, off2).reshape(2, 3, 2), env)
+    assert len(msg) == off2 + 48 and len(msg) % 8 == 0

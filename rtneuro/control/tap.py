@@ -1,8 +1,8 @@
 """The tap: what the browser pages see of the running graph's streams.
 
-A thread of the supervisor process subscribes to the streams that some
-page views (and only to those), like any other subscriber of the graph, and
-keeps for each a bounded ring of its latest samples (signal and feature
+The control server's event loop (no thread of its own) subscribes to the
+streams that some page views (and only to those), like any other subscriber
+of the graph, and keeps for each a bounded ring of its latest samples (signal and feature
 streams) or events (event streams, the gate's decisions). The pages' data
 WebSocket (:mod:`rtneuro.control.ui_routes`) computes its frames from the
 rings at its own pace: a min/max envelope per pixel column for traces
@@ -13,6 +13,13 @@ frozen one costs nothing; nothing here runs in a node's process.
 The tap also matches the participant display's paint reports to the chunks
 it sent, for the decision-to-paint latency (docs/ui.md).
 
+Wake-ups are what the pages cost the supervisor (a thread woken 30 times a
+second costs more than the work it does), so the feedback stream has a
+socket of its own that the event loop watches: a value wakes the loop once
+and goes out at once. Every other stream's socket is read when the pages'
+frames are computed (at most ``frame_rate`` times a second) or every
+``COLD_DRAIN_S``, whichever comes first; nothing wakes the loop for it.
+
 Untrusted input: the pages' messages are decoded by ``ui_routes``; what
 reaches the tap is checked here again (view shapes, keys, times), bounded
 and counted.
@@ -20,6 +27,7 @@ and counted.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import dataclasses
@@ -40,7 +48,7 @@ from ..runtime.clock import lsl_clock
 from ..runtime.latency import LatencyStats
 from ..transport import Subscriber, TransportParams
 
-__all__ = ["Tap", "View", "ViewError", "MAX_VIEWS", "MAX_VIEW_CHANNELS", "MAX_RING_BYTES"]
+__all__ = ["Tap", "View", "ViewError", "encode_frame", "encode_frames", "MAX_VIEWS", "MAX_VIEW_CHANNELS", "MAX_RING_BYTES"]
 
 log = logging.getLogger("rtneuro.tap")
 
@@ -68,6 +76,8 @@ MAX_PAINT_LATENCY_S = 10.0
 RELEASE_AFTER_S = 5.0
 #: Spectrum frames per second per view.
 SPECTRUM_HZ = 4.0
+#: The streams other than the feedback are read at least this often (seconds), pages or not.
+COLD_DRAIN_S = 0.1
 
 
 class ViewError(RtneuroError):
@@ -157,85 +167,120 @@ class Tap:
         self._subscribed: set[str] = set()
         self._feedback: collections.deque = collections.deque(maxlen=MAX_FEEDBACK_CHUNKS)
         self._key = 0
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._changed = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ctx: Any = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._stopped = False
+        self._cold_at = 0.0
         self.displays: dict[str, _Display] = {}
         #: every display's paints together
         self.all_displays = _Display("all")
         self.paint_rows: list[list[float]] = []
         self.stats: dict[str, int] = {"messages": 0, "invalid": 0, "paints": 0, "paints_refused": 0, "paint_rows_dropped": 0,
-                                      "views_refused": 0, "frames": 0, "frames_held": 0}
+                                      "views_refused": 0, "frames": 0, "messages_sent": 0, "frames_held": 0}
         self.ratelog = RateLog(log)
-        #: one subscriber per publisher endpoint (the tap's thread only)
-        self.subs: dict[str, Subscriber] = {}
-        self._poller: Any = None
+        #: (publisher endpoint, feedback socket?) -> subscriber (the loop's thread only)
+        self.subs: dict[tuple[str, bool], Subscriber] = {}
         #: (event loop, asyncio.Event) of the pages' pumps: set when a feedback value arrives
         self._listeners: set[tuple[Any, Any]] = set()
         if feedback is not None:
             self._want[feedback] = 1
 
-    # -- life cycle -----------------------------------------------------------
+    # -- life cycle (the control server's event loop) --------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="rtneuro-tap", daemon=True)
-        self._thread.start()
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Run in ``loop`` (the control server's; by default the running one); idempotent."""
+        if self._loop is not None or self._stopped:
+            return
+        self._loop = loop or asyncio.get_running_loop()
+        self._ctx = zmq.Context.instance()
+        self._subscriptions()
+        self._timer = self._loop.call_later(COLD_DRAIN_S, self._maintain)
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        """Close the sockets (from any thread; waits at most ``timeout_s`` for the loop to do it)."""
+        self._stopped = True
+        loop = self._loop
+        if loop is None:
+            return
+        done = threading.Event()
 
-    def _run(self) -> None:
-        ctx: zmq.Context = zmq.Context.instance()
-        poller = zmq.Poller()
-        self._poller = poller
+        def close() -> None:
+            self._close()
+            done.set()
+
         try:
-            while not self._stop.is_set():
-                self._subscriptions(ctx)
-                ready = dict(poller.poll(50)) if self.subs else {}
-                if not self.subs:
-                    self._stop.wait(0.05)
-                for sub in self.subs.values():
-                    if sub.socket in ready:
-                        msgs = sub.drain(10_000)
-                        if msgs:
-                            self._absorb(msgs)
-        except Exception:  # a bug here must not take the supervisor down; the pages stop updating
-            log.exception("the UI's tap stopped")
-        finally:
-            for sub in self.subs.values():
-                sub.close()
-            self.subs.clear()
+            if loop.is_closed():
+                raise RuntimeError("closed")
+            loop.call_soon_threadsafe(close)
+        except RuntimeError:  # the loop is gone: nothing runs there any more, close here
+            self._close()
+            return
+        done.wait(timeout_s)
 
-    def _subscriptions(self, ctx: zmq.Context) -> None:
-        """Subscribe to streams newly wanted, unsubscribe those unwanted for a while (the tap's thread only).
+    def _close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for (_, hot), sub in self.subs.items():
+            if hot and self._loop is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(sub.socket.FD)
+            sub.close()
+        self.subs.clear()
+        self._subscribed.clear()
+        self._loop = None
 
-        One SUB socket per publisher, connected when one of its streams is
-        first wanted: a subscription reaches only the process that publishes
-        the stream.
+    def _maintain(self) -> None:
+        """Every COLD_DRAIN_S: read the other streams if no page did, release what no view wants any more."""
+        try:
+            if lsl_clock() - self._cold_at >= COLD_DRAIN_S:
+                self._drain_cold()
+            self._subscriptions()
+        except Exception as exc:  # a bug here must not take the server down; the pages stop updating
+            self.ratelog.error("tap", "the UI's tap failed: %r", exc)
+        if self._loop is not None and not self._stopped:
+            self._timer = self._loop.call_later(COLD_DRAIN_S, self._maintain)
+
+    def _sub(self, ep: str, hot: bool) -> Subscriber | None:
+        sub = self.subs.get((ep, hot))
+        if sub is None:
+            try:
+                sub = Subscriber(self._ctx, self.params)
+                sub.connect(ep)
+            except Exception as exc:  # the pages show no data for it; the run goes on
+                self.ratelog.error("subscribe", "the UI's tap cannot subscribe to %s (%s)", ep, exc)
+                return None
+            self.subs[(ep, hot)] = sub
+            if hot:
+                assert self._loop is not None
+                self._loop.add_reader(sub.socket.FD, self._on_hot, sub)
+        return sub
+
+    def _subscriptions(self) -> None:
+        """Subscribe to streams newly wanted, unsubscribe those unwanted for a while (in the loop).
+
+        One SUB socket per publisher (two for the feedback stream's: the
+        feedback alone on one the loop watches): a subscription reaches only
+        the process that publishes the stream.
         """
+        if self._loop is None:
+            return
         now = lsl_clock()
         with self.lock:
             wanted = {s for s, n in self._want.items() if n > 0}
             stale = [s for s in self._subscribed - wanted if now - self._unwanted_since.get(s, now) >= RELEASE_AFTER_S]
         for s in wanted - self._subscribed:
-            ep = self.endpoints[s]
-            sub = self.subs.get(ep)
+            hot = s == self.feedback
+            sub = self._sub(self.endpoints[s], hot)
             if sub is None:
-                try:
-                    sub = Subscriber(ctx, self.params)
-                    sub.connect(ep)
-                except Exception as exc:  # the pages show no data for it; the run goes on
-                    self.ratelog.error("subscribe", "the UI's tap cannot subscribe to %s (%s)", ep, exc)
-                    continue
-                self.subs[ep] = sub
-                self._poller.register(sub.socket, zmq.POLLIN)
+                continue
             meta = self.metas[s]
             sub.subscribe(topic_for(meta.kind, s), meta)
             self._subscribed.add(s)
+            if hot:
+                self._on_hot(sub)  # the FD signals edges: read what may have come already
         for s in stale:
-            sub = self.subs[self.endpoints[s]]
+            sub = self.subs[(self.endpoints[s], s == self.feedback)]
             topic = topic_for(self.metas[s].kind, s)
             sub.socket.setsockopt(zmq.UNSUBSCRIBE, topic)
             sub.streams.pop(topic, None)
@@ -243,6 +288,25 @@ class Tap:
             with self.lock:
                 self.rings.pop(s, None)
                 self.events.pop(s, None)
+
+    def _on_hot(self, sub: Subscriber) -> None:
+        """The feedback socket is readable (ZeroMQ's FD signals edges: read until it says nothing is left)."""
+        try:
+            while sub.socket.get(zmq.EVENTS) & zmq.POLLIN:
+                msgs = sub.drain(10_000)
+                if msgs:
+                    self._absorb(msgs)
+        except zmq.ZMQError as exc:  # the socket closed under us at the end of the run
+            log.debug("tap feedback socket: %r", exc)
+
+    def _drain_cold(self) -> None:
+        """Read every other subscribed stream's socket (the loop's thread)."""
+        self._cold_at = lsl_clock()
+        for (_, hot), sub in list(self.subs.items()):
+            if not hot and sub.streams:
+                msgs = sub.drain(100_000)
+                if msgs:
+                    self._absorb(msgs)
 
     # -- data in --------------------------------------------------------------
 
@@ -330,9 +394,9 @@ class Tap:
             self._listeners.discard(listener)
 
     def _notify(self) -> None:
-        for loop, event in list(self._listeners):
-            with contextlib.suppress(RuntimeError):  # a loop that has closed
-                loop.call_soon_threadsafe(event.set)
+        """A feedback value arrived (in the loop's thread, where the pumps wait): wake them."""
+        for _, event in list(self._listeners):
+            event.set()
 
     # -- views ----------------------------------------------------------------
 
@@ -386,6 +450,7 @@ class Tap:
             for v in views:
                 self._want[v.stream] = self._want.get(v.stream, 0) + 1
                 self._unwanted_since.pop(v.stream, None)
+        self._subscriptions()
 
     def unwant(self, views: list[View]) -> None:
         now = lsl_clock()
@@ -401,6 +466,8 @@ class Tap:
     def frames(self, views: list[View], now: float) -> list[tuple[dict, list[tuple[str, np.ndarray]]]]:
         """The frames due for ``views`` (each ``(header, [(name, array), ...])``), advancing each view."""
         out: list[tuple[dict, list[tuple[str, np.ndarray]]]] = []
+        if self._loop is not None and any(v.kind != "feedback" for v in views) and lsl_clock() - self._cold_at >= 0.005:
+            self._drain_cold()  # one read per tick, however many pages
         with self.lock:
             for v in views:
                 if v.kind == "trace":
@@ -521,6 +588,8 @@ class Tap:
                 if len(self.displays) >= MAX_DISPLAYS:
                     who = "other"
                 disp = self.displays.setdefault(who, _Display(who))
+            d2ps: list[float] = []
+            a2ps: list[float] = []
             for item in items[:256]:
                 if (not isinstance(item, list) or len(item) != 2 or type(item[0]) is not int
                         or type(item[1]) not in (int, float) or not math.isfinite(item[1])):
@@ -533,15 +602,17 @@ class Tap:
                     continue
                 key, first, t0, _, t_acq, t_dec, _ = c
                 d2p, a2p = (t_paint - t_dec) * 1e6, (t_paint - t_acq) * 1e6
-                for dd in (disp, self.all_displays):
-                    dd.d2p.extend([d2p])
-                    dd.a2p.extend([a2p])
-                    dd.paints += 1
+                d2ps.append(d2p)
+                a2ps.append(a2p)
                 ok += 1
                 if len(self.paint_rows) < MAX_PAINT_ROWS:
                     self.paint_rows.append([t0, t_paint, float(first), a2p / 1e3, d2p / 1e3])
                 else:
                     self.stats["paint_rows_dropped"] += 1
+            for dd in (disp, self.all_displays):  # one update per message, not per item
+                dd.d2p.extend(d2ps)
+                dd.a2p.extend(a2ps)
+                dd.paints += ok
             self.stats["paints"] += ok
         if len(items) > ok:
             self.ratelog.warning("paint", "participant display '%s': %d paint report items refused (unknown key, or a "
@@ -582,7 +653,8 @@ def _welch(x: np.ndarray, fs: float, nper: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def encode_frame(header: dict, arrays: list[tuple[str, np.ndarray]]) -> bytes:
-    """A binary frame (docs/ui.md): u32 header length, JSON header, arrays each at a multiple of 8 bytes."""
+    """A binary frame (docs/ui.md): u32 header length, JSON header, arrays each at a multiple of 8 bytes;
+    its length is a multiple of 8, so frames put end to end (:func:`encode_frames`) stay aligned."""
     import json
 
     codes = {np.dtype("<f4"): "f4", np.dtype("<f8"): "f8", np.dtype("<i4"): "i4"}
@@ -596,7 +668,13 @@ def encode_frame(header: dict, arrays: list[tuple[str, np.ndarray]]) -> bytes:
         b = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
         parts.append(b)
         size += pad + len(b)
+    parts.append(b"\0" * (-size % 8))
     return b"".join(parts)
+
+
+def encode_frames(frames: list[tuple[dict, list[tuple[str, np.ndarray]]]], seq: int) -> bytes:
+    """One WebSocket message: the frames of one tick end to end, each with the message's ``seq`` (acknowledged once)."""
+    return b"".join(encode_frame({**header, "seq": seq}, arrays) for header, arrays in frames)
 
 
 def _finite(x: float) -> float | None:

@@ -33,7 +33,7 @@ from ..ui import STATIC
 from .auth import Identity
 from .live import ControlError
 from .server import _deny, dumps
-from .tap import MAX_VIEWS, Tap, View, ViewError, encode_frame
+from .tap import MAX_VIEWS, Tap, View, ViewError, encode_frames
 
 __all__ = ["install", "UiState", "MAX_UI_CLIENTS", "WINDOW", "MAX_MESSAGE"]
 
@@ -54,6 +54,8 @@ class UiState:
         self.tap = tap
         self.config = config
         self.frame_rate = float(frame_rate)
+        #: (loop, wake event) of every page's pump
+        self.pumps: set[tuple[Any, asyncio.Event]] = set()
         self._positions = positions
         self._positions_cache: dict | None = None
         self.ended = False
@@ -69,7 +71,11 @@ class UiState:
         return self._positions_cache
 
     def close(self) -> None:
+        """The run ended (from any thread): every page's pump sends its "end" now."""
         self.ended = True
+        for loop, event in list(self.pumps):
+            with contextlib.suppress(RuntimeError):  # a loop that has closed
+                loop.call_soon_threadsafe(event.set)
 
 
 def install(app: FastAPI, ui: UiState, hub: Any,
@@ -102,6 +108,7 @@ def install(app: FastAPI, ui: UiState, hub: Any,
             await _deny(websocket, exc)
             return
         ui.clients += 1
+        ui.tap.start()  # in this loop, with the first page (idempotent)
         client = _Client(websocket, ui, f"{ident.name}#{id(websocket) % 100000}", refuse, peer(websocket.scope))
         try:
             await websocket.accept()
@@ -130,48 +137,71 @@ class _Client:
         self.acked = 0
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
+        self.wake.set()
         self.last_full = 0.0
+        #: the window was full when the pump last looked
+        self.held = False
 
     async def text(self, obj: Any) -> None:
         async with self.lock:
             await self.ws.send_text(dumps(obj))
 
     async def pump(self, scope: anyio.CancelScope) -> None:
-        """Send the frames due whenever the client can take them; close with 1000 when the run ends."""
+        """Send the frames due whenever the client can take them; close with 1000 when the run ends.
+
+        The pump sleeps until something is due: a feedback value (the tap sets ``wake``), the next tick of the
+        periodic views (traces, spectra, events: at most ``frame_rate`` a second, a timer only while there are
+        some), an acknowledgement that reopens a full window, new views, or the end of the run.
+        """
         tap = self.ui.tap
         loop = asyncio.get_running_loop()
         listener = (loop, self.wake)
-        tap.listen(listener)
+        listening = False
+        self.ui.pumps.add(listener)
         period = 1.0 / self.ui.frame_rate
+        timer: asyncio.TimerHandle | None = None
         try:
             while not self.ui.ended:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), period)
+                await self.wake.wait()
                 self.wake.clear()
                 if self.seq - self.acked >= WINDOW:
+                    self.held = True  # the next acknowledgement wakes the pump
                     tap.stats["frames_held"] += 1
                     continue
+                wants_feedback = any(v.kind == "feedback" for v in self.views)
+                if wants_feedback != listening:  # woken by feedback values only while it shows them
+                    (tap.listen if wants_feedback else tap.unlisten)(listener)
+                    listening = wants_feedback
                 now = lsl_clock()
-                full = now - self.last_full >= period * 0.9
+                periodic = [v for v in self.views if v.kind != "feedback"]
+                full = bool(periodic) and now - self.last_full >= period * 0.9
                 views = self.views if full else [v for v in self.views if v.kind == "feedback"]
                 if full:
                     self.last_full = now
+                if periodic and (timer is None or timer.cancelled() or timer.when() <= loop.time()):
+                    wait = max(period - (now - self.last_full), 0.001)
+                    timer = loop.call_later(wait, self.wake.set)
                 if not views:
                     continue
-                for header, arrays in tap.frames(views, now):
-                    if self.seq - self.acked >= WINDOW:
-                        break
-                    self.seq += 1
-                    frame = encode_frame({**header, "seq": self.seq}, arrays)
-                    async with self.lock:
-                        await self.ws.send_bytes(frame)
-                    tap.stats["frames"] += 1
+                frames = tap.frames(views, now)
+                if not frames:
+                    continue
+                # the tick's frames in one message: one send and one acknowledgement, however many views
+                self.seq += 1
+                message = encode_frames(frames, self.seq)
+                async with self.lock:
+                    await self.ws.send_bytes(message)
+                tap.stats["frames"] += len(frames)
+                tap.stats["messages_sent"] += 1
             await self.text({"type": "end"})
             await self.ws.close(code=1000, reason="run ended")
         except Exception as exc:
             log.debug("UI push to %s ended: %r", self.peer, exc)
         finally:
+            if timer is not None:
+                timer.cancel()
             tap.unlisten(listener)
+            self.ui.pumps.discard(listener)
             scope.cancel()
 
     def _refused(self, what: str) -> None:
@@ -202,7 +232,9 @@ class _Client:
                 seq = msg.get("seq")
                 if type(seq) is int:
                     self.acked = max(self.acked, min(seq, self.seq))
-                    self.wake.set()
+                    if self.held:  # the window was full: what is due goes now
+                        self.held = False
+                        self.wake.set()
             elif kind == "paint":
                 self.ui.tap.paint(self.name, msg.get("items"))
             elif kind == "clock":

@@ -148,9 +148,7 @@ class Steering:
             if self.ui is not None:
                 self.ui.tap.stop()
             raise
-        if self.ui is not None:
-            self.ui.tap.start()
-        log.info("control API at %s", self.url)
+        log.info("control API at %s", self.url)  # the UI's tap starts in the server's loop with the first page
 
     def _make_ui(self) -> Any:
         """The tap over the graph's streams and the ``ui:`` settings as the pages see them."""

@@ -42,20 +42,25 @@ const RT = (() => {
 
   const DTYPES = { f4: Float32Array, f8: Float64Array, i4: Int32Array };
 
-  // One binary frame -> {header, arrays: {name: TypedArray}} (docs/ui.md: u32 H | JSON | pad | arrays).
-  function decodeFrame(buf) {
-    const dv = new DataView(buf);
-    const h = dv.getUint32(0, true);
-    const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, h)));
-    let off = (4 + h + 7) & ~7;
-    const arrays = {};
-    for (const [name, dtype, shape] of header.arrays || []) {
-      const T = DTYPES[dtype];
-      const n = shape.reduce((a, b) => a * b, 1);
-      arrays[name] = new T(buf, off, n);
-      off = (off + n * T.BYTES_PER_ELEMENT + 7) & ~7;
+  // One binary message -> [{header, arrays: {name: TypedArray}}, ...]: the frames of one server tick, end to end
+  // (docs/ui.md: each frame is u32 H | JSON | pad | arrays, padded to a multiple of 8 bytes).
+  function decodeFrames(buf) {
+    const dv = new DataView(buf), out = [], td = new TextDecoder();
+    let off = 0;
+    while (off + 4 <= buf.byteLength) {
+      const h = dv.getUint32(off, true);
+      const header = JSON.parse(td.decode(new Uint8Array(buf, off + 4, h)));
+      off = (off + 4 + h + 7) & ~7;
+      const arrays = {};
+      for (const [name, dtype, shape] of header.arrays || []) {
+        const T = DTYPES[dtype];
+        const n = shape.reduce((a, b) => a * b, 1);
+        arrays[name] = new T(buf, off, n);
+        off = (off + n * T.BYTES_PER_ELEMENT + 7) & ~7;
+      }
+      out.push({ header, arrays });
     }
-    return { header, arrays };
+    return out;
   }
 
   // The data WebSocket: hello, views, binary frames acknowledged as they are handled, clock exchange.
@@ -74,6 +79,7 @@ const RT = (() => {
       const ws = new WebSocket(wsURL("/api/ui/ws"));
       ws.binaryType = "arraybuffer";
       this.ws = ws;
+      this.acked = 0; this.toAck = 0;  // message counters start again on each connection
       ws.onopen = () => {
         if (this.views.length) this.send({ type: "views", views: this.views });
         for (let i = 0; i < 8; i++) setTimeout(() => this.clock(), 50 * i);
@@ -83,15 +89,15 @@ const RT = (() => {
         if (typeof ev.data === "string") {
           const msg = JSON.parse(ev.data);
           if (msg.type === "clock") this.onClock(msg);
-          else if (msg.type === "hello" && this.handlers.hello) this.handlers.hello(msg);
+          else if (msg.type === "hello") { this.window = msg.window || 8; if (this.handlers.hello) this.handlers.hello(msg); }
           else if (this.handlers.message) this.handlers.message(msg);
           return;
         }
-        const { header, arrays } = decodeFrame(ev.data);
+        const frames = decodeFrames(ev.data);
         try {
-          if (this.handlers.frame) this.handlers.frame(header, arrays);
+          for (const { header, arrays } of frames) if (this.handlers.frame) this.handlers.frame(header, arrays);
         } finally {
-          this.send({ type: "ack", seq: header.seq });
+          if (frames.length) this.ack(frames[0].header.seq);
         }
       };
       ws.onclose = (ev) => {
@@ -100,6 +106,20 @@ const RT = (() => {
         // the run ended (1000) or the token is refused: no retry; otherwise try again
         if (!this.closed && ev.code !== 1000 && ev.code !== 1008) setTimeout(() => this.connect(), 1000);
       };
+    }
+
+    // Acknowledge every half window, or 50 ms after a message: a healthy page never fills the server's window,
+    // and the server reads a quarter of the acknowledgements it would read one per message.
+    ack(seq) {
+      this.toAck = Math.max(this.toAck, seq);
+      if (this.toAck - this.acked >= Math.max(1, (this.window || 8) >> 1)) this.flushAck();
+      else if (!this.ackTimer) this.ackTimer = setTimeout(() => this.flushAck(), 50);
+    }
+
+    flushAck() {
+      clearTimeout(this.ackTimer);
+      this.ackTimer = 0;
+      if (this.toAck > this.acked) { this.acked = this.toAck; this.send({ type: "ack", seq: this.acked }); }
     }
 
     send(obj) {
@@ -129,5 +149,5 @@ const RT = (() => {
     close() { this.closed = true; if (this.ws) this.ws.close(1000); }
   }
 
-  return { token, api, wsURL, decodeFrame, DataSocket };
+  return { token, api, wsURL, decodeFrames, DataSocket };
 })();

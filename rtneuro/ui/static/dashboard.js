@@ -64,7 +64,7 @@
   let dataSock = null;
   // what the tests read: readiness, role, frames handled, the traces' draw count and cost (ms, exponential
   // average), the views asked for, decision records shown
-  const PERF = window.rtDashboard = { ready: false, role: null, frames: 0, traceDraws: 0, traceMs: 0, views: [], decisions: 0 };
+  const PERF = window.rtDashboard = { ready: false, role: null, frames: 0, traceDraws: 0, fullDraws: 0, traceMs: 0, views: [], decisions: 0 };
 
   // ---------------------------------------------------------------- header, stimulation buttons
 
@@ -429,6 +429,7 @@
   const T = { stream: null, chans: [], span: 10, dc: true, scale: {}, ring: new BinRing(), needAuto: true, dirty: true,
     touched: false, points: 0, W: 0, H: 0, img: null, buf: null, flags: {}, qsum: null };
   const GUTTER = 74;
+  const STRIP_MAX = 128;  // columns drawn by scrolling at most; beyond, the whole window is drawn again
 
   function traceStreams() {
     const st = (S.graph && S.graph.streams) || {};
@@ -554,11 +555,13 @@
     return false;
   }
 
+  function traceCtx() { return $("trace-canvas").getContext("2d"); }
+
   function resizeTraces() {
     const cv = $("trace-canvas");
     fitCanvas(cv);
     T.W = cv.width; T.H = cv.height;
-    T.img = cv.getContext("2d").createImageData(T.W, T.H);
+    T.img = traceCtx().createImageData(T.W, T.H);
     T.buf = new Uint32Array(T.img.data.buffer);
     const pts = Math.max(8, Math.min(4096, Math.round(cv.getBoundingClientRect().width - GUTTER)));
     T.dirty = true;
@@ -568,65 +571,112 @@
   const BG = abgr("#0b0e10"), GRID = abgr("#1d242b"), LANE = abgr("#13181d");
   const CH_COL = PALETTE.map(abgr);
 
+  // the whole window drawn again (what a scrolled draw must equal: tests/test_ui_browser.py)
+  PERF.redrawTraces = () => { T.drawn = null; drawTraces(); };
+
   function drawTraces() {
     const t0 = performance.now();
     drawTraces1();
     PERF.traceMs = 0.9 * PERF.traceMs + 0.1 * (performance.now() - t0);
     PERF.traceDraws++;
   }
+  // The traces are drawn pixel by pixel into T.buf (an ImageData): one column is the min/max of the bins it covers,
+  // absolute bin b falling in absolute column floor(b * PW / nb), so a column shows the same data in every draw.
+  // When only new data arrived the canvas scrolls onto itself and only the new columns are computed and put:
+  // a draw costs what arrived, not the whole window (64 channels x 10 s). Anything else (stream, channels,
+  // scales, size, an offset that moved) redraws everything.
   function drawTraces1() {
     T.dirty = false;
-    const cv = $("trace-canvas"), ctx = cv.getContext("2d");
+    const cv = $("trace-canvas"), ctx = traceCtx();
     if (!T.buf) return;
     const W = T.W, H = T.H, buf = T.buf, d = DPR();
     const r = T.ring, info = (S.graph && S.graph.streams[T.stream]) || {};
-    buf.fill(BG);
     const n = T.chans.length, ready = r.binLen && r.newest >= 0 && r.channels.join() === T.chans.join();
     const G0 = Math.round(GUTTER * d), PW = W - G0;
     if (!n || !ready || PW < 2) {
+      buf.fill(BG);
       ctx.putImageData(T.img, 0, 0);
       ctx.fillStyle = "#7d8894";
       ctx.font = `${12 * d}px system-ui`;
       ctx.fillText(!T.stream ? "no signal stream" : !n ? "no channel selected" : "waiting for data…", G0 + 10 * d, 20 * d);
+      T.drawn = null;
       return;
     }
     if (T.needAuto && autoScale()) T.needAuto = false;
-    const nb = r.binsFor(T.span), start = r.newest - nb + 1;
-    const lane = H / n;
-    // lane shading and second ticks
-    for (let j = 1; j < n; j += 2) {
-      const y0 = Math.round(j * lane), y1 = Math.min(H, Math.round((j + 1) * lane));
-      buf.fill(LANE, y0 * W, y1 * W);
-    }
-    const t0 = r.timeOf(start), dt = T.span <= 10 ? 1 : 5;
-    if (fin(t0)) {
-      for (let t = Math.ceil(t0 / dt) * dt; t < t0 + T.span; t += dt) {
-        const x = G0 + Math.round((t - t0) / T.span * PW);
-        for (let y = 0; y < H; y += 2) buf[y * W + x] = GRID;
+    const lane = H / n, nb = r.binsFor(T.span);
+    const now = performance.now();
+    if (now - (T.statsAt || 0) > 200 || !T.off || T.off.length !== n) { T.statsAt = now; updateOffsets(info, n, lane); }
+    const colEnd = Math.floor((r.newest + 1) * PW / nb);  // columns colEnd - PW .. colEnd - 1 hold only complete bins
+    const key = `${W}|${H}|${nb}|${r.binLen}|${T.span}|${T.stream}|${T.chans.join()}|${T.dc}|${JSON.stringify(T.scale)}|${T.offVersion}`;
+    const prev = T.drawn;
+    let c0 = colEnd - PW;
+    const full = !prev || prev.key !== key || colEnd - prev.colEnd > Math.min(STRIP_MAX, PW - 1) || colEnd < prev.colEnd;
+    if (!full) {
+      if (colEnd === prev.colEnd) return;
+      ctx.drawImage(cv, G0 + colEnd - prev.colEnd, 0, PW - (colEnd - prev.colEnd), H, G0, 0, PW - (colEnd - prev.colEnd), H);
+      c0 = prev.colEnd;
+    } else {
+      if (!T.rowBg || T.rowBg.length !== H || T.rowN !== n) {
+        T.rowBg = new Uint32Array(H);
+        for (let y = 0; y < H; y++) T.rowBg[y] = Math.floor(y / lane) % 2 ? LANE : BG;
+        T.rowN = n;
       }
+      for (let y = 0; y < H; y++) buf.fill(T.rowBg[y], y * W, y * W + W);
     }
-    // column -> first bin (shared by every channel)
-    if (!T.colB || T.colB.length !== PW + 1) T.colB = new Int32Array(PW + 1);
-    const colB = T.colB;
-    for (let x = 0; x <= PW; x++) colB[x] = Math.floor(x * nb / PW);
-    // the offsets move slowly: recomputed five times a second, not on every draw
-    const now = performance.now(), skey = `${r.binLen}|${T.span}|${r.channels.join()}`;
-    if (T.dc && (now - (T.statsAt || 0) > 200 || T.statsKey !== skey)) { T.stats = windowStats(); T.statsAt = now; T.statsKey = skey; }
-    const stats = T.dc ? T.stats : null;
+    if (full) {
+      PERF.fullDraws++;
+      drawColumns(buf, W, G0 - (colEnd - PW), c0, colEnd, nb, PW, lane, info);
+      ctx.putImageData(T.img, 0, 0);
+      T.labelsDrawn = "";
+    } else {
+      const w = colEnd - c0;
+      if (!T.strip || T.strip.width !== w || T.strip.height !== H) {
+        T.strip = ctx.createImageData(w, H);
+        T.stripBuf = new Uint32Array(T.strip.data.buffer);
+      }
+      const sb = T.stripBuf;
+      for (let y = 0; y < H; y++) sb.fill(T.rowBg[y], y * w, y * w + w);
+      drawColumns(sb, w, -c0, c0, colEnd, nb, PW, lane, info);
+      ctx.putImageData(T.strip, G0 + c0 - (colEnd - PW), 0);
+    }
+    T.drawn = { key, colEnd };
+    drawLabels(ctx, info, lane, G0, d);
+    // the time at the right edge, at the foot of the gutter (which never scrolls; no DOM change, no layout)
+    const tEnd = r.timeOf(colEnd * nb / PW), fh = 13 * d;
+    ctx.fillStyle = "#0b0e10";
+    ctx.fillRect(0, H - fh, G0, fh);
+    if (fin(tEnd)) {
+      ctx.fillStyle = "#7d8894";
+      ctx.font = `${10 * d}px system-ui`;
+      ctx.textBaseline = "bottom";
+      ctx.fillText(`→ ${fmt(tEnd, 1)} s`, 3 * d, H - 1 * d, G0 - 5 * d);
+    }
+  }
+
+  // the columns c0 .. c1 - 1 (absolute) into bufW-wide pixels buf, absolute column c at x = c + x0
+  function drawColumns(buf, W, x0, c0, c1, nb, PW, lane, info) {
+    const r = T.ring, H = T.H, n = T.chans.length;
     const env = r.env, stride = r.nCh * 2, cap = r.cap, ids = r.ids;
+    // second ticks where a whole second (5 s beyond 10 s windows) begins
+    const dt = T.span <= 10 ? 1 : 5;
+    for (let c = c0; c < c1; c++) {
+      const ta = r.timeOf(c * nb / PW), tb = r.timeOf((c + 1) * nb / PW);
+      if (!(fin(ta) && fin(tb)) || Math.floor(tb / dt) === Math.floor(ta / dt)) continue;
+      const x = c + x0;
+      for (let y = 0; y < H; y += 2) buf[y * W + x] = GRID;
+    }
     for (let j = 0; j < n; j++) {
-      const c = j, ch = T.chans[j];
-      const k = (lane / T.scale[groupOf(info, ch)]) || 1;
-      const mid = (j + 0.5) * lane, off = stats && stats[c] ? stats[c][0] : 0;
+      const k = (lane / T.scale[groupOf(info, T.chans[j])]) || 1;
+      const mid = (j + 0.5) * lane, off = T.dc && T.off ? T.off[j] : 0;
       const col = CH_COL[j % CH_COL.length];
       let pLo = NaN, pHi = NaN;
-      for (let x = 0; x < PW; x++) {
-        const b0 = start + colB[x], b1 = Math.max(b0 + 1, start + colB[x + 1]);
+      for (let c = c0 - 1; c < c1; c++) {
+        const b0 = Math.ceil(c * nb / PW), b1 = Math.max(b0 + 1, Math.ceil((c + 1) * nb / PW));
         let lo = Infinity, hi = -Infinity;
         for (let b = b0; b < b1; b++) {
           const slot = b % cap;
           if (ids[slot] !== b) continue;
-          const o = slot * stride + 2 * c, v0 = env[o], v1 = env[o + 1];
+          const o = slot * stride + 2 * j, v0 = env[o], v1 = env[o + 1];
           if (v0 < lo) lo = v0;
           if (v1 > hi) hi = v1;
         }
@@ -634,29 +684,40 @@
         let a = lo, z = hi;
         if (pLo === pLo) { if (a > pHi) a = pHi; if (z < pLo) z = pLo; }   // join the previous column
         pLo = lo; pHi = hi;
+        if (c < c0) continue;  // the column before: only its values, to join
         let ya = Math.round(mid - (z - off) * k), yb = Math.round(mid - (a - off) * k);
         if (ya < 0) ya = 0;
         if (yb > H - 1) yb = H - 1;
-        for (let i = ya * W + G0 + x, e = yb * W + G0 + x; i <= e; i += W) buf[i] = col;
+        const x = c + x0;
+        for (let i = ya * W + x, e = yb * W + x; i <= e; i += W) buf[i] = col;
       }
     }
-    ctx.putImageData(T.img, 0, 0);
-    // labels (coloured by the quality flags)
+  }
+
+  // per-channel offsets (the window's mean), applied only when one would move its trace by 2 pixels or more
+  function updateOffsets(info, n, lane) {
+    const stats = T.dc ? windowStats() : null;
+    const next = T.chans.map((ch, j) => (stats && stats[j] ? stats[j][0] : 0));
+    const moved = !T.off || T.off.length !== n || next.some((v, j) => Math.abs(v - T.off[j]) * ((lane / T.scale[groupOf(info, T.chans[j])]) || 1) >= 2);
+    if (moved) { T.off = next; T.offVersion = (T.offVersion || 0) + 1; }
+  }
+
+  // channel names in the gutter, coloured by the quality flags (redrawn when a flag changes or after a full draw)
+  function drawLabels(ctx, info, lane, G0, d) {
+    const names = info.ch_names || [];
+    const lk = T.chans.map((ch) => T.flags[names[ch] || String(ch)] | 0).join();
+    if (T.labelsDrawn === lk) return;
+    T.labelsDrawn = lk;
+    ctx.putImageData(T.img, 0, 0, 0, 0, G0, T.H);
     ctx.font = `${Math.min(11, Math.max(7, lane / d - 1)) * d}px system-ui`;
     ctx.textBaseline = "middle";
-    const names = info.ch_names || [];
     const every = Math.max(1, Math.ceil((9 * d) / lane));
-    for (let j = 0; j < n; j += every) {
+    for (let j = 0; j < T.chans.length; j += every) {
       const name = names[T.chans[j]] || String(T.chans[j]);
       const f = T.flags[name] | 0;
       const q = QBITS.find(([bit]) => f & bit);
       ctx.fillStyle = q ? q[2] : "#aeb8c2";
       ctx.fillText(q ? `${name} ${q[1]}` : name, 3 * d, (j + 0.5) * lane, G0 - 5 * d);
-    }
-    if (fin(t0)) {
-      ctx.fillStyle = "#7d8894";
-      ctx.textBaseline = "bottom";
-      ctx.fillText(`${fmt(t0 + T.span, 1)} s`, W - 50 * d, H - 2 * d);
     }
   }
 
