@@ -77,6 +77,7 @@ class RuntimeParams:
     prewarm_ms: float = param(0.5, ge=0, le=10, doc="rehearse the path of a source's next chunk this long before it is due (0: off)")
     spin_ms: float = param(0.0, ge=0, le=20, doc="processes fed by other processes poll without sleeping for this long around each predicted input (0: off); costs that much CPU per message")
     cpu_dma_latency_us: int | None = param(None, ge=0, doc="Linux: hold this PM QoS CPU latency (0: no deep idle states) while running; needs write access to /dev/cpu_dma_latency")
+    realtime_priority: int | None = param(None, ge=1, le=99, doc="Linux: run the graph's processes (not the supervisor) with SCHED_FIFO at this priority once they are ready, so that nothing else on the machine (a browser, the pages' server) delays the loop; needs root, CAP_SYS_NICE or an rtprio limit")
     restart: Literal["never", "on-failure"] = param("on-failure", doc="default restart policy of processes")
     max_restarts: int = param(3, ge=0)
     restart_backoff_s: float = param(0.5, ge=0)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -354,3 +356,50 @@ def test_killing_the_controller_mid_stimulation_puts_the_device_in_its_safe_stat
     print(f"watchdog: safe {to_safe_ms:.2f} ms after the last valid input ({over_ms:+.2f} ms beyond the deadline)")
     assert to_safe_ms >= 1e3 * 0.5  # it waited for the profile's watchdog_s (no ramp in this profile)
     assert stim["driver"]["on_time_s"]["0"] > 1.0  # it had been stimulating
+
+
+def _fifo_threads(pid: int) -> tuple[int, int]:
+    """(threads on SCHED_FIFO, threads) of process ``pid``."""
+    fifo = total = 0
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            policy = int((t / "stat").read_text().rsplit(")", 1)[1].split()[38])
+        except (OSError, IndexError):
+            continue
+        total += 1
+        fifo += policy == os.SCHED_FIFO
+    return fifo, total
+
+
+def test_realtime_priority_puts_every_thread_of_every_graph_process_on_sched_fifo_and_a_refusal_is_one_line(tmp_path, write_graph):
+    """runtime.realtime_priority: the loop's processes preempt a browser or anything else on the machine."""
+    path = write_graph(synthetic_chain(speed="realtime", duration_s=60.0, runtime={"realtime_priority": 10}))
+    proc = subprocess.Popen([sys.executable, "-m", "rtneuro", "run", str(path), "--quiet", "--duration", "30"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        seen: dict[int, tuple[int, int]] = {}
+
+        def all_fifo() -> bool:
+            kids = children_of(proc.pid)
+            for k in kids:
+                with contextlib.suppress(OSError):
+                    seen[k] = _fifo_threads(k)
+            return len(kids) == 4 and all(seen.get(k, (0, 1))[0] == seen.get(k, (0, 1))[1] for k in kids)
+
+        wait_until(all_fifo, timeout=120, what="every thread of the four processes on SCHED_FIFO")
+        assert all(t > 1 for _, t in seen.values()), "ZeroMQ's I/O threads are among them"
+        assert _fifo_threads(proc.pid)[0] == 0, "the supervisor (and the pages' server) stay below the loop"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    # a user who may not use real-time scheduling: the run stops at start with one line naming the fixes
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return  # (as another user, or without setpriv, this test has checked what it can)
+    # a user who may not use real-time scheduling (here: root without CAP_SYS_NICE): the run stops at start,
+    # before any data, with one line naming the fixes
+    no_nice = ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice"]
+    out = subprocess.run([*no_nice, sys.executable, "-m", "rtneuro", "run", str(path), "--quiet", "--duration", "30"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode != 0
+    lines = [ln for ln in out.stderr.splitlines() if "realtime_priority=10" in ln]
+    assert lines and "CAP_SYS_NICE" in lines[0], out.stderr[-2000:]

@@ -63,6 +63,10 @@ EXIT_FAILED = 1
 EXIT_STARTUP = 3
 #: A deterministic error (a damaged recording): a restart would meet it again, so none is tried.
 EXIT_FATAL = 4
+
+
+class RealtimeRefused(RtneuroError):
+    """``runtime.realtime_priority`` asked for what this system does not allow this process."""
 #: Longest time the loop blocks without checking control messages and timers.
 MAX_BLOCK_S = 0.05
 #: Chunks due more often than this keep the caches warm by themselves: no rehearsal.
@@ -1065,6 +1069,27 @@ class Service:
             self._wait(0.05)
         return self._start_msg
 
+    def _realtime(self) -> None:
+        """``runtime.realtime_priority``: SCHED_FIFO from here on (after the imports and compilation, which
+        would otherwise hold a core for seconds); a one-line RealtimeRefused when the system does not allow it."""
+        prio = self.plan["runtime"].get("realtime_priority")
+        if prio is None:
+            return
+        try:
+            # every thread of the process: ZeroMQ's I/O threads carry each message before this one sees it
+            # (threads started later inherit the policy)
+            tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+            for tid in tids:
+                with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                    os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(int(prio)))
+        except (OSError, AttributeError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise RealtimeRefused(
+                f"runtime.realtime_priority={prio}: this process may not use real-time scheduling ({why}); run as root, "
+                "give Python CAP_SYS_NICE (sudo setcap cap_sys_nice+ep $(readlink -f $(which python))) or an rtprio "
+                "limit (/etc/security/limits.conf), or remove realtime_priority") from None
+        log.info("real-time scheduling: SCHED_FIFO priority %d", prio)
+
     def run(self) -> int:
         """Run until the end of the data, ``stop`` or SIGTERM. Returns the exit code."""
         self._setup_sockets()
@@ -1076,6 +1101,7 @@ class Service:
                 opened.append(node)
                 node.warmup()
                 node.reset()
+            self._realtime()
             self._wait_subscribers()
             self._send_control({"op": "ready", "pid": os.getpid()})
             start = self._wait_start()
@@ -1083,7 +1109,7 @@ class Service:
                 self._loop(start)
         except ServiceFailure:
             code = EXIT_FAILED
-        except DamagedFileError as exc:
+        except (DamagedFileError, RealtimeRefused) as exc:  # a restart would meet the same
             log.error("%s", exc)
             self._note_error(f"process '{self.name}': {exc}")
             code = EXIT_FATAL

@@ -374,7 +374,11 @@ class Supervisor:
         # (or wait for) a pool of BLAS/OpenMP threads on every chunk.
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             env.setdefault(var, "1")
-        popen = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        try:
+            popen = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise RtneuroError(f"cannot start process '{proc.name}' ({exc.strerror or exc}: {cmd[0]}); "
+                               "check that this Python can be run by this user") from None
         proc.incs.append(_Inc(inc, popen, lsl_clock()))
         self._by_ident[f"{proc.name}:{inc}".encode()] = (proc, proc.incs[-1])
         self._tell_incs()
@@ -1063,6 +1067,8 @@ class Supervisor:
                     break  # Ctrl-C again: stop now
                 self._poll(0.02)
                 for proc in self.procs.values():
+                    if not proc.incs:
+                        continue  # never started (the run failed before it)
                     cur = proc.current
                     if cur.exit_code is None:
                         rc = cur.poll()
@@ -1076,6 +1082,8 @@ class Supervisor:
         self._poll(0.0)
         self.shutdown_s = lsl_clock() - t0
         for proc in self.procs.values():
+            if not proc.incs:
+                continue  # never started (the run failed before it)
             cur = proc.current
             if cur.exit_code is None:
                 if cur.popen is None:  # a remote service that did not say goodbye
