@@ -28,6 +28,11 @@ Variants (in this order):
            without the pages (``no_ui``: no ``--ui``) and with both pages
            open (``ui``): no_ui, ui, no_ui, ui; the medians of the runs' p50
            are compared. Target: ui / no_ui p50 at most 1.05.
+``loop_rt`` the same with ``runtime.realtime_priority: 50`` in both arms
+           (the graph's processes on SCHED_FIFO, the supervisor and the
+           browser not): how a lab machine that runs the pages next to the
+           loop should be set up. Skipped (with the reason) where this user
+           may not use real-time scheduling.
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ from benchmarks.control import TARGET_RATIO, ChainRun, _loop_summary, alternate
 from benchmarks.latency import WARMUP_S
 from rtneuro.runtime.supervisor import machine_info
 
-VARIANTS = ("pages", "loop")
+VARIANTS = ("pages", "loop", "loop_rt")
+RT_PRIORITY = 50
 LOOP_ORDER = ("no_ui", "ui", "no_ui", "ui")
 TARGET_PAINT_P50_MS = 1000 / 60
 TARGET_PAINT_P99_MS = 2000 / 60
@@ -58,8 +64,9 @@ UI = {"traces": ["src"], "participant": {"stream": "bpow", "channel": "ch00:alph
 class UiChainRun(ChainRun):
     """The reference chain with (or without) ``--ui``."""
 
-    def __init__(self, duration_s: float, folder: Path, ui: bool) -> None:
+    def __init__(self, duration_s: float, folder: Path, ui: bool, realtime: bool = False) -> None:
         self.ui = ui
+        self.realtime = realtime
         super().__init__(duration_s, folder)
 
     def _command(self) -> list[str]:
@@ -70,6 +77,8 @@ class UiChainRun(ChainRun):
         cfg = super()._config(duration_s)
         if self.ui:
             cfg["ui"] = UI
+        if self.realtime:
+            cfg["runtime"] = {**cfg.get("runtime", {}), "realtime_priority": RT_PRIORITY}
         return cfg
 
 
@@ -124,14 +133,14 @@ def run_pages(duration_s: float) -> dict:
                     "cpu": cpu <= TARGET_CPU, "fps": bool(fps and fps >= 59.0)}}
 
 
-def run_loop_once(arm: str, duration_s: float) -> dict:
+def run_loop_once(arm: str, duration_s: float, realtime: bool = False) -> dict:
     import tempfile
 
     sys.path.insert(0, str(ROOT / "tests"))
     from browser_helpers import open_browser
 
     with tempfile.TemporaryDirectory(prefix="rtn-bench-ui-") as d:
-        run = UiChainRun(duration_s, Path(d), ui=arm == "ui")
+        run = UiChainRun(duration_s, Path(d), ui=arm == "ui", realtime=realtime)
         try:
             if arm == "ui":
                 entry = run.entry()
@@ -150,6 +159,23 @@ def run_loop(duration_s: float) -> dict:
     return alternate(LOOP_ORDER, run_loop_once, duration_s, "ui")
 
 
+def realtime_refused() -> str | None:
+    """Why this user may not use SCHED_FIFO (what ``runtime.realtime_priority`` needs), or None."""
+    import subprocess
+
+    probe = "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    return None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["refused"])[-1]
+
+
+def run_loop_rt(duration_s: float) -> dict:
+    """As :func:`run_loop`, with the graph's processes on SCHED_FIFO in both arms."""
+    why = realtime_refused()
+    if why is not None:
+        return {"skipped": f"real-time scheduling is not allowed here ({why})"}
+    return alternate(LOOP_ORDER, lambda arm, d: run_loop_once(arm, d, realtime=True), duration_s, "ui")
+
+
 def run(args: argparse.Namespace) -> int:
     wanted = pick_variants(args.variants, VARIANTS)
     if wanted is None:
@@ -159,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         try:
             print(f"[bench ui] {name} ...", file=sys.stderr, flush=True)
-            res = run_pages(args.duration) if name == "pages" else run_loop(args.duration)
+            res = {"pages": run_pages, "loop": run_loop, "loop_rt": run_loop_rt}[name](args.duration)
         except Exception as exc:  # a failing variant is reported, never dropped
             res = {"error": f"{type(exc).__name__}: {exc}"}
         res["wall_s"] = round(time.monotonic() - t0, 1)
@@ -187,12 +213,14 @@ def format_table(res: dict) -> str:
                      f"{_f((fr.get('p99_us') or 0) / 1e3)} | {pg['fps']} fps | 60 fps | {'yes' if pg['met']['fps'] else 'NO'} |")
         lines.append(f"| supervisor CPU (server + tap), fraction of a core | | | {pg['supervisor_cpu']:.3f} | <= 0.10 | "
                      f"{'yes' if pg['met']['cpu'] else 'NO'} |")
-    lp = res.get("loop")
-    if lp is not None and "error" in lp:
-        lines.append(f"| loop | | | | | error: {lp['error']} |")
-    elif lp is not None:
-        for arm in ("no_ui", "ui"):
-            lines.append(f"| loop latency (ms), {'no pages' if arm == 'no_ui' else 'both pages open'} (median of {lp[arm]['runs']} runs) | "
-                         f"{_f((lp[arm]['p50_us'] or 0) / 1e3, 3)} | {_f((lp[arm]['p99_us'] or 0) / 1e3, 3)} | | | |")
-        lines.append(f"| loop ratio ui / no_ui | {lp['ratio_p50']} | | | p50 <= {TARGET_RATIO} | {'yes' if lp['target_met'] else 'NO'} |")
+    for key, how in (("loop", ""), ("loop_rt", ", graph on SCHED_FIFO")):
+        lp = res.get(key)
+        if lp is not None and ("error" in lp or "skipped" in lp):
+            lines.append(f"| {key} | | | | | {'error: ' + lp['error'] if 'error' in lp else lp['skipped']} |")
+        elif lp is not None:
+            for arm in ("no_ui", "ui"):
+                lines.append(f"| loop latency (ms), {'no pages' if arm == 'no_ui' else 'both pages open'}{how} (median of {lp[arm]['runs']} runs) | "
+                             f"{_f((lp[arm]['p50_us'] or 0) / 1e3, 3)} | {_f((lp[arm]['p99_us'] or 0) / 1e3, 3)} | | | |")
+            lines.append(f"| loop ratio ui / no_ui{how} | {lp['ratio_p50']} | {lp.get('ratio_p99')} | | p50 <= {TARGET_RATIO} | "
+                         f"{'yes' if lp['target_met'] else 'NO'} |")
     return "\n".join(lines)

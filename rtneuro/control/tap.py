@@ -147,7 +147,7 @@ class Tap:
     history_s : float
         Seconds kept per stream (``ui.history_s``).
     feedback : str or None
-        The participant display's stream: always subscribed, its chunks keyed.
+        The participant display's stream: its chunks are keyed (for the paint reports) and it has a socket of its own.
     """
 
     def __init__(self, streams: dict[str, StreamMeta], endpoints: dict[str, str], transport: TransportParams,
@@ -183,8 +183,6 @@ class Tap:
         self.subs: dict[tuple[str, bool], Subscriber] = {}
         #: (event loop, asyncio.Event) of the pages' pumps: set when a feedback value arrives
         self._listeners: set[tuple[Any, Any]] = set()
-        if feedback is not None:
-            self._want[feedback] = 1
 
     # -- life cycle (the control server's event loop) --------------------------
 
