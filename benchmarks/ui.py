@@ -28,6 +28,8 @@ Variants (in this order):
            without the pages (``no_ui``: no ``--ui``) and with both pages
            open (``ui``): no_ui, ui, no_ui, ui; the medians of the runs' p50
            are compared. Target: ui / no_ui p50 at most 1.05.
+``loop_served`` ``loop`` with ``--ui`` in the second arm but no browser
+           (``served``): what serving the pages costs the loop by itself.
 ``loop_rt`` the same with ``runtime.realtime_priority: 50`` in both arms
            (the graph's processes on SCHED_FIFO, the supervisor and the
            browser not): how a lab machine that runs the pages next to the
@@ -50,7 +52,7 @@ from benchmarks.control import TARGET_RATIO, ChainRun, _loop_summary, alternate
 from benchmarks.latency import WARMUP_S
 from rtneuro.runtime.supervisor import machine_info
 
-VARIANTS = ("pages", "loop", "loop_rt")
+VARIANTS = ("pages", "loop", "loop_rt", "loop_served")
 RT_PRIORITY = 50
 LOOP_ORDER = ("no_ui", "ui", "no_ui", "ui")
 TARGET_PAINT_P50_MS = 1000 / 60
@@ -140,7 +142,7 @@ def run_loop_once(arm: str, duration_s: float, realtime: bool = False) -> dict:
     from browser_helpers import open_browser
 
     with tempfile.TemporaryDirectory(prefix="rtn-bench-ui-") as d:
-        run = UiChainRun(duration_s, Path(d), ui=arm == "ui", realtime=realtime)
+        run = UiChainRun(duration_s, Path(d), ui=arm in ("ui", "served"), realtime=realtime)
         try:
             if arm == "ui":
                 entry = run.entry()
@@ -157,6 +159,11 @@ def run_loop_once(arm: str, duration_s: float, realtime: bool = False) -> dict:
 def run_loop(duration_s: float) -> dict:
     """The loop latency without and with the pages open, alternately; medians per arm and their ratio."""
     return alternate(LOOP_ORDER, run_loop_once, duration_s, "ui")
+
+
+def run_loop_served(duration_s: float) -> dict:
+    """The loop latency without ``--ui`` and with it but no page open, alternately."""
+    return alternate(("no_ui", "served", "no_ui", "served"), run_loop_once, duration_s, "ui")
 
 
 def realtime_refused() -> str | None:
@@ -185,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         try:
             print(f"[bench ui] {name} ...", file=sys.stderr, flush=True)
-            res = {"pages": run_pages, "loop": run_loop, "loop_rt": run_loop_rt}[name](args.duration)
+            res = {"pages": run_pages, "loop": run_loop, "loop_rt": run_loop_rt, "loop_served": run_loop_served}[name](args.duration)
         except Exception as exc:  # a failing variant is reported, never dropped
             res = {"error": f"{type(exc).__name__}: {exc}"}
         res["wall_s"] = round(time.monotonic() - t0, 1)
@@ -213,13 +220,13 @@ def format_table(res: dict) -> str:
                      f"{_f((fr.get('p99_us') or 0) / 1e3)} | {pg['fps']} fps | 60 fps | {'yes' if pg['met']['fps'] else 'NO'} |")
         lines.append(f"| supervisor CPU (server + tap), fraction of a core | | | {pg['supervisor_cpu']:.3f} | <= 0.10 | "
                      f"{'yes' if pg['met']['cpu'] else 'NO'} |")
-    for key, how in (("loop", ""), ("loop_rt", ", graph on SCHED_FIFO")):
+    for key, how, test in (("loop", "", "ui"), ("loop_rt", ", graph on SCHED_FIFO", "ui"), ("loop_served", "", "served")):
         lp = res.get(key)
         if lp is not None and ("error" in lp or "skipped" in lp):
             lines.append(f"| {key} | | | | | {'error: ' + lp['error'] if 'error' in lp else lp['skipped']} |")
         elif lp is not None:
-            for arm in ("no_ui", "ui"):
-                lines.append(f"| loop latency (ms), {'no pages' if arm == 'no_ui' else 'both pages open'}{how} (median of {lp[arm]['runs']} runs) | "
+            for arm in ("no_ui", test):
+                lines.append(f"| loop latency (ms), {'no pages' if arm == 'no_ui' else 'both pages open' if arm == 'ui' else 'pages served, none open'}{how} (median of {lp[arm]['runs']} runs) | "
                              f"{_f((lp[arm]['p50_us'] or 0) / 1e3, 3)} | {_f((lp[arm]['p99_us'] or 0) / 1e3, 3)} | | | |")
             lines.append(f"| loop ratio ui / no_ui{how} | {lp['ratio_p50']} | {lp.get('ratio_p99')} | | p50 <= {TARGET_RATIO} | "
                          f"{'yes' if lp['target_met'] else 'NO'} |")
