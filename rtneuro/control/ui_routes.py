@@ -41,8 +41,8 @@ log = logging.getLogger("rtneuro.control.ui")
 
 #: Data WebSocket clients served at once.
 MAX_UI_CLIENTS = 16
-#: Unacknowledged binary frames per client, at most.
-WINDOW = 8
+#: Unacknowledged binary messages per client, at most (half a second of feedback values at 31 a second).
+WINDOW = 16
 #: A client's text message, at most (bytes).
 MAX_MESSAGE = 64 * 1024
 
@@ -228,14 +228,14 @@ class _Client:
                 await self.text({"type": "error", "error": "messages are JSON objects such as {\"type\": \"ping\"}"})
                 continue
             kind = msg.get("type") if isinstance(msg, dict) else None
-            if kind == "ack":
-                seq = msg.get("seq")
-                if type(seq) is int:
-                    self.acked = max(self.acked, min(seq, self.seq))
-                    if self.held:  # the window was full: what is due goes now
-                        self.held = False
-                        self.wake.set()
-            elif kind == "paint":
+            # an acknowledgement comes alone or with any other message ("ack": N): one message, not two
+            seq = msg.get("seq") if kind == "ack" else msg.get("ack") if isinstance(msg, dict) else None
+            if type(seq) is int:
+                self.acked = max(self.acked, min(seq, self.seq))
+                if self.held:  # the window was full: what is due goes now
+                    self.held = False
+                    self.wake.set()
+            if kind == "paint":
                 self.ui.tap.paint(self.name, msg.get("items"))
             elif kind == "clock":
                 c = msg.get("c")
@@ -245,7 +245,7 @@ class _Client:
                 await self._views(msg.get("views"))
             elif kind == "ping":
                 await self.text({"type": "pong"})
-            else:
+            elif kind != "ack":
                 self._refused(f"type {str(kind)[:20]!r}")
                 await self.text({"type": "error", "error": "unknown message type; send views, ack, clock, paint or ping (docs/ui.md)"})
 
