@@ -21,13 +21,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from ..errors import ConfigError, RtneuroError, did_you_mean
 from ..nodes import NodeContext, build_params, node_class
 from ..nodes.base import _type_name
 
-__all__ = ["ControlError", "LiveChange", "live_schema", "validate_changes", "parse_changes", "loosens"]
+__all__ = ["ControlError", "LiveChange", "live_schema", "validate_changes", "parse_changes", "loosens", "jsonable"]
 
 #: Longest text of an annotation, a reason or a segment label.
 MAX_TEXT = 500
@@ -57,15 +60,17 @@ class LiveChange:
     changed: dict
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, list):
-        return [_jsonable(x) for x in v]
+def jsonable(v: Any, nonfinite: Callable[[float], Any] = str) -> Any:
+    """``v`` with tuples as lists, keys as strings, NumPy scalars as Python ones and each non-finite float
+    as ``nonfinite(x)``: ``str`` ("inf", as the schema shows a bound) or ``lambda x: None`` (records)."""
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x, nonfinite) for x in v]
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): jsonable(x, nonfinite) for k, x in v.items()}
+    if isinstance(v, np.generic):
+        v = v.item()
     if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
+        return nonfinite(v)
     return v
 
 
@@ -78,7 +83,7 @@ def live_schema(cls: Any, params: Any) -> dict[str, dict]:
         f = fields.get(name)
         if f is None:
             continue
-        row: dict[str, Any] = {"type": _type_name(hints[name]), "value": _jsonable(getattr(params, name, None))}
+        row: dict[str, Any] = {"type": _type_name(hints[name]), "value": jsonable(getattr(params, name, None))}
         for key in ("ge", "gt", "le", "lt", "doc"):
             if key in f.metadata:
                 row[key] = f.metadata[key]
@@ -186,7 +191,7 @@ def validate_changes(graph: Any, current: dict[str, dict], changes: dict[str, di
             raise ControlError(f"node '{nid}': this change would change its output streams; change it in the "
                                "configuration and restart", 409)
         _check_consumers(graph, nid, fresh, current)
-        changed = {k: _jsonable(getattr(params, k)) for k in values}
+        changed = {k: jsonable(getattr(params, k)) for k in values}
         out.append(LiveChange(nid, raw, params, changed))
     return out
 

@@ -18,7 +18,6 @@ operator set.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import sys
@@ -29,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..control.hub import Hub, Request
-from ..control.live import MAX_TEXT, ControlError, live_schema, parse_changes, validate_changes
+from ..control.live import (
+    MAX_TEXT,
+    ControlError,
+    jsonable,
+    live_schema,
+    parse_changes,
+    validate_changes,
+)
 from ..nodes import node_class
 from .clock import lsl_clock
 
@@ -623,12 +629,5 @@ class Steering:
 
 
 def _plain(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_plain(v) for v in o]
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, np.generic):
-        return o.item()
-    return o
+    """JSON for the records: a non-finite float is null."""
+    return jsonable(o, lambda x: None)
