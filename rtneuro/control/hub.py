@@ -22,7 +22,6 @@ import concurrent.futures
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -189,21 +188,6 @@ class Hub:
         with self._lock:
             if sub in self._subs:
                 self._subs.remove(sub)
-
-    def wait_drained(self, timeout_s: float) -> bool:
-        """Wait (at most ``timeout_s``) until every subscriber has taken its events and gone; True if they have.
-
-        After :meth:`close`, each WebSocket sends its ``end`` and closes; stopping the server before that would
-        cut a slow client off without its ``end``.
-        """
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with self._lock:
-                if not self._subs:
-                    return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
 
     def refused(self, reason: str, peer: str, detail: str = "") -> None:
         """A refused request: counted by reason, logged at a bounded rate."""

@@ -156,7 +156,6 @@ class _Client:
         tap = self.ui.tap
         loop = asyncio.get_running_loop()
         listener = (loop, self.wake)
-        listening = False
         self.ui.pumps.add(listener)
         period = 1.0 / self.ui.frame_rate
         timer: asyncio.TimerHandle | None = None
@@ -168,10 +167,6 @@ class _Client:
                     self.held = True  # the next acknowledgement wakes the pump
                     tap.stats["frames_held"] += 1
                     continue
-                wants_feedback = any(v.kind == "feedback" for v in self.views)
-                if wants_feedback != listening:  # woken by feedback values only while it shows them
-                    (tap.listen if wants_feedback else tap.unlisten)(listener)
-                    listening = wants_feedback
                 now = lsl_clock()
                 periodic = [v for v in self.views if v.kind != "feedback"]
                 full = bool(periodic) and now - self.last_full >= period * 0.9
@@ -276,5 +271,8 @@ class _Client:
         tap.want(new)
         tap.unwant(self.views)
         self.views = new
+        # the pump is woken by feedback values only while the page shows them
+        listener = (asyncio.get_running_loop(), self.wake)
+        (tap.listen if any(v.kind == "feedback" for v in new) else tap.unlisten)(listener)
         self.last_full = 0.0
         self.wake.set()

@@ -64,9 +64,6 @@ EXIT_STARTUP = 3
 #: A deterministic error (a damaged recording): a restart would meet it again, so none is tried.
 EXIT_FATAL = 4
 
-
-class RealtimeRefused(RtneuroError):
-    """``runtime.realtime_priority`` asked for what this system does not allow this process."""
 #: Longest time the loop blocks without checking control messages and timers.
 MAX_BLOCK_S = 0.05
 #: Chunks due more often than this keep the caches warm by themselves: no rehearsal.
@@ -101,6 +98,10 @@ TRACE_MAX_AGE_S = 60.0
 
 class ServiceFailure(RtneuroError):
     """A node failed; the service must stop."""
+
+
+class RealtimeRefused(RtneuroError):
+    """``runtime.realtime_priority`` asked for what this system does not allow this process."""
 
 
 @dataclass(slots=True)

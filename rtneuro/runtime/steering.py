@@ -202,8 +202,7 @@ class Steering:
         if self.server is not None:
             # every client gets its "end" (and the pages their close 1000) before the server stops (bounded)
             deadline = time.monotonic() + END_DRAIN_S
-            self.hub.wait_drained(END_DRAIN_S)
-            while self.ui is not None and self.ui.clients > 0 and time.monotonic() < deadline:
+            while (self.hub.subscribers or (self.ui is not None and self.ui.clients)) and time.monotonic() < deadline:
                 time.sleep(0.01)
             self.server.request_stop()
 

@@ -555,13 +555,11 @@
     return false;
   }
 
-  function traceCtx() { return $("trace-canvas").getContext("2d"); }
-
   function resizeTraces() {
     const cv = $("trace-canvas");
     fitCanvas(cv);
     T.W = cv.width; T.H = cv.height;
-    T.img = traceCtx().createImageData(T.W, T.H);
+    T.img = cv.getContext("2d").createImageData(T.W, T.H);
     T.buf = new Uint32Array(T.img.data.buffer);
     const pts = Math.max(8, Math.min(4096, Math.round(cv.getBoundingClientRect().width - GUTTER)));
     T.dirty = true;
@@ -587,7 +585,7 @@
   // scales, size, an offset that moved) redraws everything.
   function drawTraces1() {
     T.dirty = false;
-    const cv = $("trace-canvas"), ctx = traceCtx();
+    const cv = $("trace-canvas"), ctx = cv.getContext("2d");
     if (!T.buf) return;
     const W = T.W, H = T.H, buf = T.buf, d = DPR();
     const r = T.ring, info = (S.graph && S.graph.streams[T.stream]) || {};
@@ -611,24 +609,21 @@
     const prev = T.drawn;
     let c0 = colEnd - PW;
     const full = !prev || prev.key !== key || colEnd - prev.colEnd > Math.min(STRIP_MAX, PW - 1) || colEnd < prev.colEnd;
-    if (!full) {
-      if (colEnd === prev.colEnd) return;
-      ctx.drawImage(cv, G0 + colEnd - prev.colEnd, 0, PW - (colEnd - prev.colEnd), H, G0, 0, PW - (colEnd - prev.colEnd), H);
-      c0 = prev.colEnd;
-    } else {
+    if (full) {
+      PERF.fullDraws++;
       if (!T.rowBg || T.rowBg.length !== H || T.rowN !== n) {
         T.rowBg = new Uint32Array(H);
         for (let y = 0; y < H; y++) T.rowBg[y] = Math.floor(y / lane) % 2 ? LANE : BG;
         T.rowN = n;
       }
       for (let y = 0; y < H; y++) buf.fill(T.rowBg[y], y * W, y * W + W);
-    }
-    if (full) {
-      PERF.fullDraws++;
       drawColumns(buf, W, G0 - (colEnd - PW), c0, colEnd, nb, PW, lane, info);
       ctx.putImageData(T.img, 0, 0);
       T.labelsDrawn = "";
     } else {
+      if (colEnd === prev.colEnd) return;
+      ctx.drawImage(cv, G0 + colEnd - prev.colEnd, 0, PW - (colEnd - prev.colEnd), H, G0, 0, PW - (colEnd - prev.colEnd), H);
+      c0 = prev.colEnd;
       const w = colEnd - c0;
       if (!T.strip || T.strip.width !== w || T.strip.height !== H) {
         T.strip = ctx.createImageData(w, H);
