@@ -442,7 +442,7 @@ class Publisher:
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, params: TransportParams, inc: int,
-                 topics: Iterable[bytes] | None = None) -> None:
+                 topics: Iterable[bytes] | None = None, elsewhere: Iterable[bytes] = ()) -> None:
         self.params = params
         self.inc = inc
         self.lossless = params.policy == "lossless"
@@ -467,10 +467,13 @@ class Publisher:
         self._seq: dict[bytes, int] = {}
         self._declared = topics is not None
         self._known: set[bytes] = set(topics or ())
+        #: topics the graph publishes from other processes: a subscriber connected to several publishers asks
+        #: each of them for all its topics, so these are refused quietly (counted), never logged as hostile
+        self._elsewhere: frozenset[bytes] = frozenset(elsewhere) - self._known
         #: subscriptions per accepted topic (one per subscribing socket)
         self.subscriptions: dict[bytes, int] = {}
         #: what peers were refused and what was done about it
-        self.stats: dict[str, int] = {"subscriptions_refused": 0, "not_subscriptions": 0, "subscriptions_released": 0, "blocked": 0,
+        self.stats: dict[str, int] = {"subscriptions_refused": 0, "subscriptions_elsewhere": 0, "not_subscriptions": 0, "subscriptions_released": 0, "blocked": 0,
                                       "heap_trims": 0}
         self._released = 0  # refused subscriptions released since the last heap trim
         self.log = RateLog(log)
@@ -556,6 +559,9 @@ class Publisher:
             topic = msg[1:]
             count = self.subscriptions.get(topic)
             if msg[0] == 1:
+                if count is None and topic in self._elsewhere:
+                    self.stats["subscriptions_elsewhere"] += 1
+                    continue
                 if count is None and not self._accepts(topic):
                     self.stats["subscriptions_refused"] += 1
                     self.log.warning("unknown_topic", "refused a subscription to %r: this process does not publish it",

@@ -74,9 +74,9 @@ CASES: dict[str, tuple[list[StreamMeta], dict, dict]] = {
 #: shape): the stream keeps its announced metadata after update(); a fresh node built with the value differs there.
 DESCRIBED = {("bandpass", "l_freq"), ("bandpass", "h_freq"), ("notch", "freq"), ("notch", "q")}
 #: Node types tested elsewhere: the stimulator's live limits belong to the safety layer (tests/test_safety.py and
-#: the stimulator's tests); the decoder needs a trained model file (its adaptation switch is tested below on
+#: the stimulator's tests; the replay check's session_stimulator is one, tests/test_control_replay.py); the decoder needs a trained model file (its adaptation switch is tested below on
 #: AdaptiveLda, its declaration by test_live_names_are_fields_and_tuples).
-ELSEWHERE = {"stimulator", "decoder"}
+ELSEWHERE = {"stimulator", "session_stimulator", "decoder"}
 
 CONTRACT = ("name", "kind", "sfreq", "ch_names", "ch_types", "units", "dtype", "event_id")
 

@@ -151,6 +151,21 @@ def test_replaying_a_session_finds_no_differing_decision_and_a_changed_graph_doe
     assert diff["streams"]["ctl"]["differing"] > 0 and diff["streams"]["ctl"]["first"]
 
 
+def test_a_replay_check_repeats_the_refusals_that_real_time_lateness_caused(write_graph, tmp_path):
+    # live, a command that arrives after its deadline is refused because the machine was late, not because of the
+    # data: the replay on the virtual clock has no lateness, so it takes the recorded verdicts as inputs, matched
+    # per command (without them, every one of these commands would be accepted and the check would fail)
+    graph = _chain(duration_s=20.0, speed=10.0)
+    graph["nodes"][3]["params"]["deadline_ms"] = 0.001  # every command and heartbeat arrives after its deadline
+    code, report, session = _record(write_graph, graph, tmp_path)
+    assert code == 0
+    expired = report["nodes"]["stim"]["gate"]["expired"]
+    assert expired > 150 and report["nodes"]["stim"]["refusals"]["expired"] == expired
+    res = replay_check(session, out=None)
+    assert res["exit_code"] == 0 and res["differing"] == 0, json.dumps(res["streams"])[:2000]
+    assert res["streams"]["stim.decisions"]["compared"] >= expired
+
+
 @shares_session
 def test_the_replay_check_command_line(chain_session, tmp_path):
     code, _, session = chain_session

@@ -55,6 +55,28 @@ def _collect(sub, n, timeout=5.0):
     return got
 
 
+def test_a_subscriber_of_two_publishers_is_no_hostile_peer_to_either(tmp_path, caplog):
+    # one SUB socket connected to two processes' publishers asks each of them for every topic it wants: a topic
+    # the graph publishes elsewhere is refused quietly (counted), a topic nobody publishes is refused and logged
+    ctx = zmq.Context.instance()
+    other = StreamMeta(name="ctl", kind="cmd", sfreq=0.0, dtype="command")
+    pub = Publisher(ctx, f"ipc://{tmp_path}/a.pub", TransportParams(), inc=1, topics=[META.topic], elsewhere=[META.topic, other.topic])
+    pub.announce(META)
+    sub = ctx.socket(zmq.SUB)
+    sub.linger = 0
+    for t in (META.topic, other.topic, b"sig.nobody"):
+        sub.setsockopt(zmq.SUBSCRIBE, t)
+    sub.connect(pub.endpoint)
+    with caplog.at_level("WARNING", logger="rtneuro.transport"):
+        _wait(lambda: pub.poll_subscriptions() + 1 and pub.stats["subscriptions_refused"] >= 1 and pub.stats["subscriptions_elsewhere"] >= 1)
+    assert pub.subscriptions == {META.topic: 1}
+    assert pub.stats["subscriptions_elsewhere"] == 1 and pub.stats["subscriptions_refused"] == 1
+    logged = [r.getMessage() for r in caplog.records if "refused a subscription" in r.getMessage()]
+    assert len(logged) == 1 and "sig.nobody" in logged[0], logged
+    sub.close()
+    pub.close()
+
+
 @pytest.mark.parametrize("scheme", ["ipc", "tcp"])
 def test_data_flows_and_metadata_reaches_the_subscriber(tmp_path, scheme):
     pub, sub = _connect(tmp_path, scheme)

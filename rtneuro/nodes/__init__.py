@@ -56,6 +56,7 @@ NODE_TYPES: dict[str, str] = {
     "lsl_outlet": "rtneuro.nodes.lsl:LslOutlet",
     "segment_summary": "rtneuro.nodes.sinks:SegmentSummary",
     "stimulator": "rtneuro.nodes.stimulator:Stimulator",
+    "session_stimulator": "rtneuro.recording.replay:SessionStimulator",
     # supervision drills
     "fault": "rtneuro.nodes.sinks:Fault",
 }

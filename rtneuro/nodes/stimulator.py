@@ -204,6 +204,11 @@ class Stimulator(Node):
         for i, kind in enumerate(data["kind"].tolist()):
             t_stream = float(chunk.t0) + i * dt
             cause = chunk.first + i
+            why = self.time_verdict(cause, t_stream, kind)
+            if why:
+                d = gate.refuse(data[i] if kind != CMD_HOLD else None, self._gate_now(real), t_stream, cause, why)
+                out.append((d.status, d.reason))
+                continue
             last = self._port_t.get(port)
             # a controller may date an event-triggered command at its event, a little before the heartbeat
             # of the chunk that held it; going back further than command_deadline_s is refused (the device
@@ -234,6 +239,10 @@ class Stimulator(Node):
                     self._t_now = t_stream if self._t_now is None else max(self._t_now, t_stream)
             out.append((d.status, d.reason))
         return out
+
+    def time_verdict(self, cause: int, t_stream: float, kind: int) -> str:
+        """A refusal on time decided outside this gate ("" for none): a replay check repeats the recording's."""
+        return ""
 
     def take_outputs(self) -> list[tuple[str, Chunk]]:
         """The gate's decisions and the delivered waveform since the last call (the service publishes them)."""

@@ -28,12 +28,13 @@ import yaml
 from ..errors import ConfigError
 from ..messages import COMMAND_DTYPE, DECISION_DTYPE, Chunk, StreamMeta, make_events
 from ..nodes.base import Node, NodeContext, Source, param
+from ..nodes.stimulator import Stimulator, StimulatorParams
 from .xdf_read import Session, XdfStream, read_session
 
 #: The replayed graph runs in this one process, its recorder included.
 REPLAY_PROCESS = "replay"
 
-__all__ = ["SessionReplay", "SessionReplayParams", "SessionCheck", "SessionCheckParams", "stream_meta", "session_info", "replay_check", "load"]
+__all__ = ["SessionReplay", "SessionReplayParams", "SessionCheck", "SessionCheckParams", "SessionStimulator", "stream_meta", "session_info", "replay_check", "load"]
 
 
 def _d(tree: Any, *keys: str, default: Any = None) -> Any:
@@ -273,7 +274,11 @@ def _replay_graph(session_path: Path, session: Session, config: Path | None, tmp
             dropped.append(raw["id"])
         else:
             if raw.get("type") == "stimulator":
-                raw = {**raw, "params": {k: v for k, v in (raw.get("params") or {}).items() if k != "log_path"}}
+                params = {k: v for k, v in (raw.get("params") or {}).items() if k != "log_path"}
+                if params.get("timebase", "real") != "stream":  # its real-time refusals are repeated
+                    raw = {**raw, "type": "session_stimulator", "params": {**params, "session": str(session_path)}}
+                else:
+                    raw = {**raw, "params": params}
             nodes.append(raw)
     # one process: no hop to pay for, and the order of everything is the data's
     nodes = [{**{k: v for k, v in n.items() if k != "process"}, "process": REPLAY_PROCESS} for n in nodes]
@@ -410,6 +415,54 @@ def _same(x: dict, y: dict, skip: set[str]) -> bool:
     return True
 
 
+#: Refusals on time that depend on the real clock: lateness in the live run, not the data.
+_REAL_TIME_REFUSALS = ("expired", "time_ahead")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionStimulatorParams(StimulatorParams):
+    """Parameters of :class:`SessionStimulator`."""
+
+    session: str = param(doc="the recorded session whose real-time refusals this gate repeats")
+
+
+class SessionStimulator(Stimulator):
+    """A ``timebase: real`` stimulator in a replay check: the recording's real-time refusals are inputs.
+
+    Live, a command can arrive after its deadline, or dated ahead of the
+    stream clock, because the machine was late, not because of the data; the
+    replay on the virtual clock has no such lateness. This gate refuses again,
+    with the recorded reason, each command or heartbeat the recorded gate
+    refused as ``expired`` or ``time_ahead`` (matched by index, stream time
+    and kind), and decides everything else itself. Watchdog trips on the real
+    clock are not repeated: the check reports them as differences.
+    """
+
+    Params = SessionStimulatorParams
+
+    def __init__(self, params: SessionStimulatorParams, inputs: Sequence[StreamMeta], ctx: NodeContext) -> None:
+        super().__init__(params, inputs, ctx)
+        self._verdicts: dict[tuple[int, float, int], str] = {}
+        self.repeated = 0
+
+    def open(self) -> None:
+        super().open()
+        name = self.outputs["decisions"].name
+        xs = next((x for x in load(self.ctx.resolve(self.params.session), [name]).streams if x.name == name), None)
+        for r in _records(xs) if xs is not None else []:
+            reason = str(r.get("reason", ""))
+            if r.get("status") == 2 and reason.split(":")[0] in _REAL_TIME_REFUSALS and isinstance(r.get("t_stream"), float):
+                self._verdicts[(int(r.get("cause_index", -1)), round(r["t_stream"], 9), int(r.get("kind", -1)))] = reason
+
+    def time_verdict(self, cause: int, t_stream: float, kind: int) -> str:
+        why = self._verdicts.pop((cause, round(t_stream, 9), kind), "")
+        self.repeated += bool(why)
+        return why
+
+    def report(self) -> dict:
+        return {**super().report(), "real_time_refusals_repeated": self.repeated}
+
+
 #: Control records that change what a graph decides, and what the replay does with them.
 _ACTIONS = {"disarm": "disarm", "arm": "arm", "estop": "emergency_stop", "estop_clear": "clear_emergency_stop"}
 
@@ -519,7 +572,9 @@ def replay_check(session_path: str | Path, config: str | Path | None = None,
     result = {"session": str(session_path), "exit_code": code, "wall_s": round(wall, 3),
               "recorded_s": round(span, 3), "speed_x": round(span / wall, 1) if wall > 0 else None,
               "decisions": decisions, "differing": differing, "streams": streams, "errors": sup.report.get("errors", []),
-              "control": {"records": len(control), "applied_again": len(schedule)}}
+              "control": {"records": len(control), "applied_again": len(schedule)},
+              "real_time_refusals_repeated": sum(int(n.get("real_time_refusals_repeated", 0))
+                                                 for n in sup.report.get("nodes", {}).values() if isinstance(n, dict))}
     if out is not None:
         for name, s in streams.items():
             mark = "same" if s["differing"] == 0 and s["compared"] else "DIFFERENT" if s["differing"] else "-"
@@ -530,6 +585,9 @@ def replay_check(session_path: str | Path, config: str | Path | None = None,
             out(f"  error: {e}")
         if control:
             out(f"  control: {len(control)} operator records in the session, {len(schedule)} changes and actions applied again at their recorded samples")
+        if result["real_time_refusals_repeated"]:
+            out(f"  {result['real_time_refusals_repeated']} commands the recorded gate refused on the real clock "
+                "(expired, time_ahead: the live machine was late) were refused again")
         verdict = ("the replayed graph failed (errors above)" if code != 0 else
                    "no decision differs" if differing == 0 else f"{differing} of {decisions} decisions differ")
         out(f"replay check: {verdict}; {span:.1f} s of session replayed in {wall:.2f} s ({result['speed_x']}x real time)")

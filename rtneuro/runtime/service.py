@@ -286,7 +286,8 @@ class Service:
         if any(o.publish for o in self.outs.values()):
             # only the topics this process publishes may be subscribed to (a flood of others is refused)
             self.publisher = Publisher(self.zctx, ep["pub"], tp, self.inc,
-                                       topics=[o.topic for o in self.outs.values() if o.publish])
+                                       topics=[o.topic for o in self.outs.values() if o.publish],
+                                       elsewhere=[m.topic for m in self.metas.values()])
             self.publisher.on_stall = self._poll_control
         # remote inputs
         self.remote_in: dict[str, list] = {}  # topic -> [(node, port)]
