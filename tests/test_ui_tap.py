@@ -163,22 +163,39 @@ def test_the_ring_is_bounded_by_history_and_by_bytes():
     assert small.rings["eeg"].cap == int(2.0 * FS)
 
 
-def test_the_spectrum_is_scipys_welch_in_db():
+def test_the_spectrum_is_scipys_welch_in_db_up_to_the_newest_segment_boundary():
+    # Welch over the last `seconds` that end at a multiple of the half-overlap step (absolute sample index): each
+    # segment is computed once and kept while it is in the window; however the data came in, every spectrum sent
+    # equals scipy's welch on exactly that stretch
     tap = _tap()
     rng = np.random.default_rng(3)
-    t = np.arange(int(4 * FS)) / FS
+    t = np.arange(int(9 * FS)) / FS
     x = (np.sin(2 * np.pi * 10 * t)[:, None] * [1, 2, 3, 4] + 0.1 * rng.standard_normal((t.size, N_CH))).astype(np.float32)
-    _feed(tap, x, [100, 333, 700])
     view = tap.make_view({"id": "s", "kind": "spectrum", "stream": "eeg", "channels": [1, 3], "fmax": 40, "seconds": 2})
-    (h, arrays), = tap.frames([view], lsl_clock())
-    freqs, psd_db = arrays[0][1], arrays[1][1]
-    seg = x[-int(2 * FS):, [1, 3]].astype(np.float64)
-    f, p = welch(seg, fs=FS, nperseg=256, noverlap=128, axis=0)
-    keep = f <= 40
-    np.testing.assert_allclose(freqs, f[keep], rtol=1e-6)
-    np.testing.assert_allclose(psd_db, 10 * np.log10(p[keep].T), atol=1e-3)  # float32 dB
-    assert freqs[np.argmax(psd_db[1])] == pytest.approx(10.0, abs=1.0)
-    assert tap.frames([view], lsl_clock()) == []  # not again before 1/SPECTRUM_HZ and new data
+    nper, step, fed, sent, last = 256, 128, 0, 0, None
+    for upto in (int(4 * FS) + 37, int(4 * FS) + 90, int(5 * FS) + 3, int(7 * FS) + 129, len(x)):
+        _feed(tap, x[fed:upto], [11, 100, 333], start=fed)
+        fed = upto
+        got = tap.frames([view], lsl_clock() + 10.0 * (fed + 1))  # later than 1/SPECTRUM_HZ each time
+        end = fed - fed % step
+        if end == last:
+            assert got == []  # no new segment since the last spectrum sent
+            continue
+        last = end
+        (h, arrays), = got
+        sent += 1
+        freqs, psd_db = arrays[0][1], arrays[1][1]
+        k = (int(2 * FS) - nper) // step + 1
+        seg = x[end - nper - (k - 1) * step:end, [1, 3]].astype(np.float64)
+        f, p = welch(seg, fs=FS, nperseg=nper, noverlap=nper - step, axis=0)
+        keep = f <= 40
+        np.testing.assert_allclose(freqs, f[keep], rtol=1e-6)
+        np.testing.assert_allclose(psd_db, 10 * np.log10(p[keep].T), atol=1e-3)  # float32 dB
+        assert freqs[np.argmax(psd_db[1])] == pytest.approx(10.0, abs=1.0)
+        assert h["t"] == pytest.approx(end / FS)
+        assert set(next(iter(view.segs.values()))) == set(range(end - nper - (k - 1) * step, end - nper + 1, step))
+    assert sent == 4  # 4 s + 37 and 4 s + 90 samples end at the same boundary
+    assert tap.frames([view], lsl_clock() + 100.0) == []  # no new segment: nothing to send
 
 
 def test_events_and_gate_decisions_arrive_once_each_and_bounded_per_frame():

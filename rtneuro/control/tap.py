@@ -103,6 +103,8 @@ class View:
     last_t: float = 0.0
     #: the ring start this view's ``next`` belongs to
     gen: int = 0
+    #: spectrum: (ring start, segment length) -> {segment start: its periodogram}; each segment is computed once
+    segs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -511,23 +513,43 @@ class Tap:
         return header, [("env", env)]
 
     def _spectrum(self, v: View, now: float) -> tuple[dict, list] | None:
+        """Welch's estimate over the last ``seconds`` up to the newest segment boundary (absolute multiples of the
+        half-overlap step), so that each segment's periodogram is computed once and kept while it is in the window."""
         ring = self.rings.get(v.stream)
-        if ring is None or ring.head is None or now - v.last_t < 1.0 / SPECTRUM_HZ or ring.head == v.next:
+        if ring is None or ring.head is None or now - v.last_t < 1.0 / SPECTRUM_HZ:
             return None
         fs = ring.sfreq
-        n = min(int(v.seconds * fs), ring.head - ring.valid_from)
-        nper = int(2 ** round(math.log2(max(fs, 8.0))))
-        nper = min(nper, 1 << int(math.log2(max(n, 8))))
-        if n < 8:
+        avail = min(int(v.seconds * fs), ring.head - ring.valid_from)
+        if avail < 8:
             return None
-        x = np.nan_to_num(self._read(ring, ring.head - n, n, v.channels), nan=0.0)  # float32, like the ring
-        f, pxx = _welch(x, fs, nper)
-        keep = f <= v.fmax
-        psd_db = (10.0 * np.log10(pxx[keep].T + 1e-30)).astype(np.float32)
-        v.last_t, v.next = now, ring.head
+        nper = int(2 ** round(math.log2(max(fs, 8.0))))
+        nper = min(nper, 1 << int(math.log2(avail)))
+        step = nper - nper // 2
+        end = ring.head - ring.head % step
+        k = (min(int(v.seconds * fs), end - ring.valid_from) - nper) // step + 1
+        if k < 1 or end == v.next:
+            return None
+        starts = range(end - nper - (k - 1) * step, end - nper + 1, step)
+        cache = v.segs.setdefault((ring.gen, nper), {})
+        if len(v.segs) > 1:  # the stream restarted or the segment length grew: the old ones no longer apply
+            v.segs = {(ring.gen, nper): cache}
+        new = [a for a in starts if a not in cache]
+        if new:
+            segs = np.stack([np.nan_to_num(self._read(ring, a, nper, v.channels), nan=0.0) for a in new])
+            f, pxx = _periodograms(segs, fs, nper)
+            keep = f <= v.fmax
+            for a, p in zip(new, pxx[:, keep], strict=True):
+                cache[a] = p
+        for a in [a for a in cache if a < starts[0]]:
+            del cache[a]
+        f = np.fft.rfftfreq(nper, 1.0 / fs)
+        f = f[f <= v.fmax]
+        pxx = np.mean([cache[a] for a in starts], axis=0)
+        psd_db = (10.0 * np.log10(pxx.T + 1e-30)).astype(np.float32)
+        v.last_t, v.next = now, end
         header = {"type": "spectrum", "view": v.id, "stream": v.stream, "channels": v.channels,
-                  "t": _finite(ring.t_index0 + ring.head / fs)}
-        return header, [("freqs", f[keep].astype(np.float32)), ("psd_db", psd_db)]
+                  "t": _finite(ring.t_index0 + end / fs)}
+        return header, [("freqs", f.astype(np.float32)), ("psd_db", psd_db)]
 
     def _events(self, v: View) -> tuple[dict, list] | None:
         ev = self.events.get(v.stream)
@@ -635,18 +657,14 @@ class Tap:
                     "acquisition_to_paint_ms": ms(self.all_displays.a2p), **self.stats}
 
 
-def _welch(x: np.ndarray, fs: float, nper: int) -> tuple[np.ndarray, np.ndarray]:
-    """scipy.signal.welch(x, fs, nperseg=nper, noverlap=nper // 2, axis=0) (Hann, constant detrend, density,
-    one-sided), with every segment in one rfft: scipy's per-call set-up made it a tenth of the supervisor's
-    CPU with a 64-channel spectrum on the dashboard (tests/test_ui_tap.py checks it against scipy)."""
-    step = nper - nper // 2
-    starts = np.arange(0, x.shape[0] - nper + 1, step)
+def _periodograms(segs: np.ndarray, fs: float, nper: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each segment's one-sided periodogram as scipy.signal.welch makes it (Hann, constant detrend, density):
+    ``segs`` is (segments, nper, channels); returns the frequencies and (segments, freqs, channels)."""
     w = np.hanning(nper + 1)[:-1]  # periodic Hann, as scipy's get_window("hann", nper)
-    segs = x[starts[:, None] + np.arange(nper)]  # (segments, nper, channels)
-    segs = (segs - segs.mean(axis=1, keepdims=True)) * w.astype(x.dtype)[None, :, None]
-    spec = scipy.fft.rfft(segs, axis=1)  # in x's precision (float32 from the rings)
-    pxx = (spec.real.astype(np.float64) ** 2 + spec.imag.astype(np.float64) ** 2).mean(axis=0) / (fs * (w ** 2).sum())
-    pxx[1:-1 if nper % 2 == 0 else None] *= 2.0
+    segs = (segs - segs.mean(axis=1, keepdims=True)) * w.astype(segs.dtype)[None, :, None]
+    spec = scipy.fft.rfft(segs, axis=1)  # in the segments' precision (float32 from the rings)
+    pxx = (spec.real.astype(np.float64) ** 2 + spec.imag.astype(np.float64) ** 2) / (fs * (w ** 2).sum())
+    pxx[:, 1:-1 if nper % 2 == 0 else None] *= 2.0
     return np.fft.rfftfreq(nper, 1.0 / fs), pxx
 
 

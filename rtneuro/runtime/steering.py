@@ -272,7 +272,7 @@ class Steering:
 
     def status_snapshot(self, now: float) -> dict:
         sup = self.sup
-        rows = sup._stream_rows()
+        rows = sup._stream_rows(latency=False)  # the status has its recent latencies, not the run's
         rates = sup._rates(now)
         virtual = sup.rt.speed == "max"
         streams = {}

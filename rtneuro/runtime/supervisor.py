@@ -1121,7 +1121,8 @@ class Supervisor:
                     out[k] = out.get(k, 0) + v
         return out
 
-    def _stream_rows(self) -> dict:
+    def _stream_rows(self, latency: bool = True) -> dict:
+        """Per stream: counts from every process; with ``latency``, the whole run's latency summary (the report's)."""
         produced = self._sum("produced")
         received = self._sum("received")
         rows = {}
@@ -1145,15 +1146,16 @@ class Supervisor:
                 "nonfinite": p.get("nonfinite", 0) + r.get("nonfinite", 0),
                 "received": r.get("messages", 0),
                 "publisher_restarts": r.get("restarts", 0),
-                "latency_us": self.ages[name].summary(),
             }
+            if latency:
+                rows[name]["latency_us"] = self.ages[name].summary()
             if meta.kind == "cmd":
                 rows[name]["commands"] = p.get("sent", 0)
                 rows[name]["heartbeats"] = p.get("heartbeats", 0)
         return rows
 
     def _draw_status(self, now: float) -> None:
-        rows = self._stream_rows()
+        rows = self._stream_rows(latency=False)
         rates = self._rates(now)
         lines = [f"rtneuro {self.graph.name}  t={now - (self.origin or now):6.1f} s  speed {self.rt.speed}  "
                  f"restarts {sum(p.restarts for p in self.procs.values())}  errors {len(self.errors)}"]
