@@ -31,6 +31,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import threading
@@ -668,22 +669,22 @@ def _periodograms(segs: np.ndarray, fs: float, nper: int) -> tuple[np.ndarray, n
     return np.fft.rfftfreq(nper, 1.0 / fs), pxx
 
 
+_CODES = {np.dtype("<f4"): "f4", np.dtype("<f8"): "f8", np.dtype("<i4"): "i4"}
+
+
 def encode_frame(header: dict, arrays: list[tuple[str, np.ndarray]]) -> bytes:
     """A binary frame (docs/ui.md): u32 header length, JSON header, arrays each at a multiple of 8 bytes;
     its length is a multiple of 8, so frames put end to end (:func:`encode_frames`) stay aligned."""
-    import json
-
-    codes = {np.dtype("<f4"): "f4", np.dtype("<f8"): "f8", np.dtype("<i4"): "i4"}
-    header = {**header, "arrays": [[name, codes[a.dtype.newbyteorder("<")], list(a.shape)] for name, a in arrays]}
-    h = json.dumps(header, separators=(",", ":"), allow_nan=False, default=_nan_none).encode()
+    blobs = [np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")) for _, a in arrays]
+    header = {**header, "arrays": [[name, _CODES[b.dtype], list(b.shape)] for (name, _), b in zip(arrays, blobs, strict=True)]}
+    h = _dumps(header).encode()
     parts = [len(h).to_bytes(4, "little"), h]
     size = 4 + len(h)
-    for _, a in arrays:
+    for b in blobs:
         pad = -size % 8
         parts.append(b"\0" * pad)
-        b = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
-        parts.append(b)
-        size += pad + len(b)
+        parts.append(b.data)
+        size += pad + b.nbytes
     parts.append(b"\0" * (-size % 8))
     return b"".join(parts)
 
@@ -701,3 +702,7 @@ def _nan_none(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(f"{type(o).__name__} in a frame header")
+
+
+#: one encoder for every header (json.dumps with options builds a new one per call)
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_nan_none).encode
