@@ -474,6 +474,7 @@ class Publisher:
         self.subscriptions: dict[bytes, int] = {}
         #: what peers were refused and what was done about it
         self.stats: dict[str, int] = {"subscriptions_refused": 0, "subscriptions_elsewhere": 0, "not_subscriptions": 0, "subscriptions_released": 0, "blocked": 0,
+                                      "unsubscribed": 0,
                                       "heap_trims": 0}
         self._released = 0  # refused subscriptions released since the last heap trim
         self.log = RateLog(log)
@@ -496,6 +497,11 @@ class Publisher:
             seq = 0
             self._known.add(topic)
         self._seq[topic] = seq + 1
+        if not self.subscriptions.get(topic):
+            # nobody subscribes (yet): the socket would match no peer and drop it, so it is not even encoded (a
+            # stream published only in case a browser page views it costs its process nothing until one does)
+            self.stats["unsubscribed"] += 1
+            return
         self._send(encode(kind, stream, seq, self.inc, chunk, topic, self._packer))
 
     def end(self, kind: str, stream: str, topic: bytes, next_index: int) -> None:

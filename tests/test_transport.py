@@ -91,6 +91,26 @@ def test_data_flows_and_metadata_reaches_the_subscriber(tmp_path, scheme):
     sub.close()
 
 
+def test_a_stream_nobody_subscribes_is_not_encoded_and_a_later_subscriber_sees_no_gap(tmp_path):
+    ctx = zmq.Context.instance()
+    pub = Publisher(ctx, f"ipc://{tmp_path}/u.pub", TransportParams(), inc=1)
+    pub.announce(META)
+    for k in range(5):
+        pub.publish("sig", "eeg", META.topic, _chunk(k))
+    assert pub.stats["unsubscribed"] == 5  # nobody listens: not encoded, not sent
+    sub = Subscriber(ctx, TransportParams())
+    sub.subscribe(META.topic, META)
+    sub.connect(pub.endpoint)
+    _wait(lambda: pub.poll_subscriptions() or pub.subscriptions.get(META.topic, 0) >= 1)
+    for k in range(5, 8):
+        pub.publish("sig", "eeg", META.topic, _chunk(k))
+    got = _collect(sub, 3)
+    assert [m.seq for m in got] == [5, 6, 7] and pub.stats["unsubscribed"] == 5
+    assert sub.stats(META.topic).gaps == 0 and sub.stats(META.topic).samples == 12  # it joined at seq 5: no gap
+    pub.close()
+    sub.close()
+
+
 def test_a_late_joiner_gets_the_metadata_without_asking(tmp_path):
     pub, sub = _connect(tmp_path)
     ctx = zmq.Context.instance()
