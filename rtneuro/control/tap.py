@@ -678,7 +678,7 @@ def encode_frame(header: dict, arrays: list[tuple[str, np.ndarray]]) -> bytes:
     blobs = [np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")) for _, a in arrays]
     header = {**header, "arrays": [[name, _CODES[b.dtype], list(b.shape)] for (name, _), b in zip(arrays, blobs, strict=True)]}
     h = _dumps(header).encode()
-    parts = [len(h).to_bytes(4, "little"), h]
+    parts: list[bytes | memoryview] = [len(h).to_bytes(4, "little"), h]
     size = 4 + len(h)
     for b in blobs:
         pad = -size % 8
