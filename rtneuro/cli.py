@@ -707,6 +707,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return module.run(args)
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import load_spec, run_sweep, summary
+
+    if args.summary:
+        print(summary(args.summary))
+        return 0
+    if not args.spec:
+        raise ConfigError("rtneuro sweep: give SPEC.yaml (or --summary RESULTS)")
+    spec = load_spec(args.spec)
+    if args.out:
+        from dataclasses import replace
+        from pathlib import Path
+
+        spec = replace(spec, out=Path(args.out).expanduser().resolve())
+    res = run_sweep(spec, scheduler=args.scheduler, workers=args.workers, force=args.force)
+    print(summary(res["folder"]))
+    if res["interrupted"]:
+        return 130
+    return 0 if res["failed"] == 0 and res["missing"] == 0 else 1
+
+
 def _cmd_nodes(args: argparse.Namespace) -> int:
     from .nodes import NODE_TYPES, node_class
     from .nodes.base import _type_name
@@ -849,6 +870,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--changes", type=int, default=200, metavar="N",
                    help="bench control: live parameter changes timed through the control API (default 200)")
     b.set_defaults(func=_cmd_bench)
+
+    sw = sub.add_parser("sweep", help="replay a graph over many recordings and a parameter grid, on Dask; tables and a report")
+    sw.add_argument("spec", nargs="?", help="the sweep's YAML (config, recordings, grid, metrics)")
+    sw.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a Dask scheduler (tcp://host:8786); default: a local cluster")
+    sw.add_argument("--workers", type=int, default=None, help="local workers (default: the spec's, else one per core)")
+    sw.add_argument("--out", default=None, help="results folder (default: the spec's out:, else <name>-results next to it)")
+    sw.add_argument("--force", action="store_true", help="rerun the jobs that have a result")
+    sw.add_argument("--summary", default=None, metavar="RESULTS", help="print the summary of a results folder and stop")
+    sw.set_defaults(func=_cmd_sweep)
 
     n = sub.add_parser("nodes", help="list node types and their parameters")
     n.set_defaults(func=_cmd_nodes)

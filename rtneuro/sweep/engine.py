@@ -1,0 +1,157 @@
+"""Running a sweep's jobs on Dask: an embedded LocalCluster, or a cluster's scheduler.
+
+Each job's row is written as soon as it finishes (``jobs/<key>.json``,
+atomically), so an interrupted sweep loses only the jobs that were running;
+a rerun skips every job whose key has a row (``force`` reruns them) and
+reruns the failed ones. The tables and the report are made from the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import RtneuroError
+from .job import payload, run_job
+from .spec import Job, Spec, expand
+
+__all__ = ["run_sweep", "read_rows", "write_row"]
+
+
+def write_row(folder: Path, row: dict) -> None:
+    """``jobs/<key>.json``, written whole or not at all."""
+    jobs = folder / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    tmp = jobs / f".{row['key']}.json.tmp"
+    tmp.write_text(json.dumps(row, sort_keys=True, default=str))
+    os.replace(tmp, jobs / f"{row['key']}.json")
+
+
+def read_rows(folder: Path) -> dict[str, dict]:
+    """Every job row in a results folder, by key (a file that does not parse is not a row)."""
+    out = {}
+    for f in sorted((folder / "jobs").glob("*.json")):
+        try:
+            row = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(row, dict) and row.get("key") == f.stem:
+            out[f.stem] = row
+    return out
+
+
+def _fmt_s(s: float) -> str:
+    s = max(0, int(round(s)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class Progress:
+    """One line, rewritten: jobs done, failed, skipped, and the time left."""
+
+    def __init__(self, total: int, skipped: int, workers: int, out: Callable[[str], Any] | None) -> None:
+        self.total, self.skipped, self.workers, self.out = total, skipped, max(workers, 1), out
+        self.done = self.failed = 0
+        self.t0 = time.monotonic()
+        self.tty = out is not None and sys.stderr.isatty()
+
+    def update(self, final: bool = False) -> None:
+        if self.out is None:
+            return
+        n = self.done + self.failed
+        todo = self.total - self.skipped
+        elapsed = time.monotonic() - self.t0
+        left = elapsed / n * (todo - n) if n else float("nan")
+        width = 24
+        filled = int(width * (n + self.skipped) / max(self.total, 1))
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] {n + self.skipped}/{self.total} jobs: {self.done} done, "
+                f"{self.failed} failed" + (f", {self.skipped} already done" if self.skipped else "")
+                + (f", {_fmt_s(left)} left" if n and not final else f", {_fmt_s(elapsed)}" if final else ""))
+        if self.tty:
+            self.out("\r" + line + ("\n" if final else ""))
+        elif final or (n < todo and (n == 1 or n % max(1, todo // 10) == 0)):
+            self.out(line + "\n")
+
+
+def _client(scheduler: str | None, workers: int) -> tuple[Any, Any]:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise RtneuroError("rtneuro sweep runs on Dask: pip install 'dask[distributed]'") from None
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except (OSError, TimeoutError) as exc:
+            raise RtneuroError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc}); start one "
+                               "(dask scheduler) or leave --scheduler out to run here") from None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=40)
+    return Client(cluster), cluster
+
+
+def run_sweep(spec: Spec, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
+              out: Callable[[str], Any] | None = sys.stderr.write, jobs: list[Job] | None = None) -> dict:
+    """Run the jobs of ``spec`` that have no row yet (all with ``force``); write the tables and the report.
+
+    Returns ``{"folder", "jobs", "ran", "skipped", "failed", "interrupted", "wall_s"}``.
+    """
+    from .report import write_results
+
+    folder = spec.out
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sweep.json").write_text(json.dumps(spec.to_dict(), indent=1, default=str))
+    jobs = expand(spec) if jobs is None else jobs
+    rows = read_rows(folder)
+    todo = [j for j in jobs if force or rows.get(j.key, {}).get("status") != "ok"]
+    n_workers = workers or spec.workers or os.cpu_count() or 1
+    progress = Progress(len(jobs), len(jobs) - len(todo), n_workers, out)
+    t0 = time.monotonic()
+    interrupted = False
+    if todo:
+        client, cluster = _client(scheduler, n_workers)
+        futures = []
+        try:
+            from distributed import as_completed
+
+            if scheduler:
+                progress.workers = max(len(client.scheduler_info().get("workers", {})), 1)
+            by_future = {}
+            for j in todo:
+                f = client.submit(run_job, payload(spec, j), key=f"rtneuro-job-{j.key}", pure=False, retries=0)
+                by_future[f] = j
+                futures.append(f)
+            for f in as_completed(futures):
+                j = by_future[f]
+                try:
+                    row = f.result()
+                except Exception as exc:  # the worker died under it, or Dask could not run it
+                    row = {"index": j.index, "key": j.key, "recording": j.recording.label if j.recording else "",
+                           "params": j.params, "status": "failed", "metrics": {}, "worker": "",
+                           "error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]} (the worker running it died or Dask refused it)"}
+                write_row(folder, row)
+                if row["status"] == "ok":
+                    progress.done += 1
+                else:
+                    progress.failed += 1
+                progress.update()
+        except KeyboardInterrupt:
+            interrupted = True
+            for f in futures:
+                f.cancel()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    progress.update(final=True)
+    rows = read_rows(folder)
+    write_results(spec, jobs, rows, folder)
+    failed = sum(1 for j in jobs if rows.get(j.key, {}).get("status") == "failed")
+    missing = sum(1 for j in jobs if j.key not in rows)
+    if interrupted and out is not None:
+        out(f"interrupted: {missing} jobs have no result yet; run the same command again to go on\n")
+    return {"folder": str(folder), "jobs": len(jobs), "ran": len(todo), "skipped": len(jobs) - len(todo), "failed": failed,
+            "missing": missing, "interrupted": interrupted, "wall_s": round(time.monotonic() - t0, 3)}

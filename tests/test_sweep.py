@@ -1,0 +1,208 @@
+"""rtneuro sweep: specs, jobs equal to `rtneuro run --speed max`, a real Dask scheduler with two workers, resuming.
+
+Real parts: the Dask scheduler and workers are the `dask` command line's,
+started on loopback; the local cluster is distributed's LocalCluster; the
+jobs run the graphs in their own processes, as `rtneuro run` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from rtneuro.errors import ConfigError
+from rtneuro.recording.xdf_read import read_session
+from rtneuro.sweep import expand, load_spec, run_sweep
+from rtneuro.sweep.job import job_config, payload, run_job
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "configs" / "sweeps" / "adbs_thresholds.yaml"
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sweep")]
+
+
+def _spec(tmp_path: Path, doc: dict, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return p
+
+
+def decisions_digest(report: dict, streams: dict) -> dict:
+    """A user metric: a digest of the gate's decisions (every field but the machine's clock) and their count."""
+    series, _ = streams["stim.decisions"]
+    rows = [json.loads(r[0]) for r in series]
+    for r in rows:
+        r.pop("t", None)
+    text = json.dumps(rows, sort_keys=True)
+    return {"decisions": len(rows), "decisions_digest": int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)}
+
+
+def test_a_spec_names_what_is_wrong_in_one_line(tmp_path):
+    cfg = str(ROOT / "configs" / "adbs_sim.yaml")
+    cases = [
+        ({"config": cfg, "gird": {}}, "unknown key 'gird'"),
+        ({"config": cfg, "grid": {"ctl.uper": [1]}}, "no parameter 'uper'"),
+        ({"config": cfg, "grid": {"clt.upper": [1]}}, "no node 'clt'"),
+        ({"config": cfg, "grid": {"upper": [1]}}, "not node.parameter"),
+        ({"config": cfg, "grid": {"ctl.upper": []}}, "at least one value"),
+        ({"config": cfg, "grid": {"brain.seed": [1]}, "seeds": {"brain.seed": [2]}}, "either searched or replicated"),
+        ({"config": cfg, "recordings": {"files": ["nothing/*.edf"]}}, "name the source"),
+        ({"config": str(ROOT / "configs" / "neurofeedback.yaml"), "recordings": {"files": ["nothing/*.edf"]}}, "matches no file"),
+        ({"config": cfg, "objective": {"metric": "x", "goal": "best"}}, "goal: min or max"),
+        ({"grid": {}}, "give config:"),
+    ]
+    for doc, words in cases:
+        with pytest.raises(ConfigError) as err:
+            load_spec(_spec(tmp_path, doc))
+        assert words in str(err.value) and "\n" not in str(err.value), (doc, str(err.value))
+    # a sweep never drives hardware, and replays recordings rather than reading LSL
+    doc = yaml.safe_load((ROOT / "configs" / "stim_serial.yaml").read_text())
+    with pytest.raises(ConfigError, match="never drives hardware"):
+        job_config(doc, None, None, {})
+    doc = yaml.safe_load((ROOT / "configs" / "lsl_alpha.yaml").read_text())
+    with pytest.raises(ConfigError, match="reads LSL live"):
+        job_config(doc, None, None, {})
+
+
+def test_a_job_decides_exactly_what_rtneuro_run_at_max_speed_decides(tmp_path):
+    # the job (its nodes in one process, through the sweep's code) and the user's own run of the same graph with
+    # the same parameters (its processes as configured): the same gate decisions, record for record, and the
+    # same report numbers
+    spec = load_spec(_spec(tmp_path, {"config": str(ROOT / "configs" / "adbs_sim.yaml"),
+                                      "grid": {"ctl.upper": [10.5], "brain.duration_s": 8},
+                                      "user_metrics": [f"{Path(__file__).stem}:decisions_digest"]}))
+    (job,) = expand(spec)
+    sys.path.insert(0, str(Path(__file__).parent))
+    row = run_job(payload(spec, job))
+    assert row["status"] == "ok", row
+    doc = yaml.safe_load(spec.config_text)
+    for n in doc["nodes"]:
+        if n["id"] == "ctl":
+            n["params"]["upper"] = 10.5
+        if n["id"] == "brain":
+            n["params"]["duration_s"] = 8
+    cfg = tmp_path / "plain.yaml"
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    (tmp_path / "rec").mkdir()
+    out = subprocess.run([sys.executable, "-m", "rtneuro", "run", str(cfg), "--speed", "max", "--record", str(tmp_path / "rec"),
+                          "--report", str(tmp_path / "plain.json"), "--quiet"], cwd=ROOT / "configs", capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    session = next((tmp_path / "rec").glob("*.xdf"))
+    plain = decisions_digest({}, {s.name: (s.time_series, s.time_stamps) for s in read_session(session).streams})
+    m = row["metrics"]
+    assert m["user.decisions"] == plain["decisions"] > 10
+    assert m["user.decisions_digest"] == plain["decisions_digest"]
+    from rtneuro.sweep.job import flatten_report, is_timing
+
+    mine = {k: v for k, v in flatten_report(json.loads((tmp_path / "plain.json").read_text())).items() if not is_timing(k)}
+    theirs = {k: v for k, v in m.items() if not is_timing(k) and not k.startswith("user.") and not k.startswith("recorder")}
+    assert mine.keys() - {k for k in mine if k.startswith("recorder")} == theirs.keys()
+    assert {k: mine[k] for k in theirs} == theirs
+    assert theirs["stimulation.stim.energy_uj"] > 0 and theirs["commands.accepted"] > 0
+
+
+def _dask_cluster(tmp_path: Path) -> tuple[str, list[subprocess.Popen]]:
+    sched_file = tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    procs = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0",
+                               "--scheduler-file", str(sched_file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    t_end = time.monotonic() + 60
+    while not sched_file.exists() and time.monotonic() < t_end:
+        time.sleep(0.1)
+    address = json.loads(sched_file.read_text())["address"]
+    for _ in range(2):
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                                       "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    from distributed import Client
+
+    with Client(address, timeout="30s") as c:
+        c.wait_for_workers(2, timeout=60)
+    return address, procs
+
+
+def test_a_sweep_on_a_dask_scheduler_with_two_workers_keeps_going_and_resumes(tmp_path):
+    # two recordings (copies of the shipped eyes-open and eyes-closed EEG) times two thresholds, on a scheduler
+    # and two workers started on loopback; one recording vanishes before the run: its jobs are rows with a one-line
+    # error, the others succeed; once it is back, a rerun runs only the failed jobs, and the table is the same
+    # as a fresh sweep's
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("S003R01.edf", "S003R02.edf"):
+        shutil.copy(ROOT / "replay_data" / name, data / name)
+    spec = load_spec(_spec(tmp_path, {"name": "nf", "config": str(ROOT / "configs" / "neurofeedback.yaml"),
+                                      "recordings": {"node": "eeg", "files": ["data/*.edf"]},
+                                      "grid": {"ctl.threshold": [0.0, 6.0], "stim.timebase": "stream"},
+                                      "metrics": ["commands.*", "stimulation.*", "duration_s"],
+                                      "objective": {"metric": "stimulation.stim.on_fraction", "goal": "min"}}))
+    jobs = expand(spec)
+    assert [(j.recording.label, j.params["ctl.threshold"]) for j in jobs] == [  # each recording, then each point
+        ("data/S003R01.edf", 0.0), ("data/S003R01.edf", 6.0), ("data/S003R02.edf", 0.0), ("data/S003R02.edf", 6.0)]
+    moved = tmp_path / "S003R02.edf"
+    shutil.move(data / "S003R02.edf", moved)
+    address, procs = _dask_cluster(tmp_path)
+    try:
+        first = run_sweep(spec, scheduler=address, out=None, jobs=jobs)
+        df = pd.read_parquet(spec.out / "results.parquet")
+        assert first["ran"] == 4 and first["failed"] == 2
+        assert list(df["status"]) == ["ok", "ok", "failed", "failed"]
+        err = df["error"][2]
+        assert "S003R02.edf is not visible on worker tcp://127.0.0.1:" in err and "\n" not in err
+        workers = {json.loads(f.read_text())["worker"] for f in (spec.out / "jobs").glob("*.json")}
+        assert len(workers) == 2  # both workers ran jobs
+        shutil.move(moved, data / "S003R02.edf")
+        again = run_sweep(spec, scheduler=address, out=None, jobs=jobs)
+        assert again["ran"] == 2 and again["skipped"] == 2 and again["failed"] == 0
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+    resumed = pd.read_csv(spec.out / "results.csv")
+    assert list(resumed["status"]) == ["ok"] * 4
+    assert (resumed["duration_s"] > 50).all()
+    on = resumed["stimulation.stim.on_fraction"]
+    assert on[0] > on[1] and on[2] > on[3]  # a higher threshold stimulates less, on both recordings
+    best = json.loads((spec.out / "best.json").read_text())
+    assert best["overall"]["params"] == {"ctl.threshold": 6.0} and set(best["per_recording"]) == {"data/S003R01.edf", "data/S003R02.edf"}
+    html = (spec.out / "report.html").read_text()
+    assert "Best parameters" in html and "plots/metric0.png" in html and (spec.out / "plots" / "metric0.png").stat().st_size > 1000
+
+
+def test_the_shipped_adbs_sweep_on_a_small_grid_from_the_command_line(tmp_path):
+    spec = load_spec(SHIPPED)
+    assert len(expand(spec)) == 24 and spec.objective == {"metric": "stimulation.stim.energy_uj", "goal": "min"}
+    small = tmp_path / "small.yaml"
+    doc = yaml.safe_load(SHIPPED.read_text())
+    doc["config"] = str(ROOT / "configs" / "adbs_sim.yaml")
+    doc["grid"] = {"ctl.upper": [10.0, 12.0], "brain.duration_s": 10}
+    doc["seeds"] = {"brain.seed": [1]}
+    small.write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = subprocess.run([sys.executable, "-m", "rtneuro", "sweep", str(small), "--workers", "2", "--out", str(tmp_path / "res")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "sweep adbs-thresholds: 2 jobs, 2 ok, 0 failed" in out.stdout and "best (min of stimulation.stim.energy_uj)" in out.stdout
+    df = pd.read_csv(tmp_path / "res" / "results.csv")
+    assert list(df["ctl.upper"]) == [10.0, 12.0] and (df["status"] == "ok").all()
+    assert df["stimulation.stim.energy_uj"][1] < df["stimulation.stim.energy_uj"][0]  # stepping up later stimulates less
+    assert np.isfinite(df["summary.labels.all.mean.beta"]).all()
+    again = subprocess.run([sys.executable, "-m", "rtneuro", "sweep", "--summary", str(tmp_path / "res")],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and again.stdout.splitlines()[0] == out.stdout.splitlines()[0]
+    # the same sweep again, every job rerun (--force): the identical table
+    first = (tmp_path / "res" / "results.csv").read_bytes()
+    forced = subprocess.run([sys.executable, "-m", "rtneuro", "sweep", str(small), "--workers", "2", "--out", str(tmp_path / "res"),
+                             "--force"], capture_output=True, text=True, timeout=300)
+    assert forced.returncode == 0 and "2/2 jobs: 2 done" in forced.stderr, forced.stderr
+    assert (tmp_path / "res" / "results.csv").read_bytes() == first
