@@ -86,11 +86,8 @@ def test_a_job_decides_exactly_what_rtneuro_run_at_max_speed_decides(tmp_path):
     row = run_job(payload(spec, job))
     assert row["status"] == "ok", row
     doc = yaml.safe_load(spec.config_text)
-    for n in doc["nodes"]:
-        if n["id"] == "ctl":
-            n["params"]["upper"] = 10.5
-        if n["id"] == "brain":
-            n["params"]["duration_s"] = 8
+    next(n for n in doc["nodes"] if n["id"] == "ctl")["params"]["upper"] = 10.5
+    next(n for n in doc["nodes"] if n["id"] == "brain")["params"]["duration_s"] = 8
     cfg = tmp_path / "plain.yaml"
     cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
     (tmp_path / "rec").mkdir()

@@ -26,7 +26,7 @@ import yaml
 from ..errors import ConfigError, RtneuroError
 from .spec import FILE_SOURCES, LIVE_SOURCES, TIMING_PREFIXES, Job, Spec
 
-__all__ = ["payload", "job_config", "run_job", "flatten_report"]
+__all__ = ["payload", "apply_params", "job_config", "run_job", "flatten_report"]
 
 #: the job's nodes all run in this process (one core per job; a worker runs one job at a time)
 JOB_PROCESS = "job"
@@ -53,6 +53,17 @@ def _set(params: dict, path: list[str], value: Any) -> None:
     d[path[-1]] = value
 
 
+def apply_params(doc: dict, params: dict[str, Any]) -> dict:
+    """Set ``node.param`` (or ``node.param.key`` inside a mapping) values in a graph document, in place."""
+    by_id = {str(n.get("id")): n for n in doc["nodes"]}
+    for name, value in params.items():
+        nid, _, par = name.partition(".")
+        n = by_id[nid]
+        n["params"] = dict(n.get("params") or {})
+        _set(n["params"], par.split("."), value)
+    return doc
+
+
 def job_config(config: dict, node: str | None, recording: str | None, params: dict[str, Any]) -> dict:
     """The graph a job runs: ``config`` with the recording bound to ``node``, the parameters set, as fast as
     possible, every node in one process, no control server, no pages, and no sink with a side effect."""
@@ -74,11 +85,7 @@ def job_config(config: dict, node: str | None, recording: str | None, params: di
             src["params"] = {"path": recording}
         else:
             raise ConfigError(f"recordings.node: source {node!r} is a {kind}, which reads no file")
-    for name, value in params.items():
-        nid, _, par = name.partition(".")
-        n = by_id[nid]
-        n["params"] = dict(n.get("params") or {})
-        _set(n["params"], par.split("."), value)
+    apply_params(doc, params)
     kept = []
     for n in nodes:
         try:
