@@ -320,6 +320,9 @@ def test_node_adapts_from_labelled_events_and_publishes_it(trained, rec, tmp_pat
     adapt = out["adapt"].data
     # 11 labelled windows per trial, 15 trials
     assert adapt[-1, 0] == 165 and node.report()["adapt_updates"] == 165
+    # the same 165 windows score the decoder against the labels (in-sample here: it was trained on them)
+    first = node.report()
+    assert first["labelled_windows"] == 165 and 0.7 < first["accuracy"] <= 1.0
     assert (adapt[:, 3:] <= 0.5 + 1e-9).all()
     assert adapt[-1, 2] != adapt[0, 2]  # the bias moved
     # any split of the signal gives the same decisions and the same adaptation (updates happen between frames)
@@ -332,6 +335,7 @@ def test_node_adapts_from_labelled_events_and_publishes_it(trained, rec, tmp_pat
             (rows if port == "" else adapt_rows if port == "adapt" else []).append(ch.data)
     np.testing.assert_array_equal(np.concatenate(rows), out[""].data)
     np.testing.assert_array_equal(np.concatenate(adapt_rows), adapt)
+    assert {k: node.report()[k] for k in ("labelled_windows", "accuracy")} == {k: first[k] for k in ("labelled_windows", "accuracy")}
     # without the second input, adapt is refused
     with pytest.raises(ConfigError, match="second input"):
         _node({"model": "m.npz", "adapt": {}}, [_meta(rec.ch_names)], tmp_path)

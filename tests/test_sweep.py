@@ -129,25 +129,25 @@ def _dask_cluster(tmp_path: Path) -> tuple[str, list[subprocess.Popen]]:
     return address, procs
 
 
-def test_a_sweep_on_a_dask_scheduler_with_two_workers_keeps_going_and_resumes(tmp_path):
-    # two recordings (copies of the shipped eyes-open and eyes-closed EEG) times two thresholds, on a scheduler
-    # and two workers started on loopback; one recording vanishes before the run: its jobs are rows with a one-line
-    # error, the others succeed; once it is back, a rerun runs only the failed jobs, and the table is the same
-    # as a fresh sweep's
+def test_the_shipped_decoder_sweep_on_a_dask_scheduler_with_two_workers_keeps_going_and_resumes(tmp_path):
+    # the shipped motor-imagery sweep on a small grid: two recordings (copies of the shipped eyes-open baseline and
+    # the labelled left/right run) times two thresholds, on a scheduler and two workers started on loopback. One
+    # recording vanishes before the run: its jobs are rows with a one-line error, the others succeed; once it is
+    # back, a rerun runs only the failed jobs
     data = tmp_path / "data"
     data.mkdir()
-    for name in ("S003R01.edf", "S003R02.edf"):
+    for name in ("S003R01.edf", "S003R03.edf"):
         shutil.copy(ROOT / "replay_data" / name, data / name)
-    spec = load_spec(_spec(tmp_path, {"name": "nf", "config": str(ROOT / "configs" / "neurofeedback.yaml"),
-                                      "recordings": {"node": "eeg", "files": ["data/*.edf"]},
-                                      "grid": {"ctl.threshold": [0.0, 6.0], "stim.timebase": "stream"},
-                                      "metrics": ["commands.*", "stimulation.*", "duration_s"],
-                                      "objective": {"metric": "stimulation.stim.on_fraction", "goal": "min"}}))
+    doc = yaml.safe_load((ROOT / "configs" / "sweeps" / "motor_imagery.yaml").read_text())
+    doc["config"] = str(ROOT / "configs" / "motor_imagery_replay.yaml")
+    doc["recordings"]["files"] = ["data/*.edf"]
+    doc["grid"] = {"ctl.threshold": [0.6, 0.8]}
+    spec = load_spec(_spec(tmp_path, doc))
     jobs = expand(spec)
     assert [(j.recording.label, j.params["ctl.threshold"]) for j in jobs] == [  # each recording, then each point
-        ("data/S003R01.edf", 0.0), ("data/S003R01.edf", 6.0), ("data/S003R02.edf", 0.0), ("data/S003R02.edf", 6.0)]
-    moved = tmp_path / "S003R02.edf"
-    shutil.move(data / "S003R02.edf", moved)
+        ("S003R01.edf", 0.6), ("S003R01.edf", 0.8), ("S003R03.edf", 0.6), ("S003R03.edf", 0.8)]
+    moved = tmp_path / "S003R03.edf"
+    shutil.move(data / "S003R03.edf", moved)
     address, procs = _dask_cluster(tmp_path)
     try:
         first = run_sweep(spec, scheduler=address, out=None, jobs=jobs)
@@ -155,10 +155,10 @@ def test_a_sweep_on_a_dask_scheduler_with_two_workers_keeps_going_and_resumes(tm
         assert first["ran"] == 4 and first["failed"] == 2
         assert list(df["status"]) == ["ok", "ok", "failed", "failed"]
         err = df["error"][2]
-        assert "S003R02.edf is not visible on worker tcp://127.0.0.1:" in err and "\n" not in err
+        assert "S003R03.edf is not visible on worker tcp://127.0.0.1:" in err and "\n" not in err
         workers = {json.loads(f.read_text())["worker"] for f in (spec.out / "jobs").glob("*.json")}
         assert len(workers) == 2  # both workers ran jobs
-        shutil.move(moved, data / "S003R02.edf")
+        shutil.move(moved, data / "S003R03.edf")
         again = run_sweep(spec, scheduler=address, out=None, jobs=jobs)
         assert again["ran"] == 2 and again["skipped"] == 2 and again["failed"] == 0
     finally:
@@ -166,13 +166,16 @@ def test_a_sweep_on_a_dask_scheduler_with_two_workers_keeps_going_and_resumes(tm
             p.terminate()
         for p in procs:
             p.wait(30)
-    resumed = pd.read_csv(spec.out / "results.csv")
-    assert list(resumed["status"]) == ["ok"] * 4
-    assert (resumed["duration_s"] > 50).all()
-    on = resumed["stimulation.stim.on_fraction"]
-    assert on[0] > on[1] and on[2] > on[3]  # a higher threshold stimulates less, on both recordings
+    df = pd.read_csv(spec.out / "results.csv")
+    assert list(df["status"]) == ["ok"] * 4
+    assert list(df["duration_s"]) == [61.0, 61.0, 125.0, 125.0]
+    # the decoder against the labels: only the labelled run has any (15 trials, 11 windows each), in-sample here
+    assert df["mi.labelled_windows"].tolist() == [0, 0, 165, 165] and df["mi.accuracy"].isna().tolist() == [True, True, False, False]
+    assert (df["mi.accuracy"][2:] > 0.7).all()
+    on = df["stimulation.stim.on_fraction"]
+    assert on[0] > on[1] and on[2] > on[3]  # a higher threshold stimulates less, at rest and in the task
     best = json.loads((spec.out / "best.json").read_text())
-    assert best["overall"]["params"] == {"ctl.threshold": 6.0} and set(best["per_recording"]) == {"data/S003R01.edf", "data/S003R02.edf"}
+    assert best["overall"]["params"] == {"ctl.threshold": 0.8} and set(best["per_recording"]) == {"S003R01.edf", "S003R03.edf"}
     html = (spec.out / "report.html").read_text()
     assert "Best parameters" in html and "plots/metric0.png" in html and (spec.out / "plots" / "metric0.png").stat().st_size > 1000
 

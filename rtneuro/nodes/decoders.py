@@ -67,6 +67,10 @@ class Decoder(Node):
         With ``adapt``: per window, updates so far, updates clipped by the
         bound, the bias (first intercept) and each class mean's shift.
 
+    With the events input, the report holds ``labelled_windows`` (windows
+    wholly inside a trial's ``[tmin, tmax]``) and ``accuracy``, the share of
+    them decoded as the trial's class (adaptation included, when on).
+
     Live parameters: ``threshold`` and ``min_frames`` (class events; the
     class leading and the last event's class stay), ``adapting`` (pause or
     resume adaptation: the adapted means stay and keep decoding) and
@@ -133,6 +137,8 @@ class Decoder(Node):
         self._trials: list[tuple[int, int]] = []  # (onset sample, class index), in order
         self._ref: tuple[int, float] | None = None  # (first, t0) of the latest signal chunk
         self.unplaced = 0
+        #: windows that lie in a labelled trial (the events input), and those decoded as its class
+        self.labelled = self.correct = 0
         self.adaptive = None
         if self.adapt_params is not None:
             from ..decoders.adaptive import AdaptiveLda
@@ -156,7 +162,8 @@ class Decoder(Node):
 
     def report(self) -> dict:
         out = {"frames": self._frames, "class_events": self.n_events, "nonfinite_windows": self.nonfinite,
-               "replaced_nonfinite": self.runner.cut.n_replaced}
+               "replaced_nonfinite": self.runner.cut.n_replaced, "labelled_windows": self.labelled,
+               "accuracy": self.correct / self.labelled if self.labelled else None}
         if self.adaptive is not None:
             out.update(adapt_updates=self.adaptive.updates, adapt_clipped=self.adaptive.clipped,
                        adapt_rejected=self.adaptive.rejected, labels_unplaced=self.unplaced)
@@ -215,6 +222,13 @@ class Decoder(Node):
                 a = self.adaptive
                 adapt_rows[i, :3] = (a.updates, a.clipped, a.intercept[0])
                 adapt_rows[i, 3:] = a.shift()
+        if self._trials:  # accuracy against the recording's labels: windows wholly inside a trial's [tmin, tmax]
+            for i in range(n):
+                end = self._origin + int(fr.ends[i])
+                k = self._label_of(end - self.pipe.window, end)
+                if k >= 0:
+                    self.labelled += 1
+                    self.correct += int(fr.index[i] == k)
         rows = np.empty((n, K + 1))
         rows[:, :K] = fr.proba
         rows[:, K] = fr.index

@@ -25,6 +25,7 @@ import glob
 import hashlib
 import itertools
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,7 +234,9 @@ def load_spec(path: str | Path) -> Spec:
     node = None
     if rec:
         node = _source_node(config, rec.get("node"))
-        found: list[tuple[Path, str]] = [(p, _label(p, base)) for p in _files(_list(rec.get("files"), "recordings.files"), base)]
+        files = [p.resolve() for p in _files(_list(rec.get("files"), "recordings.files"), base)]
+        top = Path(os.path.commonpath([str(p.parent) for p in files])) if files else base
+        found: list[tuple[Path, str]] = [(p, str(p.relative_to(top))) for p in files]
         if rec.get("bids") is not None:
             found += _bids(rec["bids"], base)
         seen = set()
@@ -264,13 +267,6 @@ def load_spec(path: str | Path) -> Spec:
         raise ConfigError(f"workers: give a whole number >= 1, not {workers!r}")
     return Spec(path, name, config_path, config_text, config, node, tuple(recordings), grid, seeds, metrics, user,
                 dict(objective) if objective else None, out if out.is_absolute() else (base / out).resolve(), workers)
-
-
-def _label(p: Path, base: Path) -> str:
-    try:
-        return str(p.resolve().relative_to(base))
-    except ValueError:
-        return str(p)
 
 
 def file_hash(path: str, _cache: dict = {}) -> str:  # noqa: B006  (one process's cache, by path, size and time)
