@@ -721,7 +721,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         spec = replace(spec, out=Path(args.out).expanduser().resolve())
-    res = run_sweep(spec, scheduler=args.scheduler, workers=args.workers, force=args.force)
+    if args.optimize:
+        from .sweep.engine import run_optimize
+
+        goal = args.goal or (spec.objective or {}).get("goal", "min") if (spec.objective or {}).get("metric") == args.optimize else args.goal or "min"
+        res = run_optimize(spec, args.optimize, args.trials, goal=goal, scheduler=args.scheduler, workers=args.workers)
+    else:
+        res = run_sweep(spec, scheduler=args.scheduler, workers=args.workers, force=args.force)
     print(summary(res["folder"]))
     if res["interrupted"]:
         return 130
@@ -878,6 +884,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default=None, help="results folder (default: the spec's out:, else <name>-results next to it)")
     sw.add_argument("--force", action="store_true", help="rerun the jobs that have a result")
     sw.add_argument("--summary", default=None, metavar="RESULTS", help="print the summary of a results folder and stop")
+    sw.add_argument("--optimize", default=None, metavar="METRIC", help="search the spec's search: ranges with Optuna for this metric")
+    sw.add_argument("--trials", type=int, default=20, help="--optimize: trials (each: the jobs of one sampled point)")
+    sw.add_argument("--goal", choices=["min", "max"], default=None, help="--optimize: minimise or maximise (default: the spec's objective, else min)")
     sw.set_defaults(func=_cmd_sweep)
 
     n = sub.add_parser("nodes", help="list node types and their parameters")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -206,3 +207,68 @@ def test_the_shipped_adbs_sweep_on_a_small_grid_from_the_command_line(tmp_path):
                              "--force"], capture_output=True, text=True, timeout=300)
     assert forced.returncode == 0 and "2/2 jobs: 2 done" in forced.stderr, forced.stderr
     assert (tmp_path / "res" / "results.csv").read_bytes() == first
+
+
+def test_a_bids_dataset_is_filtered_by_its_entities_through_mne_bids(tmp_path):
+    import mne
+    import mne_bids
+
+    raw = mne.io.read_raw_edf(ROOT / "replay_data" / "S003R01.edf", verbose="error")
+    for sub, task in (("01", "rest"), ("02", "rest"), ("02", "other")):
+        bp = mne_bids.BIDSPath(subject=sub, task=task, datatype="eeg", root=tmp_path / "bids")
+        mne_bids.write_raw_bids(raw, bp, verbose="error", overwrite=True)
+    doc = {"config": str(ROOT / "configs" / "neurofeedback.yaml"),
+           "recordings": {"node": "eeg", "bids": {"root": "bids", "subjects": ["02"], "tasks": ["rest"], "datatypes": ["eeg"]}}}
+    spec = load_spec(_spec(tmp_path, doc))
+    assert [(Path(r.path).name, r.label) for r in spec.recordings] == [("sub-02_task-rest_eeg.edf", "sub-02_task-rest")]
+    doc["recordings"]["bids"] = {"root": "bids", "tasks": ["rest"]}
+    assert [r.label for r in load_spec(_spec(tmp_path, doc)).recordings] == ["sub-01_task-rest", "sub-02_task-rest"]
+    doc["recordings"]["bids"] = {"root": "bids", "subjects": ["09"]}
+    with pytest.raises(ConfigError, match="no recording in"):
+        load_spec(_spec(tmp_path, doc))
+
+
+def test_ctrl_c_loses_only_the_running_jobs_and_a_rerun_does_the_rest(tmp_path):
+    doc = {"name": "stop", "config": str(ROOT / "configs" / "adbs_sim.yaml"),
+           "grid": {"ctl.upper": [10.0, 11.0, 12.0, 12.5], "brain.duration_s": 3}, "metrics": ["stimulation.*"]}
+    spec = _spec(tmp_path, doc)
+    cmd = [sys.executable, "-m", "rtneuro", "sweep", str(spec), "--workers", "1", "--out", str(tmp_path / "res")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    jobs = tmp_path / "res" / "jobs"
+    t_end = time.monotonic() + 240
+    while time.monotonic() < t_end and not (jobs.exists() and list(jobs.glob("*.json"))):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # as Ctrl-C in a terminal
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command again to go on" in err
+    done = {f.stem for f in jobs.glob("*.json")}
+    assert 1 <= len(done) < 4
+    rows = [json.loads((jobs / f"{k}.json").read_text()) for k in done]
+    assert all(r["status"] == "ok" for r in rows)  # what finished is whole
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(done)} already done" in again.stderr and "sweep stop: 4 jobs, 4 ok" in again.stdout
+
+
+def test_optimize_searches_declared_ranges_with_optuna_on_the_cluster_and_repeats(tmp_path):
+    doc = {"name": "opt", "config": str(ROOT / "configs" / "adbs_sim.yaml"), "grid": {"brain.duration_s": 5},
+           "search": {"ctl.upper": {"low": 10.0, "high": 12.5}}, "metrics": ["stimulation.*"],
+           "objective": {"metric": "stimulation.stim.energy_uj", "goal": "min"}}
+    spec = _spec(tmp_path, doc)
+    cmd = [sys.executable, "-m", "rtneuro", "sweep", str(spec), "--workers", "2", "--optimize", "stimulation.stim.energy_uj",
+           "--trials", "3", "--out", str(tmp_path / "res")]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    trials = json.loads((tmp_path / "res" / "trials.json").read_text())
+    assert len(trials) == 3 and all(10.0 <= t["params"]["ctl.upper"] <= 12.5 for t in trials)
+    best = json.loads((tmp_path / "res" / "best.json").read_text())
+    assert best["overall"]["value"] == min(t["value"] for t in trials)
+    df = pd.read_csv(tmp_path / "res" / "results.csv")
+    assert sorted(df["ctl.upper"]) == sorted(t["params"]["ctl.upper"] for t in trials)
+    assert sorted(df["stimulation.stim.energy_uj"]) == sorted(t["value"] for t in trials)  # one job per trial here
+    table = (tmp_path / "res" / "results.csv").read_bytes()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # a seeded sampler: the same points, done
+    assert again.returncode == 0 and (tmp_path / "res" / "results.csv").read_bytes() == table
+    with pytest.raises(ConfigError, match="low < high"):
+        load_spec(_spec(tmp_path, {**doc, "search": {"ctl.upper": {"low": 3, "high": 1}}}, "bad.yaml"))

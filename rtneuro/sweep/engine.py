@@ -20,7 +20,7 @@ from ..errors import RtneuroError
 from .job import payload, run_job
 from .spec import Job, Spec, expand
 
-__all__ = ["run_sweep", "read_rows", "write_row"]
+__all__ = ["run_sweep", "run_optimize", "read_rows", "write_row"]
 
 
 def write_row(folder: Path, row: dict) -> None:
@@ -93,17 +93,52 @@ def _client(scheduler: str | None, workers: int) -> tuple[Any, Any]:
     return Client(cluster), cluster
 
 
+def _run_jobs(client: Any, spec: Spec, todo: list[Job], folder: Path, progress: Progress) -> None:
+    """Submit ``todo`` and write each row as its job finishes (KeyboardInterrupt cancels what is left)."""
+    from distributed import as_completed
+
+    by_future = {}
+    futures = []
+    try:
+        for j in todo:
+            f = client.submit(run_job, payload(spec, j), key=f"rtneuro-job-{j.key}", pure=False, retries=0)
+            by_future[f] = j
+            futures.append(f)
+        for f in as_completed(futures):
+            j = by_future[f]
+            try:
+                row = f.result()
+            except Exception as exc:  # the worker died under it, or Dask could not run it
+                row = {"index": j.index, "key": j.key, "recording": j.recording.label if j.recording else "",
+                       "params": j.params, "status": "failed", "metrics": {}, "worker": "",
+                       "error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]} (the worker running it died or Dask refused it)"}
+            write_row(folder, row)
+            if row["status"] == "ok":
+                progress.done += 1
+            else:
+                progress.failed += 1
+            progress.update()
+    except KeyboardInterrupt:
+        for f in futures:
+            f.cancel()
+        raise
+
+
+def _start(spec: Spec, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sweep.json").write_text(json.dumps(spec.to_dict(), indent=1, default=str))
+
+
 def run_sweep(spec: Spec, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
               out: Callable[[str], Any] | None = sys.stderr.write, jobs: list[Job] | None = None) -> dict:
     """Run the jobs of ``spec`` that have no row yet (all with ``force``); write the tables and the report.
 
-    Returns ``{"folder", "jobs", "ran", "skipped", "failed", "interrupted", "wall_s"}``.
+    Returns ``{"folder", "jobs", "ran", "skipped", "failed", "missing", "interrupted", "wall_s"}``.
     """
     from .report import write_results
 
     folder = spec.out
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sweep.json").write_text(json.dumps(spec.to_dict(), indent=1, default=str))
+    _start(spec, folder)
     jobs = expand(spec) if jobs is None else jobs
     rows = read_rows(folder)
     todo = [j for j in jobs if force or rows.get(j.key, {}).get("status") != "ok"]
@@ -113,35 +148,10 @@ def run_sweep(spec: Spec, *, scheduler: str | None = None, workers: int | None =
     interrupted = False
     if todo:
         client, cluster = _client(scheduler, n_workers)
-        futures = []
         try:
-            from distributed import as_completed
-
-            if scheduler:
-                progress.workers = max(len(client.scheduler_info().get("workers", {})), 1)
-            by_future = {}
-            for j in todo:
-                f = client.submit(run_job, payload(spec, j), key=f"rtneuro-job-{j.key}", pure=False, retries=0)
-                by_future[f] = j
-                futures.append(f)
-            for f in as_completed(futures):
-                j = by_future[f]
-                try:
-                    row = f.result()
-                except Exception as exc:  # the worker died under it, or Dask could not run it
-                    row = {"index": j.index, "key": j.key, "recording": j.recording.label if j.recording else "",
-                           "params": j.params, "status": "failed", "metrics": {}, "worker": "",
-                           "error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]} (the worker running it died or Dask refused it)"}
-                write_row(folder, row)
-                if row["status"] == "ok":
-                    progress.done += 1
-                else:
-                    progress.failed += 1
-                progress.update()
+            _run_jobs(client, spec, todo, folder, progress)
         except KeyboardInterrupt:
             interrupted = True
-            for f in futures:
-                f.cancel()
         finally:
             client.close()
             if cluster is not None:
@@ -155,3 +165,90 @@ def run_sweep(spec: Spec, *, scheduler: str | None = None, workers: int | None =
         out(f"interrupted: {missing} jobs have no result yet; run the same command again to go on\n")
     return {"folder": str(folder), "jobs": len(jobs), "ran": len(todo), "skipped": len(jobs) - len(todo), "failed": failed,
             "missing": missing, "interrupted": interrupted, "wall_s": round(time.monotonic() - t0, 3)}
+
+
+def _suggest(trial: Any, name: str, space: Any) -> Any:
+    if isinstance(space, list):
+        return trial.suggest_categorical(name, space)
+    lo, hi, step = space["low"], space["high"], space.get("step")
+    if all(isinstance(x, int) for x in (lo, hi)) and (step is None or isinstance(step, int)):
+        return trial.suggest_int(name, lo, hi, step=step or 1, log=space["log"])
+    return trial.suggest_float(name, float(lo), float(hi), step=step, log=space["log"])
+
+
+def run_optimize(spec: Spec, metric: str, trials: int, *, goal: str = "min", scheduler: str | None = None,
+                 workers: int | None = None, out: Callable[[str], Any] | None = sys.stderr.write) -> dict:
+    """Optuna's TPE sampler (seeded: the same study twice) over ``spec.search``; each trial is the jobs of one
+    sampled point (every recording and seed, the grid's fixed values) on the same Dask cluster, its value the mean
+    of ``metric`` over them. The rows join the sweep's table; ``best.json`` has the best trial."""
+    try:
+        import optuna
+    except ImportError:
+        raise RtneuroError("--optimize uses Optuna: pip install optuna") from None
+    from dataclasses import replace
+
+    from ..errors import ConfigError
+    from .report import write_results
+
+    if not spec.search:
+        raise ConfigError("--optimize needs search: in the spec (node.param: {low: A, high: B} or a list of choices)")
+    if any(len(v) > 1 for v in spec.grid.values()):
+        raise ConfigError("--optimize: the grid may only fix values (one each); the search: ranges are what is searched")
+    folder = spec.out
+    _start(spec, folder)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize" if goal == "min" else "maximize",
+                                sampler=optuna.samplers.TPESampler(seed=0))
+    n_workers = workers or spec.workers or os.cpu_count() or 1
+    t0 = time.monotonic()
+    all_jobs: list[Job] = []
+    sampled: dict[str, list] = {n: [] for n in spec.search}
+    history = []
+    client, cluster = _client(scheduler, n_workers)
+    interrupted = False
+    try:
+        for t in range(trials):
+            trial = study.ask()
+            point = {n: _suggest(trial, n, sp) for n, sp in spec.search.items()}
+            for n, v in point.items():
+                sampled[n].append(v)
+            sub = replace(spec, grid={**spec.grid, **{n: [v] for n, v in point.items()}})
+            jobs = [replace(j, index=len(all_jobs) + i) for i, j in enumerate(expand(sub))]
+            all_jobs += jobs
+            rows = read_rows(folder)
+            todo = [j for j in jobs if rows.get(j.key, {}).get("status") != "ok"]
+            progress = Progress(len(jobs), len(jobs) - len(todo), n_workers, None)
+            _run_jobs(client, sub, todo, folder, progress)
+            rows = read_rows(folder)
+            values = [rows[j.key]["metrics"].get(metric) for j in jobs if rows.get(j.key, {}).get("status") == "ok"]
+            values = [v for v in values if isinstance(v, (int, float)) and v == v]
+            if values:
+                value = sum(values) / len(values)
+                study.tell(trial, value)
+            else:
+                value = None
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            history.append({"trial": t, "params": point, "value": value, "jobs": len(jobs)})
+            if out is not None:
+                shown = "failed" if value is None else f"{value:.6g}"
+                out(f"trial {t + 1}/{trials}: {json.dumps(point)} -> {metric} {shown}\n")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    (folder / "trials.json").write_text(json.dumps(history, indent=1, default=str))
+    table_spec = replace(spec, grid={**spec.grid, **{n: sorted(set(v), key=str) for n, v in sampled.items()}},
+                         objective={"metric": metric, "goal": goal})
+    rows = read_rows(folder)
+    write_results(table_spec, all_jobs, rows, folder)
+    done = [h for h in history if h["value"] is not None]
+    best = None
+    if done:
+        best = (min if goal == "min" else max)(done, key=lambda h: h["value"])
+        (folder / "best.json").write_text(json.dumps({"metric": metric, "goal": goal, "overall": {"params": best["params"], "value": best["value"]},
+                                                     "per_recording": {}, "trials": len(history)}, indent=1, default=str))
+    failed = sum(1 for j in all_jobs if rows.get(j.key, {}).get("status") == "failed")
+    return {"folder": str(folder), "jobs": len(all_jobs), "trials": len(history), "failed": failed, "missing": 0,
+            "interrupted": interrupted, "best": best, "wall_s": round(time.monotonic() - t0, 3)}

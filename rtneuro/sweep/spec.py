@@ -11,6 +11,8 @@ grid:                                  # node.param: values (their product); a s
   ctl.upper: [10.0, 11.0, 12.0]
 seeds:                                 # replicates: in the product, averaged over like recordings
   brain.seed: [1, 2, 3]
+search:                                # for --optimize METRIC: ranges Optuna samples (or a list of choices)
+  ctl.lower: {low: 7.0, high: 10.0}
 metrics: ["stimulation.*", "summary.*"]   # patterns over the report's names (default: everything but timings)
 user_metrics: [mylab.metrics:accuracy]    # module:function(report, streams) -> {name: number}
 objective: {metric: stimulation.stim.energy_uj, goal: min}   # the best parameters, per recording and overall
@@ -38,7 +40,7 @@ __all__ = ["Recording", "Spec", "Job", "load_spec", "expand"]
 
 #: files a recording folder is searched for (other folders are recordings themselves: Open Ephys, SpikeGLX...)
 RECORDING_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif", ".fif.gz", ".vhdr", ".set", ".cnt", ".mff", ".xdf", ".nwb", ".npy")
-KEYS = ("name", "config", "recordings", "grid", "seeds", "metrics", "user_metrics", "objective", "out", "workers")
+KEYS = ("name", "config", "recordings", "grid", "seeds", "search", "metrics", "user_metrics", "objective", "out", "workers")
 REC_KEYS = ("node", "files", "bids")
 BIDS_KEYS = ("root", "subjects", "sessions", "tasks", "runs", "datatypes", "suffixes", "extensions")
 #: source node types a recording can replace (a live inlet is replaced by a file replay)
@@ -77,6 +79,7 @@ class Spec:
     recordings: tuple[Recording, ...]
     grid: dict[str, list]
     seeds: dict[str, list]
+    search: dict[str, Any]
     metrics: tuple[str, ...]
     user_metrics: tuple[str, ...]
     objective: dict | None
@@ -86,7 +89,7 @@ class Spec:
     def to_dict(self) -> dict:
         """What the results folder keeps of the spec (``sweep.json``)."""
         return {"spec": str(self.path), "name": self.name, "config": str(self.config_path), "node": self.node,
-                "recordings": [dataclasses.asdict(r) for r in self.recordings], "grid": self.grid, "seeds": self.seeds,
+                "recordings": [dataclasses.asdict(r) for r in self.recordings], "grid": self.grid, "seeds": self.seeds, "search": self.search,
                 "metrics": list(self.metrics), "user_metrics": list(self.user_metrics), "objective": self.objective}
 
 
@@ -208,6 +211,27 @@ def _check_grid(config: dict, grid: Any, where: str = "grid") -> dict[str, list]
     return out
 
 
+def _check_search(config: dict, search: Any) -> dict[str, Any]:
+    """``node.param: {low, high[, log, step]}`` (a number range) or ``[choices]``, each parameter checked as in grid."""
+    raw = _check_keys(search, tuple(str(k) for k in (search or {})), "search")
+    _check_grid(config, {k: (v if isinstance(v, list) else [0]) for k, v in raw.items()}, "search")
+    out: dict[str, Any] = {}
+    for name, space in raw.items():
+        if isinstance(space, list):
+            if not space:
+                raise ConfigError(f"search.{name}: give at least one choice")
+            out[str(name)] = list(space)
+            continue
+        space = _check_keys(space, ("low", "high", "log", "step"), f"search.{name}")
+        lo, hi = space.get("low"), space.get("high")
+        if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float))) or isinstance(lo, bool) or isinstance(hi, bool) or not lo < hi:
+            raise ConfigError(f"search.{name}: give low: and high: numbers with low < high (or a list of choices)")
+        if space.get("log") and lo <= 0:
+            raise ConfigError(f"search.{name}: a log range needs low > 0")
+        out[str(name)] = {"low": lo, "high": hi, "log": bool(space.get("log", False)), "step": space.get("step")}
+    return out
+
+
 def load_spec(path: str | Path) -> Spec:
     """Read and check a sweep specification (every error is one line naming the key)."""
     path = Path(path).expanduser().resolve()
@@ -252,6 +276,10 @@ def load_spec(path: str | Path) -> Spec:
     for name in seeds:
         if name in grid:
             raise ConfigError(f"seeds: {name!r} is in grid: too; a parameter is either searched or replicated")
+    search = _check_search(config, doc.get("search"))
+    for name in search:
+        if name in grid or name in seeds:
+            raise ConfigError(f"search: {name!r} is in grid: or seeds: too; a parameter is searched one way")
     metrics = tuple(str(m) for m in _list(doc.get("metrics"), "metrics")) or ("*",)
     user = tuple(str(m) for m in _list(doc.get("user_metrics"), "user_metrics"))
     for u in user:
@@ -265,7 +293,7 @@ def load_spec(path: str | Path) -> Spec:
     workers = doc.get("workers")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ConfigError(f"workers: give a whole number >= 1, not {workers!r}")
-    return Spec(path, name, config_path, config_text, config, node, tuple(recordings), grid, seeds, metrics, user,
+    return Spec(path, name, config_path, config_text, config, node, tuple(recordings), grid, seeds, search, metrics, user,
                 dict(objective) if objective else None, out if out.is_absolute() else (base / out).resolve(), workers)
 
 
