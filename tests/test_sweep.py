@@ -29,7 +29,7 @@ from rtneuro.sweep.job import job_config, payload, run_job
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "configs" / "sweeps" / "adbs_thresholds.yaml"
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sweep")]
+pytestmark = pytest.mark.slow  # no shared state (free ports, own folders): the tests spread over the suite's workers
 
 
 def _spec(tmp_path: Path, doc: dict, name: str = "s.yaml") -> Path:
@@ -142,7 +142,11 @@ def test_the_shipped_decoder_sweep_on_a_dask_scheduler_with_two_workers_keeps_go
     doc = yaml.safe_load((ROOT / "configs" / "sweeps" / "motor_imagery.yaml").read_text())
     doc["config"] = str(ROOT / "configs" / "motor_imagery_replay.yaml")
     doc["recordings"]["files"] = ["data/*.edf"]
-    doc["grid"] = {"ctl.threshold": [0.6, 0.8]}
+    # its decoder, calibrated as the config's comment says (rtneuro train), here into this test's folder
+    from rtneuro.decoders.train import train_from_config
+
+    train_from_config(ROOT / "configs" / "motor_imagery_replay.yaml", [ROOT / "replay_data" / "S003R03.edf"], out=tmp_path / "mi.npz")
+    doc["grid"] = {"ctl.threshold": [0.6, 0.8], "mi.model": str(tmp_path / "mi.npz")}
     spec = load_spec(_spec(tmp_path, doc))
     jobs = expand(spec)
     assert [(j.recording.label, j.params["ctl.threshold"]) for j in jobs] == [  # each recording, then each point
@@ -230,7 +234,7 @@ def test_a_bids_dataset_is_filtered_by_its_entities_through_mne_bids(tmp_path):
 
 def test_ctrl_c_loses_only_the_running_jobs_and_a_rerun_does_the_rest(tmp_path):
     doc = {"name": "stop", "config": str(ROOT / "configs" / "adbs_sim.yaml"),
-           "grid": {"ctl.upper": [10.0, 11.0, 12.0, 12.5], "brain.duration_s": 3}, "metrics": ["stimulation.*"]}
+           "grid": {"ctl.upper": [10.0, 11.0, 12.0], "brain.duration_s": 3}, "metrics": ["stimulation.*"]}
     spec = _spec(tmp_path, doc)
     cmd = [sys.executable, "-m", "rtneuro", "sweep", str(spec), "--workers", "1", "--out", str(tmp_path / "res")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -243,12 +247,12 @@ def test_ctrl_c_loses_only_the_running_jobs_and_a_rerun_does_the_rest(tmp_path):
     assert proc.returncode == 130, err
     assert "run the same command again to go on" in err
     done = {f.stem for f in jobs.glob("*.json")}
-    assert 1 <= len(done) < 4
+    assert 1 <= len(done) < 3
     rows = [json.loads((jobs / f"{k}.json").read_text()) for k in done]
     assert all(r["status"] == "ok" for r in rows)  # what finished is whole
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert f"{len(done)} already done" in again.stderr and "sweep stop: 4 jobs, 4 ok" in again.stdout
+    assert f"{len(done)} already done" in again.stderr and "sweep stop: 3 jobs, 3 ok" in again.stdout
 
 
 def test_optimize_searches_declared_ranges_with_optuna_on_the_cluster_and_repeats(tmp_path):
@@ -272,3 +276,45 @@ def test_optimize_searches_declared_ranges_with_optuna_on_the_cluster_and_repeat
     assert again.returncode == 0 and (tmp_path / "res" / "results.csv").read_bytes() == table
     with pytest.raises(ConfigError, match="low < high"):
         load_spec(_spec(tmp_path, {**doc, "search": {"ctl.upper": {"low": 3, "high": 1}}}, "bad.yaml"))
+
+
+def test_an_rtneuro_session_is_replayed_as_its_source_recorded_it(tmp_path):
+    # a recorded run of the neurofeedback graph, then a sweep over that session: the job replays what the source
+    # produced (session_replay, as the replay check does) and computes the recorded run's numbers
+    doc = yaml.safe_load((ROOT / "configs" / "neurofeedback.yaml").read_text())
+    params = {"eeg.stop_s": 20.0, "stim.timebase": "stream"}
+    from rtneuro.sweep.job import apply_params, flatten_report, is_timing
+
+    apply_params(doc, params)
+    for n in doc["nodes"]:
+        if n["type"] == "file_replay":
+            n["params"]["path"] = [str((ROOT / "configs" / p).resolve()) for p in n["params"]["path"]]
+    cfg = tmp_path / "nf.yaml"
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    (tmp_path / "rec").mkdir()
+    out = subprocess.run([sys.executable, "-m", "rtneuro", "run", str(cfg), "--speed", "max", "--record", str(tmp_path / "rec"),
+                          "--report", str(tmp_path / "live.json"), "--quiet"], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    session = next((tmp_path / "rec").glob("*.xdf"))
+    spec = load_spec(_spec(tmp_path, {"config": str(cfg), "recordings": {"node": "eeg", "files": [str(session)]},
+                                      "grid": {"ctl.threshold": [3.5]}}))
+    (job,) = expand(spec)
+    assert job_config(yaml.safe_load(spec.config_text), "eeg", job.recording.path, {})["nodes"][0]["type"] == "session_replay"
+    row = run_job(payload(spec, job))
+    assert row["status"] == "ok", row
+    live = flatten_report(json.loads((tmp_path / "live.json").read_text()))
+    for k in ("commands.sent", "commands.accepted", "stimulation.stim.on_fraction", "stimulation.stim.energy_uj", "duration_s",
+              "summary.labels.file:S003R01.edf.mean.alpha/theta"):
+        assert row["metrics"][k] == live[k], k
+    assert not is_timing("commands.sent") and row["metrics"]["commands.sent"] > 0
+
+
+def test_a_job_key_follows_the_files_its_parameters_name(tmp_path):
+    # a retrained model or an edited profile is a new job; the same files and values are the same job
+    profile = tmp_path / "sim.yaml"
+    shutil.copy(ROOT / "hardware" / "profiles" / "simulated.yaml", profile)
+    doc = {"config": str(ROOT / "configs" / "adbs_sim.yaml"), "grid": {"stim.profile": str(profile), "ctl.upper": [10.0, 11.0]}}
+    keys = [j.key for j in expand(load_spec(_spec(tmp_path, doc)))]
+    assert len(set(keys)) == 2 and keys == [j.key for j in expand(load_spec(_spec(tmp_path, doc)))]
+    profile.write_text(profile.read_text() + "\n# edited\n")
+    assert not set(keys) & {j.key for j in expand(load_spec(_spec(tmp_path, doc)))}

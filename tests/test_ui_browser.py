@@ -146,7 +146,10 @@ def test_the_dashboard_loads_and_its_traces_move(demo):
     finally:
         api.post("/api/replay/resume")
     differ = np.abs(scrolled.astype(int) - whole.astype(int)).max(axis=2) > 0
-    assert differ[:, 80:-2].mean() < 0.001, f"{differ[:, 80:-2].sum()} pixels differ between scrolled and whole draws"
+    # at most a couple of columns (a bin drawn short while its frame was in flight, on a loaded machine); a wrong
+    # scroll offset or a stale strip differs in every column it touches
+    columns = int(differ[:, 80:-2].any(axis=0).sum())
+    assert columns <= 2, f"{columns} pixel columns differ between scrolled and whole draws"
     page.wait_for_function("document.querySelector('#latency-p50').textContent.trim() !== '' && "
                            "document.querySelector('#latency-p50').textContent.trim() !== '-'", timeout=30_000)
     _shot(page, "dashboard.png")

@@ -1078,8 +1078,13 @@ class Supervisor:
                                 proc.failed = True
                                 how = f"was killed by {_signame(-rc)}" if rc < 0 else f"exited with code {rc}"
                                 self._error(f"process '{proc.name}' {how} while stopping")
-        # collect the last final messages still queued
+        # collect the last final messages still queued: a process that exited cleanly sent its final report just
+        # before, and libzmq's I/O thread may hand it over a moment after the exit was seen (bounded wait)
+        end = lsl_clock() + 0.5
         self._poll(0.0)
+        while lsl_clock() < end and any(p.incs and p.current.final is None and p.current.exit_code == 0
+                                        for p in self.procs.values()):
+            self._poll(0.02)
         self.shutdown_s = lsl_clock() - t0
         for proc in self.procs.values():
             if not proc.incs:

@@ -75,9 +75,13 @@ def job_config(config: dict, node: str | None, recording: str | None, params: di
     if recording is not None and node is not None:
         src = by_id[node]
         kind = src.get("type")
-        if str(recording).lower().endswith(".xdf") and kind != "xdf_replay":
-            src.clear()
-            src.update({"id": node, "type": "xdf_replay", "params": {"path": recording}})
+        mine = _session_streams(recording, node) if str(recording).lower().endswith(".xdf") else None
+        if mine is not None:  # an rtneuro session: what this source produced, as the replay check plays it
+            src["type"] = "session_replay"
+            src["params"] = {"path": recording, "streams": mine}
+        elif str(recording).lower().endswith(".xdf") and kind != "xdf_replay":
+            src["type"] = "xdf_replay"
+            src["params"] = {"path": recording}
         elif kind in FILE_SOURCES:
             src["params"] = {**(src.get("params") or {}), "path": recording}
         elif kind in LIVE_SOURCES:
@@ -112,6 +116,20 @@ def job_config(config: dict, node: str | None, recording: str | None, params: di
     doc.pop("ui", None)
     doc["control"] = {"enabled": False}
     return doc
+
+
+def _session_streams(path: str, node: str) -> list[str] | None:
+    """The streams source ``node`` produced in an rtneuro session (None: another XDF file)."""
+    from ..recording.replay import session_info
+    from ..recording.xdf_read import read_session
+
+    session = read_session(path, names=())
+    if not session_info(session).get("config"):
+        return None
+    mine = [n for n in session.names if n == node or n.startswith(node + ".")]
+    if not mine:
+        raise ConfigError(f"session {path} holds no stream of source {node!r} (it holds {[n for n in session.names if not n.startswith('rtneuro.')]})")
+    return mine
 
 
 def _data_span(report: dict) -> float:

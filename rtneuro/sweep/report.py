@@ -153,7 +153,9 @@ def _plots(df, grid: list[str], metrics: list[str], folder: Path) -> list[tuple[
     return out
 
 
-def _plotted(df, spec_metrics: list[str], objective: dict | None) -> list[str]:
+def _plotted(df, spec_metrics: list[str], objective: dict | None, asked: tuple[str, ...] = ()) -> list[str]:
+    if asked:
+        return [m for m in asked if m in df.columns]
     first = [objective["metric"]] if objective and objective["metric"] in df.columns else []
     varying = [c for c in spec_metrics if c not in first and df[c].nunique(dropna=True) > 1]
     return (first + varying)[:PLOTTED]
@@ -177,7 +179,7 @@ def write_results(spec: Spec, jobs: list[Job], rows: dict[str, dict], folder: Pa
     b = best(df, grid, spec.objective)
     (folder / "best.json").write_text(json.dumps(b, indent=1, default=str))
     metrics = [c for c in df.columns if c not in ("job", "recording", *spec.grid, *spec.seeds, "status", "error")]
-    images = _plots(df, grid, _plotted(df, metrics, spec.objective), folder)
+    images = _plots(df, grid, _plotted(df, metrics, spec.objective, spec.plots), folder)
     (folder / "report.html").write_text(_html(spec, df, grid, b, images))
     return {"table": df, "best": b}
 

@@ -14,6 +14,7 @@ seeds:                                 # replicates: in the product, averaged ov
 search:                                # for --optimize METRIC: ranges Optuna samples (or a list of choices)
   ctl.lower: {low: 7.0, high: 10.0}
 metrics: ["stimulation.*", "summary.*"]   # patterns over the report's names (default: everything but timings)
+plots: [stimulation.stim.energy_uj, summary.labels.all.mean.beta]   # default: the objective and metrics that vary
 user_metrics: [mylab.metrics:accuracy]    # module:function(report, streams) -> {name: number}
 objective: {metric: stimulation.stim.energy_uj, goal: min}   # the best parameters, per recording and overall
 out: results/adbs-thresholds          # default: <spec name>-results next to this file
@@ -40,7 +41,7 @@ __all__ = ["Recording", "Spec", "Job", "load_spec", "expand"]
 
 #: files a recording folder is searched for (other folders are recordings themselves: Open Ephys, SpikeGLX...)
 RECORDING_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif", ".fif.gz", ".vhdr", ".set", ".cnt", ".mff", ".xdf", ".nwb", ".npy")
-KEYS = ("name", "config", "recordings", "grid", "seeds", "search", "metrics", "user_metrics", "objective", "out", "workers")
+KEYS = ("name", "config", "recordings", "grid", "seeds", "search", "metrics", "plots", "user_metrics", "objective", "out", "workers")
 REC_KEYS = ("node", "files", "bids")
 BIDS_KEYS = ("root", "subjects", "sessions", "tasks", "runs", "datatypes", "suffixes", "extensions")
 #: source node types a recording can replace (a live inlet is replaced by a file replay)
@@ -81,6 +82,7 @@ class Spec:
     seeds: dict[str, list]
     search: dict[str, Any]
     metrics: tuple[str, ...]
+    plots: tuple[str, ...]
     user_metrics: tuple[str, ...]
     objective: dict | None
     out: Path
@@ -90,7 +92,7 @@ class Spec:
         """What the results folder keeps of the spec (``sweep.json``)."""
         return {"spec": str(self.path), "name": self.name, "config": str(self.config_path), "node": self.node,
                 "recordings": [dataclasses.asdict(r) for r in self.recordings], "grid": self.grid, "seeds": self.seeds, "search": self.search,
-                "metrics": list(self.metrics), "user_metrics": list(self.user_metrics), "objective": self.objective}
+                "metrics": list(self.metrics), "plots": list(self.plots), "user_metrics": list(self.user_metrics), "objective": self.objective}
 
 
 def _list(v: Any, what: str) -> list:
@@ -282,6 +284,7 @@ def load_spec(path: str | Path) -> Spec:
             raise ConfigError(f"search: {name!r} is in grid: or seeds: too; a parameter is searched one way")
     metrics = tuple(str(m) for m in _list(doc.get("metrics"), "metrics")) or ("*",)
     user = tuple(str(m) for m in _list(doc.get("user_metrics"), "user_metrics"))
+    plots = tuple(str(m) for m in _list(doc.get("plots"), "plots"))
     for u in user:
         if ":" not in u:
             raise ConfigError(f"user_metrics: {u!r} is not module:function")
@@ -293,7 +296,7 @@ def load_spec(path: str | Path) -> Spec:
     workers = doc.get("workers")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ConfigError(f"workers: give a whole number >= 1, not {workers!r}")
-    return Spec(path, name, config_path, config_text, config, node, tuple(recordings), grid, seeds, search, metrics, user,
+    return Spec(path, name, config_path, config_text, config, node, tuple(recordings), grid, seeds, search, metrics, plots, user,
                 dict(objective) if objective else None, out if out.is_absolute() else (base / out).resolve(), workers)
 
 
@@ -315,15 +318,43 @@ def file_hash(path: str, _cache: dict = {}) -> str:  # noqa: B006  (one process'
     return _cache[key]
 
 
+def _file_refs(doc: dict, base: Path) -> dict[str, str]:
+    """Hashes of the files a graph's parameters name (trained models, profiles, recordings): a job's result
+    depends on them, so its key does too."""
+    out: dict[str, str] = {}
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str) and v and len(v) < 4096 and ("/" in v or "." in v):
+            p = Path(v).expanduser()
+            p = p if p.is_absolute() else base / p
+            try:
+                if p.is_file():
+                    out[str(p.resolve())] = file_hash(str(p))
+            except OSError:
+                pass
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    for n in doc.get("nodes") or []:
+        if isinstance(n, dict):
+            walk(n.get("params"))
+    return out
+
+
 def expand(spec: Spec) -> list[Job]:
     """Every job: each recording (or none) times each point of the grid and seed, in a fixed order, each with its key.
 
     The key is a hash of what decides the result: the graph's text, the
-    recording's contents, the parameters, the user metrics and rtneuro's
-    version. A job whose key has a result is done.
+    recording's contents, the files its parameters name (models, profiles),
+    the parameters, the user metrics and rtneuro's version. A job whose key has a result is done.
     """
     from .. import __version__
 
+    base_files = _file_refs(spec.config, spec.config_path.parent)
     axes = {**spec.grid, **spec.seeds}
     names = list(axes)
     points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(axes[n] for n in names))] or [{}]
@@ -332,7 +363,8 @@ def expand(spec: Spec) -> list[Job]:
     for rec in recs:
         data = file_hash(rec.path) if rec is not None and Path(rec.path).exists() else (rec.path if rec else "")
         for params in points:
-            ident = json.dumps({"config": spec.config_text, "node": spec.node, "data": data, "params": params,
+            refs = {**base_files, **_file_refs({"nodes": [{"params": params}]}, spec.config_path.parent)}
+            ident = json.dumps({"config": spec.config_text, "node": spec.node, "data": data, "params": params, "files": refs,
                                 "user_metrics": list(spec.user_metrics), "rtneuro": __version__}, sort_keys=True, default=str)
             jobs.append(Job(len(jobs), rec, params, hashlib.sha256(ident.encode()).hexdigest()[:24]))
     return jobs
