@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -187,7 +186,7 @@ def test_the_shipped_decoder_sweep_on_a_dask_scheduler_with_two_workers_keeps_go
 
 def test_the_shipped_adbs_sweep_on_a_small_grid_from_the_command_line(tmp_path):
     spec = load_spec(SHIPPED)
-    assert len(expand(spec)) == 24 and spec.objective == {"metric": "stimulation.stim.energy_uj", "goal": "min"}
+    assert len(expand(spec)) == 24 + 4 and spec.objective == {"metric": "stimulation.stim.energy_uj", "goal": "min"}  # + the baseline per seed
     small = tmp_path / "small.yaml"
     doc = yaml.safe_load(SHIPPED.read_text())
     doc["config"] = str(ROOT / "configs" / "adbs_sim.yaml")
@@ -197,11 +196,15 @@ def test_the_shipped_adbs_sweep_on_a_small_grid_from_the_command_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rtneuro", "sweep", str(small), "--workers", "2", "--out", str(tmp_path / "res")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "sweep adbs-thresholds: 2 jobs, 2 ok, 0 failed" in out.stdout and "best (min of stimulation.stim.energy_uj)" in out.stdout
+    assert "sweep adbs-thresholds: 3 jobs, 3 ok, 0 failed" in out.stdout and "best (min of stimulation.stim.energy_uj)" in out.stdout
     df = pd.read_csv(tmp_path / "res" / "results.csv")
-    assert list(df["ctl.upper"]) == [10.0, 12.0] and (df["status"] == "ok").all()
+    assert list(df["ctl.upper"]) == [10.0, 12.0, 1e9] and list(df["baseline"]) == [False, False, True] and (df["status"] == "ok").all()
     assert df["stimulation.stim.energy_uj"][1] < df["stimulation.stim.energy_uj"][0]  # stepping up later stimulates less
-    assert np.isfinite(df["summary.labels.all.mean.beta"]).all()
+    assert df["stimulation.stim.energy_uj"][2] == 0.0  # the baseline never stimulates
+    # the beta reduction: each job's mean beta minus the unstimulated brain's (same seed); stimulating more reduces more
+    red = df["summary.labels.all.mean.beta.vs_baseline"]
+    assert red[2] == 0.0 and red[0] < red[1] < 0
+    assert red[0] == pytest.approx(df["summary.labels.all.mean.beta"][0] - df["summary.labels.all.mean.beta"][2])
     again = subprocess.run([sys.executable, "-m", "rtneuro", "sweep", "--summary", str(tmp_path / "res")],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and again.stdout.splitlines()[0] == out.stdout.splitlines()[0]
@@ -209,7 +212,7 @@ def test_the_shipped_adbs_sweep_on_a_small_grid_from_the_command_line(tmp_path):
     first = (tmp_path / "res" / "results.csv").read_bytes()
     forced = subprocess.run([sys.executable, "-m", "rtneuro", "sweep", str(small), "--workers", "2", "--out", str(tmp_path / "res"),
                              "--force"], capture_output=True, text=True, timeout=300)
-    assert forced.returncode == 0 and "2/2 jobs: 2 done" in forced.stderr, forced.stderr
+    assert forced.returncode == 0 and "3/3 jobs: 3 done" in forced.stderr, forced.stderr
     assert (tmp_path / "res" / "results.csv").read_bytes() == first
 
 

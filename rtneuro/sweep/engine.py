@@ -220,7 +220,7 @@ def run_optimize(spec: Spec, metric: str, trials: int, *, goal: str = "min", sch
             progress = Progress(len(jobs), len(jobs) - len(todo), n_workers, None)
             _run_jobs(client, sub, todo, folder, progress)
             rows = read_rows(folder)
-            values = [rows[j.key]["metrics"].get(metric) for j in jobs if rows.get(j.key, {}).get("status") == "ok"]
+            values = [rows[j.key]["metrics"].get(metric) for j in jobs if not j.baseline and rows.get(j.key, {}).get("status") == "ok"]
             values = [v for v in values if isinstance(v, (int, float)) and v == v]
             if values:
                 value = sum(values) / len(values)

@@ -48,10 +48,23 @@ def table(spec: Spec | dict, jobs: list[Job] | None, rows: dict[str, dict]):
         params = job.params if job is not None else r.get("params", {})
         rec = (job.recording.label if job.recording else "") if job is not None else r.get("recording", "")
         m = r.get("metrics") or {}
-        records.append({"job": index, "recording": rec, **{g: params.get(g) for g in grid}, "status": r.get("status", ""),
-                        "error": r.get("error", ""), **{n: m.get(n, math.nan) for n in metrics}})
-    cols = ["job", "recording", *grid, "status", "error", *metrics]
-    return pd.DataFrame.from_records(records, columns=cols)
+        records.append({"job": index, "recording": rec, **{g: params.get(g) for g in grid},
+                        "baseline": bool(job.baseline) if job is not None else bool(r.get("baseline", False)),
+                        "status": r.get("status", ""), "error": r.get("error", ""), **{n: m.get(n, math.nan) for n in metrics}})
+    cols = ["job", "recording", *grid, "baseline", "status", "error", *metrics]
+    df = pd.DataFrame.from_records(records, columns=cols)
+    base = spec.baseline if isinstance(spec, Spec) else spec.get("baseline")
+    if base and df["baseline"].any():
+        seeds = list(spec.seeds) if isinstance(spec, Spec) else list(spec.get("seeds") or {})
+        refs = df[df["baseline"] & (df["status"] == "ok")].set_index(["recording", *seeds])
+        for m in base["relative"]:
+            if m not in df.columns:
+                continue
+            ref = refs[m]
+            keys = list(zip(df["recording"], *(df[x] for x in seeds), strict=True)) if seeds else list(df["recording"])
+            df[f"{m}.vs_baseline"] = [v - float(ref.get(k, math.nan)) if k in ref.index else math.nan
+                                      for v, k in zip(df[m], keys, strict=True)]
+    return df
 
 
 def axes(spec: Spec) -> list[str]:
@@ -64,7 +77,7 @@ def best(df, grid: list[str], objective: dict | None) -> dict | None:
     if not objective or objective["metric"] not in df.columns or df.empty:
         return None
     metric, goal = objective["metric"], objective.get("goal", "min")
-    ok = df[df["status"] == "ok"]
+    ok = df[(df["status"] == "ok") & ~df["baseline"].astype(bool)]
     if ok.empty:
         return None
 
@@ -98,7 +111,7 @@ def _plots(df, grid: list[str], metrics: list[str], folder: Path) -> list[tuple[
 
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
-    ok = df[df["status"] == "ok"]
+    ok = df[(df["status"] == "ok") & ~df["baseline"].astype(bool)]
     out = []
     for i, metric in enumerate(metrics):
         if ok.empty or ok[metric].isna().all():
@@ -168,7 +181,11 @@ def write_results(spec: Spec, jobs: list[Job], rows: dict[str, dict], folder: Pa
     df = table(spec, jobs, rows)
     df.to_csv(folder / "results.csv.tmp", index=False)
     (folder / "results.csv.tmp").replace(folder / "results.csv")
-    df.to_parquet(folder / "results.parquet.tmp", index=False)
+    try:
+        df.to_parquet(folder / "results.parquet.tmp", index=False)
+    except (TypeError, ValueError, ArithmeticError):  # a column of mixed types (a grid of numbers and text): as text
+        mixed = {c: df[c].map(lambda v: None if v is None else str(v)) for c in df.columns if df[c].dtype == object}
+        df.assign(**mixed).to_parquet(folder / "results.parquet.tmp", index=False)
     (folder / "results.parquet.tmp").replace(folder / "results.parquet")
     timing = pd.DataFrame.from_records([{"job": j.index, "key": j.key, "worker": (rows.get(j.key) or {}).get("worker", ""),
                                          "wall_s": (rows.get(j.key) or {}).get("wall_s"), "run_s": (rows.get(j.key) or {}).get("run_s"),
@@ -178,7 +195,7 @@ def write_results(spec: Spec, jobs: list[Job], rows: dict[str, dict], folder: Pa
     grid = axes(spec)
     b = best(df, grid, spec.objective)
     (folder / "best.json").write_text(json.dumps(b, indent=1, default=str))
-    metrics = [c for c in df.columns if c not in ("job", "recording", *spec.grid, *spec.seeds, "status", "error")]
+    metrics = [c for c in df.columns if c not in ("job", "recording", *spec.grid, *spec.seeds, "baseline", "status", "error")]
     images = _plots(df, grid, _plotted(df, metrics, spec.objective, spec.plots), folder)
     (folder / "report.html").write_text(_html(spec, df, grid, b, images))
     return {"table": df, "best": b}
@@ -235,7 +252,7 @@ def summary(folder: str | Path) -> str:
                 lines.append(f"  {rec}: {json.dumps(v['params'])} = {v['value']:.6g}")
     for r in df[df["status"] == "failed"].itertuples():
         lines.append(f"  job {r.job} ({r.recording or 'no recording'}) failed: {r.error}")
-    metrics = [c for c in df.columns if c not in ("job", "recording", *grid, "status", "error")]
+    metrics = [c for c in df.columns if c not in ("job", "recording", *grid, "baseline", "status", "error")]
     first = [b["metric"]] if b and b.get("metric") in metrics else []
     show = ["job", *(["recording"] if df["recording"].astype(bool).any() else []), *grid,
             *(first + [m for m in metrics if m not in first and df[m].nunique(dropna=True) > 1])[:4]]

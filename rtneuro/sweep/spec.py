@@ -17,6 +17,9 @@ metrics: ["stimulation.*", "summary.*"]   # patterns over the report's names (de
 plots: [stimulation.stim.energy_uj, summary.labels.all.mean.beta]   # default: the objective and metrics that vary
 user_metrics: [mylab.metrics:accuracy]    # module:function(report, streams) -> {name: number}
 objective: {metric: stimulation.stim.energy_uj, goal: min}   # the best parameters, per recording and overall
+baseline:                              # a reference arm per recording and seed (here: never stimulating)
+  params: {ctl.upper: 1.0e+9, ctl.lower: 1.0e+8}
+  relative: [summary.labels.all.mean.beta]   # adds <metric>.vs_baseline: the job's value minus its reference's
 out: results/adbs-thresholds          # default: <spec name>-results next to this file
 ```
 """
@@ -41,7 +44,7 @@ __all__ = ["Recording", "Spec", "Job", "load_spec", "expand"]
 
 #: files a recording folder is searched for (other folders are recordings themselves: Open Ephys, SpikeGLX...)
 RECORDING_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif", ".fif.gz", ".vhdr", ".set", ".cnt", ".mff", ".xdf", ".nwb", ".npy")
-KEYS = ("name", "config", "recordings", "grid", "seeds", "search", "metrics", "plots", "user_metrics", "objective", "out", "workers")
+KEYS = ("name", "config", "recordings", "grid", "seeds", "search", "baseline", "metrics", "plots", "user_metrics", "objective", "out", "workers")
 REC_KEYS = ("node", "files", "bids")
 BIDS_KEYS = ("root", "subjects", "sessions", "tasks", "runs", "datatypes", "suffixes", "extensions")
 #: source node types a recording can replace (a live inlet is replaced by a file replay)
@@ -67,6 +70,8 @@ class Job:
     recording: Recording | None
     params: dict[str, Any]
     key: str
+    #: a job of the spec's baseline arm (the reference of the ``relative`` metrics)
+    baseline: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,7 @@ class Spec:
     grid: dict[str, list]
     seeds: dict[str, list]
     search: dict[str, Any]
+    baseline: dict | None
     metrics: tuple[str, ...]
     plots: tuple[str, ...]
     user_metrics: tuple[str, ...]
@@ -91,7 +97,7 @@ class Spec:
     def to_dict(self) -> dict:
         """What the results folder keeps of the spec (``sweep.json``)."""
         return {"spec": str(self.path), "name": self.name, "config": str(self.config_path), "node": self.node,
-                "recordings": [dataclasses.asdict(r) for r in self.recordings], "grid": self.grid, "seeds": self.seeds, "search": self.search,
+                "recordings": [dataclasses.asdict(r) for r in self.recordings], "grid": self.grid, "seeds": self.seeds, "search": self.search, "baseline": self.baseline,
                 "metrics": list(self.metrics), "plots": list(self.plots), "user_metrics": list(self.user_metrics), "objective": self.objective}
 
 
@@ -282,6 +288,13 @@ def load_spec(path: str | Path) -> Spec:
     for name in search:
         if name in grid or name in seeds:
             raise ConfigError(f"search: {name!r} is in grid: or seeds: too; a parameter is searched one way")
+    baseline = _check_keys(doc.get("baseline"), ("params", "relative"), "baseline") or None
+    if baseline is not None:
+        bparams = _check_grid(config, {k: [v] for k, v in _check_keys(baseline.get("params"), tuple(str(k) for k in (baseline.get("params") or {})), "baseline.params").items()}, "baseline.params")
+        relative = [str(m) for m in _list(baseline.get("relative"), "baseline.relative")]
+        if not bparams or not relative:
+            raise ConfigError("baseline: give params: (the reference arm, e.g. the controller off) and relative: (metrics to compare with it)")
+        baseline = {"params": {k: v[0] for k, v in bparams.items()}, "relative": relative}
     metrics = tuple(str(m) for m in _list(doc.get("metrics"), "metrics")) or ("*",)
     user = tuple(str(m) for m in _list(doc.get("user_metrics"), "user_metrics"))
     plots = tuple(str(m) for m in _list(doc.get("plots"), "plots"))
@@ -296,7 +309,7 @@ def load_spec(path: str | Path) -> Spec:
     workers = doc.get("workers")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ConfigError(f"workers: give a whole number >= 1, not {workers!r}")
-    return Spec(path, name, config_path, config_text, config, node, tuple(recordings), grid, seeds, search, metrics, plots, user,
+    return Spec(path, name, config_path, config_text, config, node, tuple(recordings), grid, seeds, search, baseline, metrics, plots, user,
                 dict(objective) if objective else None, out if out.is_absolute() else (base / out).resolve(), workers)
 
 
@@ -360,11 +373,21 @@ def expand(spec: Spec) -> list[Job]:
     points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(axes[n] for n in names))] or [{}]
     recs: list[Recording | None] = list(spec.recordings) or [None]
     jobs: list[Job] = []
+    arms: list[tuple[dict, bool]] = [(p, False) for p in points]
+    if spec.baseline is not None:
+        # the reference arm: per recording and seed, the grid's first values with the baseline's on top
+        seen = set()
+        for p in points:
+            ref = {**{n: (spec.grid[n][0] if n in spec.grid else v) for n, v in p.items()}, **spec.baseline["params"]}
+            k = json.dumps(ref, sort_keys=True, default=str)
+            if k not in seen:
+                seen.add(k)
+                arms.append((ref, True))
     for rec in recs:
         data = file_hash(rec.path) if rec is not None and Path(rec.path).exists() else (rec.path if rec else "")
-        for params in points:
+        for params, is_base in arms:
             refs = {**base_files, **_file_refs({"nodes": [{"params": params}]}, spec.config_path.parent)}
             ident = json.dumps({"config": spec.config_text, "node": spec.node, "data": data, "params": params, "files": refs,
                                 "user_metrics": list(spec.user_metrics), "rtneuro": __version__}, sort_keys=True, default=str)
-            jobs.append(Job(len(jobs), rec, params, hashlib.sha256(ident.encode()).hexdigest()[:24]))
+            jobs.append(Job(len(jobs), rec, params, hashlib.sha256(ident.encode()).hexdigest()[:24], is_base))
     return jobs
