@@ -85,6 +85,12 @@ def test_a_job_decides_exactly_what_rtneuro_run_at_max_speed_decides(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     row = run_job(payload(spec, job))
     assert row["status"] == "ok", row
+    from rtneuro.sweep.job import flatten_report, is_timing
+
+    def data(m: dict) -> dict:
+        return {k: v for k, v in m.items() if not is_timing(k)}
+
+    assert data(run_job(payload(spec, job))["metrics"]) == data(row["metrics"])  # the same job again: the same numbers
     doc = yaml.safe_load(spec.config_text)
     next(n for n in doc["nodes"] if n["id"] == "ctl")["params"]["upper"] = 10.5
     next(n for n in doc["nodes"] if n["id"] == "brain")["params"]["duration_s"] = 8
@@ -100,8 +106,6 @@ def test_a_job_decides_exactly_what_rtneuro_run_at_max_speed_decides(tmp_path):
     m = row["metrics"]
     assert m["user.decisions"] == plain["decisions"] > 10
     assert m["user.decisions_digest"] == plain["decisions_digest"]
-    from rtneuro.sweep.job import flatten_report, is_timing
-
     mine = {k: v for k, v in flatten_report(json.loads((tmp_path / "plain.json").read_text())).items() if not is_timing(k)}
     theirs = {k: v for k, v in m.items() if not is_timing(k) and not k.startswith("user.") and not k.startswith("recorder")}
     assert mine.keys() - {k for k in mine if k.startswith("recorder")} == theirs.keys()
@@ -127,6 +131,27 @@ def _dask_cluster(tmp_path: Path) -> tuple[str, list[subprocess.Popen]]:
     with Client(address, timeout="30s") as c:
         c.wait_for_workers(2, timeout=60)
     return address, procs
+
+
+def _optimize_on(address: str, tmp_path: Path) -> None:
+    """--optimize on the same scheduler: Optuna's seeded sampler over a declared range; the same study twice."""
+    from rtneuro.sweep.engine import run_optimize
+
+    doc = {"name": "opt", "config": str(ROOT / "configs" / "adbs_sim.yaml"), "grid": {"brain.duration_s": 4},
+           "search": {"ctl.upper": {"low": 10.0, "high": 12.5}}, "metrics": ["stimulation.*"]}
+    spec = load_spec(_spec(tmp_path, doc, "opt.yaml"))
+    res = run_optimize(spec, "stimulation.stim.energy_uj", 2, scheduler=address, out=None)
+    trials = json.loads((spec.out / "trials.json").read_text())
+    assert res["trials"] == 2 and len(trials) == 2 and all(10.0 <= t["params"]["ctl.upper"] <= 12.5 for t in trials)
+    assert res["best"]["value"] == min(t["value"] for t in trials)
+    df = pd.read_csv(spec.out / "results.csv")
+    assert sorted(df["ctl.upper"]) == sorted(t["params"]["ctl.upper"] for t in trials)
+    assert sorted(df["stimulation.stim.energy_uj"]) == sorted(t["value"] for t in trials)  # one job per trial here
+    table = (spec.out / "results.csv").read_bytes()
+    run_optimize(spec, "stimulation.stim.energy_uj", 2, scheduler=address, out=None)  # seeded: the same points, done
+    assert (spec.out / "results.csv").read_bytes() == table
+    with pytest.raises(ConfigError, match="low < high"):
+        load_spec(_spec(tmp_path, {**doc, "search": {"ctl.upper": {"low": 3, "high": 1}}}, "bad.yaml"))
 
 
 def test_the_shipped_decoder_sweep_on_a_dask_scheduler_with_two_workers_keeps_going_and_resumes(tmp_path):
@@ -165,6 +190,7 @@ def test_the_shipped_decoder_sweep_on_a_dask_scheduler_with_two_workers_keeps_go
         shutil.move(moved, data / "S003R03.edf")
         again = run_sweep(spec, scheduler=address, out=None, jobs=jobs)
         assert again["ran"] == 2 and again["skipped"] == 2 and again["failed"] == 0
+        _optimize_on(address, tmp_path)
     finally:
         for p in procs:
             p.terminate()
@@ -184,18 +210,31 @@ def test_the_shipped_decoder_sweep_on_a_dask_scheduler_with_two_workers_keeps_go
     assert "Best parameters" in html and "plots/metric0.png" in html and (spec.out / "plots" / "metric0.png").stat().st_size > 1000
 
 
-def test_the_shipped_adbs_sweep_on_a_small_grid_from_the_command_line(tmp_path):
+def test_the_shipped_adbs_sweep_from_the_command_line_survives_ctrl_c_and_resumes(tmp_path):
     spec = load_spec(SHIPPED)
     assert len(expand(spec)) == 24 + 4 and spec.objective == {"metric": "stimulation.stim.energy_uj", "goal": "min"}  # + the baseline per seed
     small = tmp_path / "small.yaml"
     doc = yaml.safe_load(SHIPPED.read_text())
     doc["config"] = str(ROOT / "configs" / "adbs_sim.yaml")
-    doc["grid"] = {"ctl.upper": [10.0, 12.0], "brain.duration_s": 10}
+    doc["grid"] = {"ctl.upper": [10.0, 12.0], "brain.duration_s": 6}
     doc["seeds"] = {"brain.seed": [1]}
     small.write_text(yaml.safe_dump(doc, sort_keys=False))
-    out = subprocess.run([sys.executable, "-m", "rtneuro", "sweep", str(small), "--workers", "2", "--out", str(tmp_path / "res")],
-                         capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "rtneuro", "sweep", str(small), "--out", str(tmp_path / "res")]
+    # Ctrl-C once the first job has its row: what finished stays, whole; the command says how to go on
+    proc = subprocess.Popen([*cmd, "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    jobs = tmp_path / "res" / "jobs"
+    t_end = time.monotonic() + 240
+    while time.monotonic() < t_end and not (jobs.exists() and list(jobs.glob("*.json"))):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # as Ctrl-C in a terminal
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command again to go on" in err
+    done = {f.stem for f in jobs.glob("*.json")}
+    assert 1 <= len(done) < 3 and all(json.loads((jobs / f"{k}.json").read_text())["status"] == "ok" for k in done)
+    out = subprocess.run([*cmd, "--workers", "2"], capture_output=True, text=True, timeout=300)  # the rest only
     assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{len(done)} already done" in out.stderr
     assert "sweep adbs-thresholds: 3 jobs, 3 ok, 0 failed" in out.stdout and "best (min of stimulation.stim.energy_uj)" in out.stdout
     df = pd.read_csv(tmp_path / "res" / "results.csv")
     assert list(df["ctl.upper"]) == [10.0, 12.0, 1e9] and list(df["baseline"]) == [False, False, True] and (df["status"] == "ok").all()
@@ -205,15 +244,11 @@ def test_the_shipped_adbs_sweep_on_a_small_grid_from_the_command_line(tmp_path):
     red = df["summary.labels.all.mean.beta.vs_baseline"]
     assert red[2] == 0.0 and red[0] < red[1] < 0
     assert red[0] == pytest.approx(df["summary.labels.all.mean.beta"][0] - df["summary.labels.all.mean.beta"][2])
+    html = (tmp_path / "res" / "report.html").read_text()
+    assert "plots/metric1.png" in html and "vs_baseline" in html
     again = subprocess.run([sys.executable, "-m", "rtneuro", "sweep", "--summary", str(tmp_path / "res")],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and again.stdout.splitlines()[0] == out.stdout.splitlines()[0]
-    # the same sweep again, every job rerun (--force): the identical table
-    first = (tmp_path / "res" / "results.csv").read_bytes()
-    forced = subprocess.run([sys.executable, "-m", "rtneuro", "sweep", str(small), "--workers", "2", "--out", str(tmp_path / "res"),
-                             "--force"], capture_output=True, text=True, timeout=300)
-    assert forced.returncode == 0 and "3/3 jobs: 3 done" in forced.stderr, forced.stderr
-    assert (tmp_path / "res" / "results.csv").read_bytes() == first
 
 
 def test_a_bids_dataset_is_filtered_by_its_entities_through_mne_bids(tmp_path):
@@ -233,52 +268,6 @@ def test_a_bids_dataset_is_filtered_by_its_entities_through_mne_bids(tmp_path):
     doc["recordings"]["bids"] = {"root": "bids", "subjects": ["09"]}
     with pytest.raises(ConfigError, match="no recording in"):
         load_spec(_spec(tmp_path, doc))
-
-
-def test_ctrl_c_loses_only_the_running_jobs_and_a_rerun_does_the_rest(tmp_path):
-    doc = {"name": "stop", "config": str(ROOT / "configs" / "adbs_sim.yaml"),
-           "grid": {"ctl.upper": [10.0, 11.0, 12.0], "brain.duration_s": 3}, "metrics": ["stimulation.*"]}
-    spec = _spec(tmp_path, doc)
-    cmd = [sys.executable, "-m", "rtneuro", "sweep", str(spec), "--workers", "1", "--out", str(tmp_path / "res")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    jobs = tmp_path / "res" / "jobs"
-    t_end = time.monotonic() + 240
-    while time.monotonic() < t_end and not (jobs.exists() and list(jobs.glob("*.json"))):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)  # as Ctrl-C in a terminal
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "run the same command again to go on" in err
-    done = {f.stem for f in jobs.glob("*.json")}
-    assert 1 <= len(done) < 3
-    rows = [json.loads((jobs / f"{k}.json").read_text()) for k in done]
-    assert all(r["status"] == "ok" for r in rows)  # what finished is whole
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert f"{len(done)} already done" in again.stderr and "sweep stop: 3 jobs, 3 ok" in again.stdout
-
-
-def test_optimize_searches_declared_ranges_with_optuna_on_the_cluster_and_repeats(tmp_path):
-    doc = {"name": "opt", "config": str(ROOT / "configs" / "adbs_sim.yaml"), "grid": {"brain.duration_s": 5},
-           "search": {"ctl.upper": {"low": 10.0, "high": 12.5}}, "metrics": ["stimulation.*"],
-           "objective": {"metric": "stimulation.stim.energy_uj", "goal": "min"}}
-    spec = _spec(tmp_path, doc)
-    cmd = [sys.executable, "-m", "rtneuro", "sweep", str(spec), "--workers", "2", "--optimize", "stimulation.stim.energy_uj",
-           "--trials", "3", "--out", str(tmp_path / "res")]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
-    trials = json.loads((tmp_path / "res" / "trials.json").read_text())
-    assert len(trials) == 3 and all(10.0 <= t["params"]["ctl.upper"] <= 12.5 for t in trials)
-    best = json.loads((tmp_path / "res" / "best.json").read_text())
-    assert best["overall"]["value"] == min(t["value"] for t in trials)
-    df = pd.read_csv(tmp_path / "res" / "results.csv")
-    assert sorted(df["ctl.upper"]) == sorted(t["params"]["ctl.upper"] for t in trials)
-    assert sorted(df["stimulation.stim.energy_uj"]) == sorted(t["value"] for t in trials)  # one job per trial here
-    table = (tmp_path / "res" / "results.csv").read_bytes()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # a seeded sampler: the same points, done
-    assert again.returncode == 0 and (tmp_path / "res" / "results.csv").read_bytes() == table
-    with pytest.raises(ConfigError, match="low < high"):
-        load_spec(_spec(tmp_path, {**doc, "search": {"ctl.upper": {"low": 3, "high": 1}}}, "bad.yaml"))
 
 
 def test_an_rtneuro_session_is_replayed_as_its_source_recorded_it(tmp_path):

@@ -8,11 +8,12 @@ reruns the failed ones. The tables and the report are made from the rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,18 @@ class Progress:
             self.out("\r" + line + ("\n" if final else ""))
         elif final or (n < todo and (n == 1 or n % max(1, todo // 10) == 0)):
             self.out(line + "\n")
+
+
+@contextlib.contextmanager
+def _dask(scheduler: str | None, workers: int) -> Iterator[Any]:
+    """A Dask client (of an embedded LocalCluster without ``scheduler``), closed with its cluster on the way out."""
+    client, cluster = _client(scheduler, workers)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _client(scheduler: str | None, workers: int) -> tuple[Any, Any]:
@@ -147,15 +160,11 @@ def run_sweep(spec: Spec, *, scheduler: str | None = None, workers: int | None =
     t0 = time.monotonic()
     interrupted = False
     if todo:
-        client, cluster = _client(scheduler, n_workers)
-        try:
-            _run_jobs(client, spec, todo, folder, progress)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        with _dask(scheduler, n_workers) as client:
+            try:
+                _run_jobs(client, spec, todo, folder, progress)
+            except KeyboardInterrupt:
+                interrupted = True
     progress.update(final=True)
     rows = read_rows(folder)
     write_results(spec, jobs, rows, folder)
@@ -204,40 +213,38 @@ def run_optimize(spec: Spec, metric: str, trials: int, *, goal: str = "min", sch
     all_jobs: list[Job] = []
     sampled: dict[str, list] = {n: [] for n in spec.search}
     history = []
-    client, cluster = _client(scheduler, n_workers)
     interrupted = False
-    try:
-        for t in range(trials):
-            trial = study.ask()
-            point = {n: _suggest(trial, n, sp) for n, sp in spec.search.items()}
-            for n, v in point.items():
-                sampled[n].append(v)
-            sub = replace(spec, grid={**spec.grid, **{n: [v] for n, v in point.items()}})
-            jobs = [replace(j, index=len(all_jobs) + i) for i, j in enumerate(expand(sub))]
-            all_jobs += jobs
-            rows = read_rows(folder)
-            todo = [j for j in jobs if rows.get(j.key, {}).get("status") != "ok"]
-            progress = Progress(len(jobs), len(jobs) - len(todo), n_workers, None)
-            _run_jobs(client, sub, todo, folder, progress)
-            rows = read_rows(folder)
-            values = [rows[j.key]["metrics"].get(metric) for j in jobs if not j.baseline and rows.get(j.key, {}).get("status") == "ok"]
-            values = [v for v in values if isinstance(v, (int, float)) and v == v]
-            if values:
-                value = sum(values) / len(values)
-                study.tell(trial, value)
-            else:
-                value = None
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            history.append({"trial": t, "params": point, "value": value, "jobs": len(jobs)})
-            if out is not None:
-                shown = "failed" if value is None else f"{value:.6g}"
-                out(f"trial {t + 1}/{trials}: {json.dumps(point)} -> {metric} {shown}\n")
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    with _dask(scheduler, n_workers) as client:
+        try:
+            for t in range(trials):
+                trial = study.ask()
+                point = {n: _suggest(trial, n, sp) for n, sp in spec.search.items()}
+                for n, v in point.items():
+                    sampled[n].append(v)
+                sub = replace(spec, grid={**spec.grid, **{n: [v] for n, v in point.items()}})
+                known = {j.key for j in all_jobs}  # the baseline arm is the same jobs in every trial: once
+                fresh = [j for j in expand(sub) if not (j.baseline and j.key in known)]
+                jobs = [replace(j, index=len(all_jobs) + i) for i, j in enumerate(fresh)]
+                all_jobs += jobs
+                rows = read_rows(folder)
+                todo = [j for j in jobs if rows.get(j.key, {}).get("status") != "ok"]
+                progress = Progress(len(jobs), len(jobs) - len(todo), n_workers, None)
+                _run_jobs(client, sub, todo, folder, progress)
+                rows = read_rows(folder)
+                values = [rows[j.key]["metrics"].get(metric) for j in jobs if not j.baseline and rows.get(j.key, {}).get("status") == "ok"]
+                values = [v for v in values if isinstance(v, (int, float)) and v == v]
+                if values:
+                    value = sum(values) / len(values)
+                    study.tell(trial, value)
+                else:
+                    value = None
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                history.append({"trial": t, "params": point, "value": value, "jobs": len(jobs)})
+                if out is not None:
+                    shown = "failed" if value is None else f"{value:.6g}"
+                    out(f"trial {t + 1}/{trials}: {json.dumps(point)} -> {metric} {shown}\n")
+        except KeyboardInterrupt:
+            interrupted = True
     (folder / "trials.json").write_text(json.dumps(history, indent=1, default=str))
     table_spec = replace(spec, grid={**spec.grid, **{n: sorted(set(v), key=str) for n, v in sampled.items()}},
                          objective={"metric": metric, "goal": goal})
