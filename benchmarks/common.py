@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["stats", "core_fraction", "pick_variants", "proc_status_kb", "processes_below"]
+__all__ = ["stats", "core_fraction", "pick_variants", "run_variants", "proc_status_kb", "processes_below"]
 
 
 def pick_variants(requested: str | None, known: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -21,6 +21,24 @@ def pick_variants(requested: str | None, known: tuple[str, ...]) -> tuple[str, .
         print(f"unknown variants {unknown}; choose from {list(known)}", file=sys.stderr)
         return None
     return names
+
+
+def run_variants(bench: str, wanted: tuple[str, ...], runners: dict[str, Callable[[], dict]], out: dict,
+                 format_table: Callable[[dict], str], json_path: str | None) -> int:
+    """Run each wanted variant into ``out[name]`` (a failure is reported as its ``error``, never dropped), with its
+    wall time; print the table, save the JSON; 1 when a variant failed."""
+    for name in wanted:
+        t0 = time.monotonic()
+        print(f"[bench {bench}] {name} ...", file=sys.stderr, flush=True)
+        try:
+            res = runners[name]()
+        except Exception as exc:  # a failing variant is reported, never dropped
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+        res["wall_s"] = round(time.monotonic() - t0, 1)
+        out[name] = res
+    print(format_table(out))
+    save_json(out, json_path)
+    return 1 if any("error" in out.get(n, {}) for n in wanted) else 0
 
 
 def save_json(out: dict, path: str | None) -> None:

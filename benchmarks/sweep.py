@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import pick_variants, save_json
+from benchmarks.common import pick_variants, run_variants
 from rtneuro.runtime.supervisor import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,15 +121,4 @@ def run(args: argparse.Namespace) -> int:
     if wanted is None:
         return 2
     out: dict = {"bench": "sweep", "machine": machine_info()}
-    for name in wanted:
-        t0 = time.monotonic()
-        print(f"[bench sweep] {name} ...", file=sys.stderr, flush=True)
-        try:
-            res = {"workers": run_workers, "overhead": run_overhead}[name]()
-        except Exception as exc:  # a failing variant is reported, never dropped
-            res = {"error": f"{type(exc).__name__}: {exc}"}
-        res["wall_s"] = round(time.monotonic() - t0, 1)
-        out[name] = res
-    print(format_table(out))
-    save_json(out, args.json)
-    return 1 if any("error" in out.get(n, {}) for n in wanted) else 0
+    return run_variants("sweep", wanted, {"workers": run_workers, "overhead": run_overhead}, out, format_table, args.json)

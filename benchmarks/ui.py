@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import pick_variants, save_json, stats
+from benchmarks.common import pick_variants, run_variants, stats
 from benchmarks.control import TARGET_RATIO, ChainRun, _loop_summary, alternate
 from benchmarks.latency import WARMUP_S
 from rtneuro.runtime.supervisor import machine_info
@@ -188,18 +188,8 @@ def run(args: argparse.Namespace) -> int:
     if wanted is None:
         return 2
     out: dict = {"bench": "ui", "machine": machine_info(), "ui": UI}
-    for name in wanted:
-        t0 = time.monotonic()
-        try:
-            print(f"[bench ui] {name} ...", file=sys.stderr, flush=True)
-            res = {"pages": run_pages, "loop": run_loop, "loop_rt": run_loop_rt, "loop_served": run_loop_served}[name](args.duration)
-        except Exception as exc:  # a failing variant is reported, never dropped
-            res = {"error": f"{type(exc).__name__}: {exc}"}
-        res["wall_s"] = round(time.monotonic() - t0, 1)
-        out[name] = res
-    print(format_table(out))
-    save_json(out, args.json)
-    return 1 if any("error" in out.get(n, {}) for n in wanted) else 0
+    runners = {"pages": run_pages, "loop": run_loop, "loop_rt": run_loop_rt, "loop_served": run_loop_served}
+    return run_variants("ui", wanted, {n: (lambda f=f: f(args.duration)) for n, f in runners.items()}, out, format_table, args.json)
 
 
 def _f(x, nd: int = 2) -> str:

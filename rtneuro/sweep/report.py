@@ -37,6 +37,9 @@ def table(spec: Spec | dict, jobs: list[Job] | None, rows: dict[str, dict]):
     grid = [*spec.grid, *spec.seeds] if isinstance(spec, Spec) else [*spec["grid"], *(spec.get("seeds") or {})]
     patterns = spec.metrics if isinstance(spec, Spec) else tuple(spec["metrics"])
     order = [(j.index, j.key) for j in jobs] if jobs is not None else sorted((r["index"], k) for k, r in rows.items())
+    by_key: dict[str, Job] = {}
+    for j in jobs or []:
+        by_key.setdefault(j.key, j)  # the first job of a key
     names: set[str] = set()
     for _, key in order:
         names.update(n for n in (rows.get(key) or {}).get("metrics", {}) if _keep(n, patterns))
@@ -44,7 +47,7 @@ def table(spec: Spec | dict, jobs: list[Job] | None, rows: dict[str, dict]):
     records = []
     for index, key in order:
         r = rows.get(key) or {"status": "missing", "error": "not run yet", "metrics": {}, "params": {}, "recording": ""}
-        job = next((j for j in jobs if j.key == key), None) if jobs is not None else None
+        job = by_key.get(key)
         params = job.params if job is not None else r.get("params", {})
         rec = (job.recording.label if job.recording else "") if job is not None else r.get("recording", "")
         m = r.get("metrics") or {}
@@ -108,6 +111,7 @@ def _plots(df, grid: list[str], metrics: list[str], folder: Path) -> list[tuple[
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
@@ -125,7 +129,7 @@ def _plots(df, grid: list[str], metrics: list[str], folder: Path) -> list[tuple[
             ax.set_xlabel(grid[1])
             ax.set_ylabel(grid[0])
             fig.colorbar(im, ax=ax, label=metric)
-            for (r, c), v in __import__("numpy").ndenumerate(piv.values):
+            for (r, c), v in np.ndenumerate(piv.values):
                 ax.text(c, r, f"{v:.3g}", ha="center", va="center", color="w", fontsize=8)
             title = f"{metric}: mean over recordings and seeds" + (f" and {', '.join(grid[2:])}" if len(grid) > 2 else "")
         elif len(grid) == 1:

@@ -313,13 +313,17 @@ def load_spec(path: str | Path) -> Spec:
                 dict(objective) if objective else None, out if out.is_absolute() else (base / out).resolve(), workers)
 
 
-def file_hash(path: str, _cache: dict = {}) -> str:  # noqa: B006  (one process's cache, by path, size and time)
+#: this process's file hashes, by path, size and modification time
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_hash(path: str) -> str:
     """SHA-256 of a recording (a folder: of its files' names, sizes and contents)."""
     p = Path(path)
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
-    if key in _cache:
-        return _cache[key]
+    if key in _HASHES:
+        return _HASHES[key]
     h = hashlib.sha256()
     files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
     for f in files:
@@ -327,8 +331,8 @@ def file_hash(path: str, _cache: dict = {}) -> str:  # noqa: B006  (one process'
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
-    _cache[key] = h.hexdigest()
-    return _cache[key]
+    _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
 
 
 def _file_refs(doc: dict, base: Path) -> dict[str, str]:
