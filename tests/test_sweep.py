@@ -2,13 +2,15 @@
 
 Real parts: the Dask scheduler and workers are the `dask` command line's,
 started on loopback; the local cluster is distributed's LocalCluster; the
-jobs run the graphs in their own processes, as `rtneuro run` does.
+jobs run the graphs with the supervisor of `rtneuro run`, its processes as
+threads of the worker; a worker killed under a job is a real SIGKILL.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -45,6 +47,27 @@ def decisions_digest(report: dict, streams: dict) -> dict:
         r.pop("t", None)
     text = json.dumps(rows, sort_keys=True)
     return {"decisions": len(rows), "decisions_digest": int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)}
+
+
+_calls = 0
+
+
+def held_or_killed(report: dict, streams: dict) -> dict:
+    """A user metric that misbehaves on request (environment variables, so that only one command is affected):
+    RTNEURO_TEST_HOLD=PATH holds every job of this worker after its first while PATH exists (up to 60 s);
+    RTNEURO_TEST_KILL_ONCE=PATH kills the worker (SIGKILL) unless PATH exists, creating it first."""
+    global _calls
+    _calls += 1
+    hold = os.environ.get("RTNEURO_TEST_HOLD")
+    if hold and _calls > 1:
+        t_end = time.monotonic() + 60
+        while os.path.exists(hold) and time.monotonic() < t_end:
+            time.sleep(0.02)
+    kill = os.environ.get("RTNEURO_TEST_KILL_ONCE")
+    if kill and not os.path.exists(kill):
+        Path(kill).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {}
 
 
 def test_a_spec_names_what_is_wrong_in_one_line(tmp_path):
@@ -214,7 +237,7 @@ def test_the_shipped_decoder_sweep_on_a_dask_scheduler_with_two_workers_keeps_go
     assert "Best parameters" in html and "plots/metric0.png" in html and (spec.out / "plots" / "metric0.png").stat().st_size > 1000
 
 
-def test_the_shipped_adbs_sweep_from_the_command_line_survives_ctrl_c_and_resumes(tmp_path):
+def test_the_shipped_adbs_sweep_from_the_command_line_survives_ctrl_c_and_a_dead_worker_and_resumes(tmp_path):
     spec = load_spec(SHIPPED)
     assert len(expand(spec)) == 24 + 4 and spec.objective == {"metric": "stimulation.stim.energy_uj", "goal": "min"}  # + the baseline per seed
     small = tmp_path / "small.yaml"
@@ -222,23 +245,36 @@ def test_the_shipped_adbs_sweep_from_the_command_line_survives_ctrl_c_and_resume
     doc["config"] = str(ROOT / "configs" / "adbs_sim.yaml")
     doc["grid"] = {"ctl.upper": [10.0, 12.0], "brain.duration_s": 6}
     doc["seeds"] = {"brain.seed": [1]}
+    doc["user_metrics"] = [f"{Path(__file__).stem}:held_or_killed"]
     small.write_text(yaml.safe_dump(doc, sort_keys=False))
-    cmd = [sys.executable, "-m", "rtneuro", "sweep", str(small), "--out", str(tmp_path / "res")]
-    # Ctrl-C once the first job has its row: what finished stays, whole; the command says how to go on
-    proc = subprocess.Popen([*cmd, "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-m", "rtneuro", "sweep", str(small), "--out", str(tmp_path / "res"), "--workers", "1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    # Ctrl-C once the first job has its row, while the second is held: what finished stays, whole; the command says
+    # how to go on
+    hold = tmp_path / "hold"
+    hold.touch()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**env, "RTNEURO_TEST_HOLD": str(hold)})
     jobs = tmp_path / "res" / "jobs"
     t_end = time.monotonic() + 240
-    while time.monotonic() < t_end and not (jobs.exists() and list(jobs.glob("*.json"))):
-        time.sleep(0.1)
+    while time.monotonic() < t_end and not (jobs.exists() and list(jobs.glob("*.json"))) and proc.poll() is None:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)  # as Ctrl-C in a terminal
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=3)
+    except subprocess.TimeoutExpired:  # closing the cluster may wait for the held job: let it go now
+        hold.unlink()
+        _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "run the same command again to go on" in err
     done = {f.stem for f in jobs.glob("*.json")}
-    assert 1 <= len(done) < 3 and all(json.loads((jobs / f"{k}.json").read_text())["status"] == "ok" for k in done)
-    out = subprocess.run([*cmd, "--workers", "1"], capture_output=True, text=True, timeout=300)  # the rest only
+    assert len(done) == 1 and json.loads((jobs / f"{done.pop()}.json").read_text())["status"] == "ok"
+    # the rest only; the worker is killed under the first of them (SIGKILL): Dask's nanny starts another, the
+    # scheduler gives it the job again, and the sweep goes on
+    killed = tmp_path / "killed"
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**env, "RTNEURO_TEST_KILL_ONCE": str(killed)})
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"{len(done)} already done" in out.stderr
+    assert killed.exists() and "1 already done" in out.stderr
     assert "sweep adbs-thresholds: 3 jobs, 3 ok, 0 failed" in out.stdout and "best (min of stimulation.stim.energy_uj)" in out.stdout
     df = pd.read_csv(tmp_path / "res" / "results.csv")
     assert list(df["ctl.upper"]) == [10.0, 12.0, 1e9] and list(df["baseline"]) == [False, False, True] and (df["status"] == "ok").all()

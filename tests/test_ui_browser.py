@@ -104,7 +104,11 @@ def test_the_participant_bar_follows_the_feature_and_its_paints_are_timed(demo):
         assert page.evaluate("() => window.rtParticipant.painted") == painted
         assert api.post("/api/replay/resume").status_code == 200
         top = _bar_top(img)
-        assert top is not None, "no bar drawn"
+        if v is None or v <= lo:  # no value yet, or at the gauge's minimum: an empty gauge
+            assert top is None or top >= y0 - 2, f"value {v}: bar top at row {top}, expected none"
+            time.sleep(0.7)
+            continue
+        assert top is not None, f"value {v:.2f}: no bar drawn"
         expected = y0 - min(max((v - lo) / (hi - lo), 0.0), 1.0) * (y0 - y1)
         assert abs(top - expected) <= 2.0, f"value {v:.2f}: bar top at row {top}, expected {expected:.1f}"
         checked.append(v)
@@ -211,4 +215,8 @@ def test_the_run_reports_and_records_the_decision_to_paint_latency(demo):
 
     sess = load(next(demo["session"].glob("*.xdf")), ["rtneuro.display"])
     disp = next(s for s in sess.streams if s.name == "rtneuro.display")
-    assert np.asarray(disp.time_series).shape == (d["decision_to_paint_ms"]["n"], 4)
+    # the session holds every paint reported while its recorder ran: all but those of the last frames, painted after the
+    # recorder had closed on the end of the data (a loaded machine paints them later; they are in the report only)
+    (recorded,) = [n["display_records"] for n in rep["nodes"].values() if isinstance(n, dict) and "display_records" in n]
+    assert np.asarray(disp.time_series).shape == (recorded, 4)
+    assert d["decision_to_paint_ms"]["n"] - 10 <= recorded <= d["decision_to_paint_ms"]["n"]

@@ -544,7 +544,7 @@ def replay_check(session_path: str | Path, config: str | Path | None = None,
         if not apply_control:  # what the graph would have decided without the operator's changes
             schedule = []
         t0 = time.perf_counter()
-        sup = Supervisor(graph, out=io.StringIO(), quiet=True, schedule=schedule)
+        sup = Supervisor(graph, out=io.StringIO(), quiet=True, schedule=schedule, inline=True)
         code = sup.run()
         wall = time.perf_counter() - t0
     checked = (sup.report.get("nodes", {}).get("session_check") or {}).get("streams", {})

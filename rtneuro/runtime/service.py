@@ -137,8 +137,12 @@ class Service:
         Incarnation id (new at each restart).
     """
 
-    def __init__(self, plan: dict, process: str, inc: int, restart: bool = False) -> None:
+    def __init__(self, plan: dict, process: str, inc: int, restart: bool = False, inline: bool = False) -> None:
         self.plan = plan
+        #: run in a thread of the supervisor's process (offline runs: sweep jobs, replay checks): a ZeroMQ
+        #: context of its own (the process-wide one holds the supervisor's sockets), and no real-time
+        #: scheduling (it would apply to every thread of the supervisor's process)
+        self.inline = inline
         self.name = process
         self.inc = inc
         #: A restarted service does not wait for its consumers: they are
@@ -234,7 +238,7 @@ class Service:
     def _setup_sockets(self) -> None:
         plan = self.plan
         tp = self.transport
-        self.zctx: zmq.Context = zmq.Context.instance()
+        self.zctx: zmq.Context = _context(self.inline)
         ep = self.endpoints[self.name]
         producer = plan["producer"]
         proc_of = {n["id"]: n["process"] for n in plan["nodes"]}
@@ -1075,7 +1079,7 @@ class Service:
         """``runtime.realtime_priority``: SCHED_FIFO from here on (after the imports and compilation, which
         would otherwise hold a core for seconds); a one-line RealtimeRefused when the system does not allow it."""
         prio = self.plan["runtime"].get("realtime_priority")
-        if prio is None:
+        if prio is None or self.inline:
             return
         try:
             # every thread of the process: ZeroMQ's I/O threads carry each message before this one sees it
@@ -1355,6 +1359,11 @@ def _send_nowait(sock: zmq.Socket, buf: bytes) -> bool:
     except zmq.Again:
         return False
     return True
+
+
+def _context(inline: bool) -> zmq.Context:
+    """The process-wide ZeroMQ context; a new one for a service run in a thread of the supervisor's process."""
+    return zmq.Context() if inline else zmq.Context.instance()
 
 
 def _die_with_parent() -> None:

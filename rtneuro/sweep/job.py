@@ -226,7 +226,7 @@ def run_job(p: dict) -> dict:
                 graph, session = recording_graph(path, d, base_dir=p["config_dir"], process=JOB_PROCESS, fsync=False)
             else:
                 graph = load_graph(path, base_dir=p["config_dir"])
-            sup = Supervisor(graph, out=io.StringIO(), quiet=True)
+            sup = Supervisor(graph, out=io.StringIO(), quiet=True, inline=True)
             code = sup.run()
             report = sup.report
             if code != 0:
