@@ -169,8 +169,35 @@ def test_a_file_replay_process_does_not_import_scipy_signal():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
-    # and the lazy module is the real one once used
+    # and the lazy module is the real one once used (but for the design functions: tests/test_design_cache.py)
     import scipy.signal
 
     from rtneuro.nodes.filters import signal
-    assert signal.butter is scipy.signal.butter
+    assert signal.sosfilt is scipy.signal.sosfilt
+
+
+@pytest.mark.parametrize("first_samp, shift_s", [(0, 0.0), (1234, 0.0), (1234, 2.5)])
+def test_annotation_sample_indices_equal_mnes_time_as_index(first_samp, shift_s):
+    # what MNE computes with raw.time_as_index(onset, use_rounding=True, origin=orig_time), here without raw.times:
+    # a raw starting at a later first sample, annotations measured from another origin, onsets between samples
+    from datetime import UTC, datetime, timedelta
+
+    from rtneuro.nodes.sources import annotation_events
+
+    sfreq = 160.0
+    info = mne.create_info(["a", "b"], sfreq, "eeg")
+    raw = mne.io.RawArray(np.zeros((2, 5000)), info, first_samp=first_samp, verbose="error")
+    meas = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    raw.set_meas_date(meas)
+    onsets = np.array([0.0, 0.3, 1.0031, 7.77, 12.5]) + first_samp / sfreq
+    raw.set_annotations(mne.Annotations(onsets, [0.5] * 5, ["T0", "T1", "T2", "T1", "T0"],
+                                        orig_time=meas + timedelta(seconds=shift_s)))
+    ann = raw.annotations
+    expected = raw.time_as_index(ann.onset, use_rounding=True, origin=ann.orig_time)
+    got = annotation_events(raw)
+    assert [i for i, _, _ in got] == expected.tolist() and len(got) == len(ann) > 0
+    assert [d for _, d, _ in got] == list(ann.description) and [x for _, _, x in got] == list(ann.duration)
+    # and a file's: the labelled run's 30 annotations
+    edf = mne.io.read_raw_edf(REPLAY / "S003R03.edf", verbose="error")
+    ann = edf.annotations
+    assert [i for i, _, _ in annotation_events(edf)] == edf.time_as_index(ann.onset, use_rounding=True, origin=ann.orig_time).tolist()
