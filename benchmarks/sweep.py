@@ -2,17 +2,22 @@
 
 The jobs are the shipped aDBS sweep's graph (``configs/adbs_sim.yaml``:
 simulated basal ganglia -> beta power -> dual-threshold aDBS -> simulated
-stimulator, on the virtual clock) with 10 s of simulated brain each: 5 upper
+stimulator, on the virtual clock) with 30 s of simulated brain each (the shipped sweep's): 5 upper
 thresholds times 8 seeds. Variants:
 
 ``workers``   the 40 jobs on an embedded ``LocalCluster`` of 1 worker, then of
-              2 workers (one thread each), every job run (``force``): wall
-              time from submission to the last row, and the speed-up.
-              Target (issue 17): 2 workers at least 1.8x faster than 1.
+              2 workers (one thread each), every job run (``force``): the
+              jobs' wall time (from the first submission to the last row;
+              each worker's first job loads the kernels) and the whole
+              command's (with starting the cluster and writing the report),
+              and the speed-up of the jobs' wall time. Target (issue 17):
+              2 workers at least 1.8x faster than 1.
 ``overhead``  5 of the jobs as a sweep job (the row's ``wall_s``: the job in
-              a worker, from its payload to its row) and as the user would
-              run the same graph, ``rtneuro run CONFIG --speed max`` in a
-              fresh process; medians and the ratio. Target: within 10 %.
+              a worker, from its payload to its row; the worker's first,
+              which loads the kernels, is one of the five) and as the user
+              would run the same graph,
+              ``rtneuro run CONFIG --speed max`` in a fresh process; medians
+              and the ratio. Target: within 10 %.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("workers", "overhead")
 UPPER = [10.0, 10.5, 11.0, 11.5, 12.0]
 SEEDS = [1, 2, 3, 4, 5, 6, 7, 8]
-DURATION_S = 10
+DURATION_S = 30
 TARGET_SPEEDUP = 1.8
 TARGET_OVERHEAD = 1.10
 
@@ -61,10 +66,13 @@ def run_workers() -> dict:
             t0 = time.monotonic()
             res = run_sweep(s, workers=n, force=True, out=None)
             wall = time.monotonic() - t0
-            print(f"[bench sweep] {n} worker(s): {res['jobs']} jobs in {wall:.1f} s ({res['failed']} failed)", file=sys.stderr)
-            out[f"workers_{n}"] = {"wall_s": round(wall, 2), "failed": res["failed"], "jobs_per_s": round(res["jobs"] / wall, 3)}
+            print(f"[bench sweep] {n} worker(s): {res['jobs']} jobs in {res['jobs_wall_s']:.1f} s, {wall:.1f} s in all "
+                  f"({res['failed']} failed)", file=sys.stderr)
+            out[f"workers_{n}"] = {"jobs_wall_s": res["jobs_wall_s"], "wall_s": round(wall, 2), "failed": res["failed"],
+                                   "jobs_per_s": round(res["jobs"] / res["jobs_wall_s"], 3)}
         same = (Path(d) / "w1" / "results.csv").read_bytes() == (Path(d) / "w2" / "results.csv").read_bytes()
-    out["speedup"] = round(out["workers_1"]["wall_s"] / out["workers_2"]["wall_s"], 3)
+    out["speedup"] = round(out["workers_1"]["jobs_wall_s"] / out["workers_2"]["jobs_wall_s"], 3)
+    out["speedup_whole_command"] = round(out["workers_1"]["wall_s"] / out["workers_2"]["wall_s"], 3)
     out["same_table"] = same
     out["met"] = out["speedup"] >= TARGET_SPEEDUP and same
     return out
@@ -101,9 +109,12 @@ def format_table(res: dict) -> str:
     lines = ["| measure | value | target | met |", "|---|---|---|---|"]
     w = res.get("workers") or {}
     if "speedup" in w:
-        lines.append(f"| {w['jobs']} jobs, 1 worker (wall) | {w['workers_1']['wall_s']:.1f} s | | |")
-        lines.append(f"| {w['jobs']} jobs, 2 workers (wall) | {w['workers_2']['wall_s']:.1f} s | | |")
-        lines.append(f"| speed-up 2 workers / 1 | {w['speedup']:.2f}x | >= {TARGET_SPEEDUP} | {'yes' if w['speedup'] >= TARGET_SPEEDUP else 'NO'} |")
+        for n in (1, 2):
+            r = w[f"workers_{n}"]
+            lines.append(f"| {w['jobs']} jobs, {n} worker{'s' if n > 1 else ''}: jobs / whole command | "
+                         f"{r['jobs_wall_s']:.1f} s / {r['wall_s']:.1f} s | | |")
+        lines.append(f"| speed-up 2 workers / 1 (jobs) | {w['speedup']:.2f}x | >= {TARGET_SPEEDUP} | {'yes' if w['speedup'] >= TARGET_SPEEDUP else 'NO'} |")
+        lines.append(f"| speed-up 2 workers / 1 (whole command) | {w['speedup_whole_command']:.2f}x | | |")
         lines.append(f"| same table with 1 and 2 workers | {w['same_table']} | True | {'yes' if w['same_table'] else 'NO'} |")
     o = res.get("overhead") or {}
     if "ratio" in o:

@@ -146,7 +146,9 @@ def run_sweep(spec: Spec, *, scheduler: str | None = None, workers: int | None =
               out: Callable[[str], Any] | None = sys.stderr.write, jobs: list[Job] | None = None) -> dict:
     """Run the jobs of ``spec`` that have no row yet (all with ``force``); write the tables and the report.
 
-    Returns ``{"folder", "jobs", "ran", "skipped", "failed", "missing", "interrupted", "wall_s"}``.
+    Returns ``{"folder", "jobs", "ran", "skipped", "failed", "missing", "interrupted", "wall_s", "jobs_wall_s"}``
+    (``jobs_wall_s``: from the first job's submission to the last row, without starting the cluster and writing
+    the report).
     """
     from .report import write_results
 
@@ -159,12 +161,15 @@ def run_sweep(spec: Spec, *, scheduler: str | None = None, workers: int | None =
     progress = Progress(len(jobs), len(jobs) - len(todo), n_workers, out)
     t0 = time.monotonic()
     interrupted = False
+    jobs_wall = 0.0
     if todo:
         with _dask(scheduler, n_workers) as client:
+            t_jobs = time.monotonic()
             try:
                 _run_jobs(client, spec, todo, folder, progress)
             except KeyboardInterrupt:
                 interrupted = True
+            jobs_wall = time.monotonic() - t_jobs
     progress.update(final=True)
     rows = read_rows(folder)
     write_results(spec, jobs, rows, folder)
@@ -173,7 +178,8 @@ def run_sweep(spec: Spec, *, scheduler: str | None = None, workers: int | None =
     if interrupted and out is not None:
         out(f"interrupted: {missing} jobs have no result yet; run the same command again to go on\n")
     return {"folder": str(folder), "jobs": len(jobs), "ran": len(todo), "skipped": len(jobs) - len(todo), "failed": failed,
-            "missing": missing, "interrupted": interrupted, "wall_s": round(time.monotonic() - t0, 3)}
+            "missing": missing, "interrupted": interrupted, "wall_s": round(time.monotonic() - t0, 3),
+            "jobs_wall_s": round(jobs_wall, 3)}
 
 
 def _suggest(trial: Any, name: str, space: Any) -> Any:
