@@ -101,6 +101,8 @@ CASES: dict[str, list[tuple[dict, str]]] = {
     "coherence": [({"measures": ["coh", "imcoh", "plv", "pli", "wpli"], "window_s": 1.0, "step_s": 0.1}, "eeg"),
                   ({"pairs": [["O1", "Oz"], ["C3", "C4"]], "bands": {"alpha": [8.0, 12.0]}, "window_s": 2.0,
                     "step_s": 0.25, "nperseg": 80}, "eeg")],
+    "information": [({"pairs": [["O1", "Oz"], ["C3", "C4"], ["Cz", "O2"]], "measures": ["te_gaussian", "te_ksg", "mi_ksg", "mi_gcmi"],
+                      "window_s": 2.0, "step_s": 0.5}, "eeg")],
     "envelope": [({"bands": {"alpha": [8.0, 12.0]}, "detector": "hilbert", "step_s": 0.1}, "eeg"),
                  ({"bands": {"theta": [4.0, 8.0], "beta": [13.0, 30.0]}, "detector": "rectify", "smoothing": "exp",
                    "tau_s": 0.2, "mode": "db"}, "eeg")],

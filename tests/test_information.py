@@ -251,3 +251,84 @@ def test_surrogates_find_the_coupled_direction_significant_and_the_other_not():
     assert shuffled["p_value"] == pytest.approx(0.02)
     with pytest.raises(ConfigError, match="circular_shift"):
         surrogate_test(transfer_entropy_gaussian, src, tgt, method="phase")
+
+
+# -- the online node ------------------------------------------------------------------
+
+
+def _node(params: dict, names=("x", "y", "z"), fs=250.0):
+    from rtneuro.messages import StreamMeta
+    from rtneuro.nodes import NodeContext, build_params, node_class
+
+    cls = node_class("information")
+    meta = StreamMeta(name="eeg", kind="sig", sfreq=fs, ch_names=tuple(names), ch_types=("eeg",) * len(names),
+                      units=("uV",) * len(names), dtype="<f8")
+    return cls(build_params(cls.Params, params, "info"), [meta], NodeContext(node_id="info"))
+
+
+def _var_stream(n: int, seed: int) -> np.ndarray:
+    src, tgt = var1(0.5, 0.7, 0.4, n, seed=seed)
+    return np.column_stack([src, tgt, np.random.default_rng(seed).standard_normal(n)])  # x drives y; z independent
+
+
+@pytest.mark.parametrize("splits", [[], [1, 2, 3, 250, 251, 999], list(range(7, 2000, 113)), [1999]])
+def test_the_node_gives_the_same_frames_for_any_split_and_each_is_its_window_estimate(splits):
+    from conftest import feed_split
+
+    x = _var_stream(2000, seed=13)
+    params = {"pairs": [["x", "y"], ["x", "z"]], "measures": ["te_gaussian", "te_ksg", "mi_gcmi"], "window_s": 2.0, "step_s": 0.5}
+    whole = feed_split(_node(params), x, [], 250.0)
+    node = _node(params)
+    np.testing.assert_array_equal(feed_split(node, x, splits, 250.0), whole)
+    names = node.outputs[""].ch_names
+    assert names == ("x->y:te_gaussian", "y->x:te_gaussian", "x->z:te_gaussian", "z->x:te_gaussian",
+                     "x->y:te_ksg", "y->x:te_ksg", "x->z:te_ksg", "z->x:te_ksg", "x-y:mi_gcmi", "x-z:mi_gcmi")
+    assert whole.shape == ((2000 - 500) // 125 + 1, 10)
+    # frame f covers samples [end - 500, end), end = 500 + 125 f
+    for f in (0, 5, whole.shape[0] - 1):
+        w = x[125 * f: 125 * f + 500]
+        assert whole[f, 0] == transfer_entropy_gaussian(w[:, 0], w[:, 1])
+        assert whole[f, 5] == transfer_entropy_ksg(w[:, 1], w[:, 0])
+        assert whole[f, 9] == mutual_info_gcmi(w[:, 0], w[:, 2])
+    # the coupled direction carries information, the others about none
+    assert np.median(whole[:, 0]) > 0.05 > np.median(np.abs(whole[:, [1, 2, 3]]))
+    assert np.median(whole[:, 4]) > 0.05
+
+
+def test_a_non_finite_sample_blanks_its_pairs_for_the_windows_that_hold_it():
+    from conftest import feed_split
+
+    x = _var_stream(1500, seed=14)
+    x[600, 2] = np.nan
+    node = _node({"pairs": [["x", "y"], ["x", "z"]], "measures": ["te_gaussian"], "window_s": 2.0, "step_s": 0.5})
+    out = feed_split(node, x, [100, 700], 250.0)
+    hit = [f for f in range(out.shape[0]) if 125 * f <= 600 < 125 * f + 500]
+    assert np.isnan(out[hit][:, 2:]).all() and np.isfinite(out[:, :2]).all()
+    assert np.isfinite(np.delete(out, hit, axis=0)).all()
+    assert node.report()["nan_values"] == 2 * len(hit)
+
+
+def test_the_node_refuses_what_it_cannot_compute_in_one_line():
+    with pytest.raises(ConfigError, match="'q' is not a channel"):
+        _node({"pairs": [["x", "q"]]})
+    with pytest.raises(ConfigError, match="history, lag and knn need at least 66"):
+        _node({"window_s": 0.2, "lag": 60, "measures": ["te_ksg"]})
+    with pytest.raises(ConfigError, match="twice"):
+        _node({"measures": ["mi_ksg", "mi_ksg"]})
+
+
+def test_the_information_flow_example_runs_on_the_shipped_eeg():
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("information_flow", ROOT / "examples" / "information_flow.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(n_surrogates=19)
+    assert out["var1"]["te_xy"] == pytest.approx(out["var1"]["truth"], abs=0.01)
+    assert out["var1"]["p_xy"] == pytest.approx(0.05) and out["var1"]["p_yx"] > 0.05
+    rows = out["eeg"]
+    assert len(rows) == 20 and all(np.isfinite([r["te_gaussian"], r["te_ksg"], r["gcmi"]]).all() for r in rows)
+    mi = {(r["source"], r["target"]): r["gcmi"] for r in rows}
+    assert mi[("O1", "Oz")] > 5 * mi[("O1", "C4")]  # neighbours share more than distant channels

@@ -38,6 +38,7 @@ NODE_TYPES: dict[str, str] = {
     "envelope": "rtneuro.nodes.spectral:Envelope",
     "bursts": "rtneuro.nodes.bursts:Bursts",
     "coherence": "rtneuro.nodes.connectivity:Coherence",
+    "information": "rtneuro.nodes.information:Information",
     "quality": "rtneuro.nodes.quality:Quality",
     "neuron_model": "rtneuro.nodes.models:NeuronModel",
     "decoder": "rtneuro.nodes.decoders:Decoder",

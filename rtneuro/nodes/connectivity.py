@@ -19,7 +19,7 @@ from .spectral import DEFAULT_BANDS
 
 signal = lazy("scipy.signal")  # imported when a filter is designed (rtneuro/_lazy.py)
 
-__all__ = ["Coherence", "CoherenceParams", "MEASURES"]
+__all__ = ["Coherence", "CoherenceParams", "MEASURES", "resolve_pairs"]
 
 Measure = Literal["coh", "imcoh", "plv", "pli", "wpli"]
 MEASURES: tuple[str, ...] = tuple(MEASURE_CODES)
@@ -29,6 +29,31 @@ def _suggest(name: str, names: Sequence[str]) -> str:
     """``did_you_mean``, trying a case-insensitive match first (EDF files spell 'Po7', users 'PO7')."""
     same = [n for n in names if n.lower() == name.lower()]
     return f" (did you mean '{same[0]}'?)" if same else did_you_mean(name, names)
+
+
+def resolve_pairs(spec: str | list, src: StreamMeta, ordered: bool = False) -> list[tuple[str, str]]:
+    """Channel pairs of ``src``: ``'all'`` (every ``i < j``) or ``[[x, y], ...]`` checked by name (a pair listed
+    twice, or a channel with itself, is an error; with ``ordered``, ``[x, y]`` and ``[y, x]`` are two pairs)."""
+    names = list(src.ch_names)
+    if spec == "all":
+        if len(names) < 2:
+            raise ConfigError(f"stream '{src.name}' has {len(names)} channel(s); pairs need at least two")
+        return [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
+    pairs = [(str(p[0]), str(p[1])) for p in spec]
+    if not pairs:
+        raise ConfigError("pairs is empty; list [x, y] channel pairs or use 'all'")
+    seen: set = set()
+    for x, y in pairs:
+        for c in (x, y):
+            if c not in names:
+                raise ConfigError(f"pair [{x}, {y}]: {c!r} is not a channel of stream '{src.name}'{_suggest(c, names)}")
+        if x == y:
+            raise ConfigError(f"pair [{x}, {y}] joins a channel to itself; name two channels")
+        key = (x, y) if ordered else frozenset((x, y))
+        if key in seen:
+            raise ConfigError(f"pair [{x}, {y}] is listed twice")
+        seen.add(key)
+    return pairs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,25 +152,7 @@ class Coherence(Node):
         self._band_ptr = np.cumsum([0] + [sel.size for sel in band_sel]).astype(np.int64)
 
         names = list(src.ch_names)
-        pairs: list[tuple[str, str]]
-        if params.pairs == "all":
-            if len(names) < 2:
-                raise ConfigError(f"stream '{src.name}' has {len(names)} channel(s); pairs need at least two")
-            pairs = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
-        else:
-            pairs = [(x, y) for x, y in params.pairs]
-            if not pairs:
-                raise ConfigError("pairs is empty; list [x, y] channel pairs or use 'all'")
-            seen = set()
-            for x, y in pairs:
-                for c in (x, y):
-                    if c not in names:
-                        raise ConfigError(f"pair [{x}, {y}]: {c!r} is not a channel of stream '{src.name}'{_suggest(c, names)}")
-                if x == y:
-                    raise ConfigError(f"pair [{x}, {y}] joins a channel to itself; name two channels")
-                if frozenset((x, y)) in seen:
-                    raise ConfigError(f"pair [{x}, {y}] is listed twice")
-                seen.add(frozenset((x, y)))
+        pairs = resolve_pairs(params.pairs, src)
         used = sorted({names.index(c) for p in pairs for c in p})
         self._cols = np.array(used, dtype=np.int64)
         self._all_cols = used == list(range(len(names)))
