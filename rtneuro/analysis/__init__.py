@@ -1,9 +1,11 @@
-"""Analysis on top of the kernels: information theory and dynamical systems (more to come: coding, circuits).
+"""Analysis on top of the kernels (docs/analysis.md).
 
-``rtneuro.analysis.dynamics`` holds phase planes, equilibria, continuation and Lyapunov exponents.
+Information theory here (from ``information``); ``dynamics`` (phase planes, equilibria, continuation,
+Lyapunov exponents), ``coding`` (rates, tuning curves, Bayesian decoding, phase of firing) and ``circuits``
+(connectivity, motifs, spiking statistics) as submodules.
 """
 
-from . import dynamics
+from . import circuits, coding, dynamics
 from .information import (
     channel_capacity,
     coding_efficiency,
@@ -22,7 +24,7 @@ from .information import (
     transfer_entropy_ksg,
 )
 
-__all__ = ["dynamics", "channel_capacity", "coding_efficiency", "conditional_mutual_info_discrete", "conditional_mutual_info_ksg",
+__all__ = ["circuits", "coding", "dynamics", "channel_capacity", "coding_efficiency", "conditional_mutual_info_discrete", "conditional_mutual_info_ksg",
            "copula_normalize", "delay_embed", "entropy_discrete", "mutual_info_discrete", "mutual_info_gaussian",
            "mutual_info_gcmi", "mutual_info_ksg", "surrogate_test", "transfer_entropy_discrete",
            "transfer_entropy_gaussian", "transfer_entropy_ksg"]
