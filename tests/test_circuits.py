@@ -122,3 +122,32 @@ def test_transfer_entropy_between_two_coupled_populations():
     assert population_transfer_entropy(a, b) > 0.1 > 0.01 > abs(population_transfer_entropy(b, a))
     with pytest.raises(ConfigError, match="gaussian"):
         population_transfer_entropy(a, b, method="binned")
+
+
+def test_the_circuit_analyser_puts_connectivity_dynamics_and_information_together():
+    from rtneuro.analysis.circuits import analyze_circuit
+
+    rng = np.random.default_rng(8)
+    n, t_stop, dt = 40, 50.0, 0.005
+    a = _random_digraph(n, 0.1, 9)
+    # population A (0-19) fires at a modulated rate; population B (20-39) follows A one bin later
+    steps = int(t_stop / dt)
+    drive = np.zeros(steps)
+    for k in range(1, steps):
+        drive[k] = 0.9 * drive[k - 1] + rng.standard_normal()
+    ra = 20 * np.exp(0.3 * drive)
+    rb = 20 * np.exp(0.3 * np.roll(drive, 1))
+    spikes = [np.nonzero(rng.random(steps) < ra * dt)[0] * dt for _ in range(20)]
+    spikes += [np.nonzero(rng.random(steps) < rb * dt)[0] * dt for _ in range(20)]
+    # a stimulus that neuron 0's counts depend on
+    stim = rng.integers(0, 4, 400)
+    counts = np.column_stack([rng.poisson(2 + 3 * stim)] + [rng.poisson(3, 400) for _ in range(n - 1)])
+    out = analyze_circuit(a, {"spikes": spikes, "t_start": 0.0, "t_stop": t_stop, "stimulus": stim, "counts": counts,
+                              "populations": {"A": range(20), "B": range(20, 40)}}, {"bin_s": dt})
+    assert out["connectivity"]["neurons"] == n and out["connectivity"]["triads"] == nx.triadic_census(nx.DiGraph(a))
+    assert out["dynamics"]["mean_rate"] == pytest.approx(np.mean([len(s) for s in spikes]) / t_stop)
+    mi = out["information"]["stimulus_mi"]
+    assert mi[0] > 0.3 and np.max(np.abs(mi[1:])) < 0.05
+    te = out["information"]["transfer_entropy"]
+    # B follows A: more flows A -> B than back (not 0 back: both rates are noisy views of one hidden drive)
+    assert te["A->B"] > 2 * abs(te["B->A"]) and te["A->B"] > 0.05

@@ -23,7 +23,7 @@ from numba import njit
 from ..errors import ConfigError
 
 __all__ = ["adjacency", "degrees", "reciprocity", "clustering", "path_lengths", "triad_census", "TRIAD_NAMES",
-           "modularity", "graph_measures", "spike_statistics", "population_transfer_entropy"]
+           "modularity", "graph_measures", "spike_statistics", "population_transfer_entropy", "analyze_circuit"]
 
 #: the 16 isomorphism classes of directed triads, in the order of the census (Holland & Leinhardt 1976)
 TRIAD_NAMES = ("003", "012", "102", "021D", "021U", "021C", "111D", "111U", "030T", "030C", "201", "120D", "120U",
@@ -238,3 +238,39 @@ def population_transfer_entropy(source_rate: Any, target_rate: Any, *, method: s
     if method == "ksg":
         return it.transfer_entropy_ksg(source_rate, target_rate, **kw)
     raise ConfigError(f"method={method!r}: use 'gaussian' or 'ksg'")
+
+
+def analyze_circuit(circuit: Any, activity: dict, params: dict | None = None) -> dict[str, Any]:
+    """The notes' circuit analyser: ``connectivity`` (:func:`graph_measures`), ``dynamics``
+    (:func:`spike_statistics`) and ``information``.
+
+    ``activity``: ``spikes`` (a list of trains or ``(times, ids)``), ``t_start``, ``t_stop``; optionally
+    ``stimulus`` and ``counts`` (trials, and trials x neurons spike counts) for the stimulus-response
+    mutual information of each neuron (plug-in with Miller-Madow correction, counts as symbols), and
+    ``populations`` (a dict of name -> neuron indices) for the transfer entropy (Gaussian) between the
+    binned population rates of every ordered pair. ``params``: ``communities`` (for the modularity),
+    ``bin_s``, ``census``.
+    """
+    from . import information as it
+
+    p = params or {}
+    out: dict[str, Any] = {"connectivity": graph_measures(circuit, p.get("communities"), census=p.get("census", True))}
+    n = adjacency(circuit).shape[0]
+    t0, t1 = float(activity["t_start"]), float(activity["t_stop"])
+    bin_s = float(p.get("bin_s", 0.01))
+    stats = spike_statistics(activity["spikes"], t0, t1, bin_s=bin_s, n_neurons=n)
+    out["dynamics"] = stats
+    info: dict[str, Any] = {}
+    if "stimulus" in activity and "counts" in activity:
+        counts = np.asarray(activity["counts"])
+        info["stimulus_mi"] = np.array([it.mutual_info_discrete(activity["stimulus"], counts[:, j], bias="miller_madow")
+                                        for j in range(counts.shape[1])])
+    if "populations" in activity:
+        trains = _trains(activity["spikes"], n)
+        edges = t0 + bin_s * np.arange(int((t1 - t0) / bin_s + 1e-9) + 1)
+        rates = {name: np.mean([np.histogram(trains[i], edges)[0] for i in idx], axis=0) / bin_s
+                 for name, idx in activity["populations"].items()}
+        info["transfer_entropy"] = {f"{a}->{b}": population_transfer_entropy(rates[a], rates[b])
+                                    for a in rates for b in rates if a != b}
+    out["information"] = info
+    return out
