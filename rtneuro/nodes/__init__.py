@@ -39,6 +39,7 @@ NODE_TYPES: dict[str, str] = {
     "bursts": "rtneuro.nodes.bursts:Bursts",
     "coherence": "rtneuro.nodes.connectivity:Coherence",
     "information": "rtneuro.nodes.information:Information",
+    "spike_stats": "rtneuro.nodes.spikestats:SpikeStats",
     "quality": "rtneuro.nodes.quality:Quality",
     "neuron_model": "rtneuro.nodes.models:NeuronModel",
     "decoder": "rtneuro.nodes.decoders:Decoder",
