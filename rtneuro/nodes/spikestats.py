@@ -70,7 +70,7 @@ class SpikeStats(Node):
 
     def reset(self) -> None:
         self._spikes: list[deque] = [deque() for _ in range(self.n_ch)]
-        self._next = None  # index k of the next frame due
+        self._next: int | None = None  # index k of the next frame due
         self._frames = 0
         self.n_out_of_range = 0  # events on a channel outside the declared ones
         self.n_dropped = 0  # spikes dropped beyond MAX_SPIKES_PER_CHANNEL
@@ -111,13 +111,13 @@ class SpikeStats(Node):
         p = self.params
         rows, ends = [], []
         for t, c in zip(ev["time"].tolist(), ev["channel"].tolist(), strict=True):
-            if self._next is None:
-                self._next = max(1, math.ceil(t / p.step_s))  # the first frame whose end is not before the first spike
-            while t > self._next * p.step_s:  # every spike up to this frame's end has arrived
-                rows.append(self._frame(self._next))
-                ends.append(self._next * p.step_s)
-                self._prune(self._next * p.step_s)
-                self._next += 1
+            k = self._next if self._next is not None else max(1, math.ceil(t / p.step_s))  # the first frame not before it
+            while t > k * p.step_s:  # every spike up to this frame's end has arrived
+                rows.append(self._frame(k))
+                ends.append(k * p.step_s)
+                self._prune(k * p.step_s)
+                k += 1
+            self._next = k
             if not 0 <= c < self.n_ch:
                 self.n_out_of_range += 1
                 continue
