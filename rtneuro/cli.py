@@ -865,9 +865,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("probe_args", nargs=argparse.REMAINDER)
     pr.set_defaults(func=_cmd_probe)
 
-    b = sub.add_parser("bench", help="run a benchmark (latency, lsl, dsp, safety, record, models, adbs, decoders, bursts, ephys, control, ui, sweep)")
+    b = sub.add_parser("bench", help="run a benchmark (latency, lsl, dsp, safety, record, models, adbs, decoders, bursts, ephys, control, ui, sweep, analysis)")
     b.add_argument("name", choices=["latency", "lsl", "dsp", "safety", "record", "models", "adbs", "decoders", "bursts", "ephys",
-                                    "control", "ui", "sweep"])
+                                    "control", "ui", "sweep", "analysis"])
     b.add_argument("--json", default=None, help="write results here")
     b.add_argument("--duration", type=float, default=20.0, help="seconds measured per variant")
     b.add_argument("--variants", default=None, help="comma-separated subset of variants")
