@@ -25,7 +25,9 @@ from rtneuro.errors import ConfigError
 
 VDP = System("van_der_pol", lambda x, p: np.array([x[1], p["mu"] * (1 - x[0] ** 2) * x[1] - x[0]]), {"mu": 1.0})
 LORENZ = System("lorenz", lambda x, p: np.array([p["s"] * (x[1] - x[0]), x[0] * (p["r"] - x[2]) - x[1], x[0] * x[1] - p["b"] * x[2]]),
-                {"s": 10.0, "r": 28.0, "b": 8.0 / 3.0}, variables=("x", "y", "z"))
+                {"s": 10.0, "r": 28.0, "b": 8.0 / 3.0},
+                lambda x, p: np.array([[-p["s"], p["s"], 0.0], [p["r"] - x[2], -1.0, -x[0]], [x[1], x[0], -p["b"]]]),
+                variables=("x", "y", "z"))
 
 
 def _fhn_hopf(a: float = 0.7, b: float = 0.8, tau: float = 12.5) -> tuple[float, float, float]:
@@ -70,12 +72,12 @@ def test_nullclines_of_fitzhugh_nagumo_are_its_cubic_and_its_line():
 
 
 def test_limit_cycles_have_their_known_periods():
-    vdp = limit_cycle(VDP, [1.0, 0.0])
+    vdp = limit_cycle(VDP, [1.0, 0.0], t_settle=100.0, t_max=300.0)
     assert vdp["period"] == pytest.approx(6.663286859323130, abs=1e-6)  # van der Pol, mu = 1
     assert vdp["amplitude"][0] == pytest.approx(2 * 2.00861986, abs=1e-4)
-    fhn = limit_cycle("fitzhugh_nagumo", [0.0, 0.0])  # I = 0.5: past the Hopf point, a relaxation oscillation
+    fhn = limit_cycle("fitzhugh_nagumo", [0.0, 0.0], t_settle=300.0, t_max=800.0)  # I = 0.5: past the Hopf point, a relaxation oscillation
     assert fhn["period"] is not None and 30 < fhn["period"] < 50 and fhn["period_spread"] < 1e-6
-    assert limit_cycle("fitzhugh_nagumo", [0.0, 0.0], {"I": 0.0})["period"] is None  # a stable equilibrium
+    assert limit_cycle("fitzhugh_nagumo", [0.0, 0.0], {"I": 0.0}, t_settle=300.0, t_max=500.0)["period"] is None  # a stable equilibrium
 
 
 def test_continuation_finds_fitzhugh_nagumos_hopf_point_and_a_fold_at_their_closed_forms():

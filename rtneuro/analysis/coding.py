@@ -85,12 +85,20 @@ def rate_kernel(spike_times: Any, t: Any, sigma_s: float, *, kernel: str = "gaus
         raise ConfigError("sigma_s must be > 0")
     s = _spikes(spike_times)
     tt = np.asarray(t, dtype=float)
-    out = np.zeros(tt.shape)
+    flat = tt.ravel()
+    out = np.zeros(flat.shape)
     reach = 8.0 * sigma_s if kernel in ("gaussian", "boxcar") else 40.0 * sigma_s
-    for j, tj in np.ndenumerate(tt):
-        lo, hi = np.searchsorted(s, tj - reach), np.searchsorted(s, tj + reach)
-        out[j] = _kernel((tj - s[lo:hi]) / sigma_s, kernel).sum() / sigma_s
-    return out
+    order = np.argsort(flat, kind="stable")
+    ts = flat[order]
+    block = 2048
+    for a in range(0, ts.size, block):  # blocks of sorted times, each against the spikes within reach of it
+        tb = ts[a:a + block]
+        lo, hi = np.searchsorted(s, tb[0] - reach), np.searchsorted(s, tb[-1] + reach)
+        u = (tb[:, None] - s[None, lo:hi]) / sigma_s
+        u[np.abs(u) * sigma_s > reach] = np.inf  # each time only sees the spikes within its own reach
+        k = _kernel(np.where(np.isfinite(u), u, 1e6), kernel)  # out of reach: a place where every kernel is 0
+        out[order[a:a + block]] = np.where(np.isfinite(u), k, 0.0).sum(axis=1) / sigma_s
+    return out.reshape(tt.shape)
 
 
 def rate_adaptive(spike_times: Any, t: Any, sigma_s: float, *, alpha: float = 0.5) -> np.ndarray:
