@@ -8,6 +8,7 @@ threads of the worker; a worker killed under a job is a real SIGKILL.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -237,7 +238,7 @@ def test_the_shipped_decoder_sweep_on_a_dask_scheduler_with_two_workers_keeps_go
     assert "Best parameters" in html and "plots/metric0.png" in html and (spec.out / "plots" / "metric0.png").stat().st_size > 1000
 
 
-def test_the_shipped_adbs_sweep_from_the_command_line_survives_ctrl_c_and_a_dead_worker_and_resumes(tmp_path):
+def test_the_shipped_adbs_sweep_from_the_command_line_survives_ctrl_c_and_a_dead_worker_and_resumes(tmp_path, monkeypatch):
     spec = load_spec(SHIPPED)
     assert len(expand(spec)) == 24 + 4 and spec.objective == {"metric": "stimulation.stim.energy_uj", "goal": "min"}  # + the baseline per seed
     small = tmp_path / "small.yaml"
@@ -269,13 +270,21 @@ def test_the_shipped_adbs_sweep_from_the_command_line_survives_ctrl_c_and_a_dead
     assert "run the same command again to go on" in err
     done = {f.stem for f in jobs.glob("*.json")}
     assert len(done) == 1 and json.loads((jobs / f"{done.pop()}.json").read_text())["status"] == "ok"
-    # the rest only; the worker is killed under the first of them (SIGKILL): Dask's nanny starts another, the
-    # scheduler gives it the job again, and the sweep goes on
+    # the rest only (what the same command runs, here in this process: the command line ran above); the worker is
+    # killed under the first of them (SIGKILL): Dask's nanny starts another, the scheduler gives it the job again,
+    # and the sweep goes on
     killed = tmp_path / "killed"
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**env, "RTNEURO_TEST_KILL_ONCE": str(killed)})
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert killed.exists() and "1 already done" in out.stderr
-    assert "sweep adbs-thresholds: 3 jobs, 3 ok, 0 failed" in out.stdout and "best (min of stimulation.stim.energy_uj)" in out.stdout
+    monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])
+    monkeypatch.setenv("RTNEURO_TEST_KILL_ONCE", str(killed))  # the local cluster's workers inherit it
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    progress: list[str] = []
+    res = run_sweep(dataclasses.replace(load_spec(small), out=tmp_path / "res"), workers=1, out=progress.append)
+    assert killed.exists() and res["ran"] == 2 and res["skipped"] == 1 and res["failed"] == 0 and res["missing"] == 0
+    assert any("1 already done" in line for line in progress)
+    from rtneuro.sweep import summary
+
+    text = summary(tmp_path / "res")
+    assert text.splitlines()[0].startswith("sweep adbs-thresholds: 3 jobs, 3 ok, 0 failed") and "best (min of stimulation.stim.energy_uj)" in text
     df = pd.read_csv(tmp_path / "res" / "results.csv")
     assert list(df["ctl.upper"]) == [10.0, 12.0, 1e9] and list(df["baseline"]) == [False, False, True] and (df["status"] == "ok").all()
     assert df["stimulation.stim.energy_uj"][1] < df["stimulation.stim.energy_uj"][0]  # stepping up later stimulates less
@@ -288,7 +297,7 @@ def test_the_shipped_adbs_sweep_from_the_command_line_survives_ctrl_c_and_a_dead
     assert "plots/metric1.png" in html and "vs_baseline" in html
     again = subprocess.run([sys.executable, "-m", "rtneuro", "sweep", "--summary", str(tmp_path / "res")],
                            capture_output=True, text=True, timeout=60)
-    assert again.returncode == 0 and again.stdout.splitlines()[0] == out.stdout.splitlines()[0]
+    assert again.returncode == 0 and again.stdout.splitlines()[0] == text.splitlines()[0]
 
 
 def test_a_bids_dataset_is_filtered_by_its_entities_through_mne_bids(tmp_path):
