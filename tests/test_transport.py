@@ -263,7 +263,7 @@ def test_a_command_without_ack_is_resent_and_never_applied_twice(tmp_path):
 
 
 def test_a_duplicate_of_an_acknowledged_command_is_answered_again(tmp_path):
-    tx, rx = _channel(tmp_path, ack_timeout_ms=10)
+    tx, rx = _channel(tmp_path, ack_timeout_ms=5000)  # no re-send of its own before the ack, however loaded the machine
     tx.send("ctl", _cmd(deadline_s=5.0), heartbeat=False)
     peer, m = _receive(rx, 1)[0]
     frames = tx.pending[("ctl", 0)][0]
