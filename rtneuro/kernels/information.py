@@ -157,18 +157,7 @@ def knn_radius(data: np.ndarray, cols: np.ndarray, order: np.ndarray, k: int) ->
                 hi += 1
             if m == k and gap >= best[k - 1]:
                 break  # every point further out is at least this far
-            d = _maxnorm(data, i, j, cols)
-            if m < k:
-                p = m
-                m += 1
-            elif d < best[k - 1]:
-                p = k - 1
-            else:
-                continue
-            while p > 0 and best[p - 1] > d:
-                best[p] = best[p - 1]
-                p -= 1
-            best[p] = d
+            m = _insert(best, m, k, _maxnorm(data, i, j, cols))
         out[i] = best[k - 1]
     return out
 

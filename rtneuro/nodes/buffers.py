@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 __all__ = ["RingBuffer"]
@@ -59,3 +61,25 @@ class RingBuffer:
         if first < length:
             out[first:] = self._buf[: length - first]
         return out
+
+    def frames_due(self, n_new: int, next_end: int, step: int) -> int:
+        """How many windows ending at ``next_end, next_end + step, ...`` ``n_new`` more samples complete."""
+        return max(0, (self.written + n_new - next_end) // step + 1)
+
+    def write_windows(self, x: np.ndarray, next_end: int, step: int, out: np.ndarray,
+                      on_window: Callable[[int, np.ndarray], None]) -> tuple[list[int], int]:
+        """Append ``x``, stopping at each window end ``next_end + i step`` it reaches to call
+        ``on_window(i, window)`` with the last ``len(out)`` samples (copied into ``out``), as the window was
+        then: a window's content never depends on how the samples were split. Returns the window ends and the
+        next end due."""
+        ends: list[int] = []
+        pos, n, length = 0, x.shape[0], out.shape[0]
+        while pos < n:
+            take = min(n - pos, next_end - self.written)
+            self.write(x[pos:pos + take])
+            pos += take
+            if self.written == next_end:
+                on_window(len(ends), self.read(next_end, length, out))
+                ends.append(next_end)
+                next_end += step
+        return ends, next_end

@@ -218,22 +218,13 @@ class Coherence(Node):
             self._origin = chunk.first
         if not self._all_cols:
             x = x[:, self._cols]
-        n_frames = max(0, (self._ring.written + n - self._next_end) // self.step + 1)
+        n_frames = self._ring.frames_due(n, self._next_end, self.step)
         if n_frames == 0:
             self._ring.write(x)
             return None
         rows = np.empty((n_frames, self.n_features))
-        ends: list[int] = []
-        pos = 0
-        ring = self._ring
-        while pos < n:
-            take = min(n - pos, self._next_end - ring.written)
-            ring.write(x[pos:pos + take])
-            pos += take
-            if ring.written == self._next_end:
-                self._compute(ring.read(self._next_end, self.window, self._win), rows[len(ends)])
-                ends.append(self._next_end)
-                self._next_end += self.step
+        ends, self._next_end = self._ring.write_windows(x, self._next_end, self.step, self._win,
+                                                        lambda f, w: self._compute(w, rows[f]))
         assert len(ends) == n_frames
         return self._frames_chunk(chunk, rows, ends)
 

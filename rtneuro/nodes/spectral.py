@@ -369,22 +369,12 @@ class Bandpower(Node):
             return self._frames_chunk(chunk, rows, ends)
         held = np.empty((n, self.n_in))
         self._n_replaced += hold_nonfinite(x, self._picks, self._last, held)
-        n_frames = max(0, (self._ring.written + n - self._next_end) // self.step + 1)
+        n_frames = self._ring.frames_due(n, self._next_end, self.step)
         power = np.empty((n_frames, len(self._band_lo), self.n_in))
         total = np.ones((n_frames, self.n_in))
         compute = self._multitaper if self.method == "multitaper" else self._welch
-        ends = []
-        pos = 0
-        ring = self._ring
-        while pos < n:
-            take = min(n - pos, self._next_end - ring.written)
-            ring.write(held[pos:pos + take])
-            pos += take
-            if ring.written == self._next_end:
-                f = len(ends)
-                compute(ring.read(self._next_end, self.window, self._win), power[f], total[f])
-                ends.append(self._next_end)
-                self._next_end += self.step
+        ends, self._next_end = self._ring.write_windows(held, self._next_end, self.step, self._win,
+                                                        lambda f, w: compute(w, power[f], total[f]))
         if not ends:
             return None
         rows = np.empty((len(ends), self.n_features))
